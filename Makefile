@@ -1,0 +1,31 @@
+# Two commands set up everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.runtime: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.train: $(VENV)/.runtime
+	$(BIN)/python -m pip install -q -e ".[train,dev]"
+	touch $@
+
+run: $(VENV)/.runtime
+	$(BIN)/hmer-data stats examples/ink
+
+test: $(VENV)/.train
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(VENV)/.train
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info

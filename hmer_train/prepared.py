@@ -1,0 +1,140 @@
+"""Prepared datasets: every sample rendered and preprocessed once, cached as numpy + JSON.
+
+Training must not re-parse XML every epoch. A prepared set lives in
+``<cache_root>/<key>/`` as ``images.npy`` (all model-input images, uint8, ink = 255, flattened
+and concatenated) and ``index.json`` (names, shapes, offsets, canonical tokens, per-sample
+errors). The key hashes the source fingerprint, the render and preprocessing settings and the
+format version, so changing any of them builds a new cache. No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from hmer_runtime.errors import HmerError
+from hmer_runtime.inkml import Ink
+from hmer_runtime.latex import LatexError, tokenize
+from hmer_runtime.preprocess import PreprocessConfig, preprocess
+from hmer_runtime.render import RenderConfig, render_ink
+from hmer_runtime.sources import iter_source, source_fingerprint
+
+PREPARED_FORMAT = 1
+DEFAULT_CACHE = Path(os.environ.get("HMER_CACHE", Path.home() / ".cache" / "hmer"))
+
+
+@dataclass
+class PreparedSet:
+    """A source's samples as model-input images + canonical tokens."""
+
+    names: list[str]
+    tokens: list[list[str]]
+    shapes: np.ndarray  # (n, 2) int
+    offsets: np.ndarray  # (n,) int
+    pixels: np.ndarray  # flat uint8
+    errors: list[str] = field(default_factory=list)
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def image(self, i: int) -> np.ndarray:
+        """Model input of sample ``i`` as float32 (H, W), ink 1.0."""
+        h, w = self.shapes[i]
+        o = self.offsets[i]
+        return self.pixels[o:o + h * w].reshape(h, w).astype(np.float32) / 255.0
+
+    def select(self, keep: np.ndarray) -> PreparedSet:
+        """A view restricted to the indices in ``keep`` (pixels are shared, not copied)."""
+        keep = np.asarray(keep, dtype=np.int64)
+        return PreparedSet([self.names[i] for i in keep], [self.tokens[i] for i in keep],
+                           self.shapes[keep], self.offsets[keep], self.pixels, self.errors, self.path)
+
+
+def sample_image(sample, render: RenderConfig, pre: PreprocessConfig) -> np.ndarray:
+    """Model-input image of a source sample (ink is rendered first, images are read)."""
+    obj = sample.load()
+    image = render_ink(obj, render) if isinstance(obj, Ink) else obj
+    return preprocess(image, pre, name=sample.name)
+
+
+def cache_key(source: str | Path, render: RenderConfig, pre: PreprocessConfig) -> str:
+    blob = json.dumps({"format": PREPARED_FORMAT, "source": source_fingerprint(source),
+                       "render": render.to_dict(), "preprocess": pre.to_dict()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def prepare(source: str | Path, render: RenderConfig = RenderConfig(),
+            pre: PreprocessConfig = PreprocessConfig(), cache_root: str | Path = DEFAULT_CACHE,
+            progress: bool = True) -> PreparedSet:
+    """Load the prepared set for ``source``, building (and caching) it if needed."""
+    directory = Path(cache_root) / cache_key(source, render, pre)
+    if (directory / "index.json").is_file() and (directory / "images.npy").is_file():
+        return load_prepared(directory)
+    names, tokens, shapes, chunks, errors = [], [], [], [], []
+    for sample in tqdm(iter_source(source), desc=f"preparing {Path(source).name}", unit="expr",
+                       disable=not progress, leave=False):
+        try:
+            if sample.latex is None:
+                sample.load()  # surfaces the read error, if that is why the label is missing
+                raise HmerError(sample.name, "no ground-truth LaTeX")
+            toks = tokenize(sample.latex)
+            if not toks:
+                raise HmerError(sample.name, "empty ground-truth LaTeX")
+            img = sample_image(sample, render, pre)
+        except LatexError as e:
+            errors.append(f"{sample.name}: bad LaTeX: {e}")
+            continue
+        except HmerError as e:
+            errors.append(str(e))
+            continue
+        names.append(sample.name)
+        tokens.append(toks)
+        shapes.append(img.shape)
+        chunks.append(np.round(img * 255).astype(np.uint8).ravel())
+    sizes = np.array([c.size for c in chunks], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if len(sizes) else np.zeros(0, np.int64)
+    pixels = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)
+    _write_atomic(directory, pixels, {
+        "format": PREPARED_FORMAT, "source": str(source), "render": render.to_dict(),
+        "preprocess": pre.to_dict(), "names": names, "tokens": [" ".join(t) for t in tokens],
+        "shapes": [list(s) for s in shapes], "offsets": offsets.tolist(), "errors": errors,
+    })
+    return load_prepared(directory)
+
+
+def _write_atomic(directory: Path, pixels: np.ndarray, index: dict) -> None:
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".building-"))
+    np.save(tmp / "images.npy", pixels)
+    (tmp / "index.json").write_text(json.dumps(index))
+    try:
+        os.replace(tmp, directory)
+    except OSError:  # another process finished first; keep theirs
+        for f in tmp.iterdir():
+            f.unlink()
+        tmp.rmdir()
+
+
+def load_prepared(directory: str | Path) -> PreparedSet:
+    directory = Path(directory)
+    index = json.loads((directory / "index.json").read_text())
+    if index.get("format") != PREPARED_FORMAT:
+        raise HmerError(str(directory), f"prepared-set format {index.get('format')} is not {PREPARED_FORMAT}")
+    return PreparedSet(
+        names=index["names"], tokens=[t.split(" ") for t in index["tokens"]],
+        shapes=np.array(index["shapes"], dtype=np.int64).reshape(-1, 2),
+        offsets=np.array(index["offsets"], dtype=np.int64),
+        pixels=np.load(directory / "images.npy", mmap_mode="r"), errors=index["errors"], path=directory)
+
+
+def token_counts(sets: list[PreparedSet]) -> Counter:
+    return Counter(t for s in sets for seq in s.tokens for t in seq)

@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+from synth import expression_strokes, inkml_text, write_inkml_set
+
+from hmer_runtime.errors import InkError
+from hmer_runtime.inkml import MAX_INKML_BYTES, Ink, parse_inkml, read_inkml
+from hmer_runtime.render import RenderConfig, render_ink
+
+
+def test_reads_traces_truth_id_and_groups():
+    doc = """<ink xmlns="http://www.w3.org/2003/InkML">
+<traceFormat><channel name="X" type="decimal"/><channel name="Y" type="decimal"/>
+<channel name="T" type="decimal"/></traceFormat>
+<annotation type="truth">$x^2$</annotation><annotation type="UI">f_1</annotation>
+<trace id="0">0 0 1, 10 10 2, 20 5 3</trace><trace id="1">30 0 4, 30 20 5</trace>
+<traceGroup><traceGroup><annotation type="truth">x</annotation>
+<traceView traceDataRef="0"/></traceGroup></traceGroup></ink>"""
+    ink = parse_inkml(doc.encode(), "f.inkml")
+    assert ink.truth == "x^2" and ink.id == "f_1"
+    assert ink.channels == ["X", "Y", "T"]
+    assert ink.traces[0].shape == (3, 3)
+    assert ink.groups[0].label == "x" and ink.groups[0].trace_ids == ["0"]
+
+
+@pytest.mark.parametrize("doc, message", [
+    (b"", "empty"),
+    (b"<ink><trace>1 2, 3", "well-formed"),
+    (b"<svg/>", "not <ink>"),
+    (b'<?xml version="1.0"?><!DOCTYPE ink [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]>'
+     b"<ink><annotation type='truth'>&b;</annotation></ink>", "unsafe XML"),
+    (b'<?xml version="1.0"?><!DOCTYPE ink [<!ENTITY x SYSTEM "file:///etc/passwd">]><ink>&x;</ink>',
+     "unsafe XML"),
+    (b"<ink><trace>1 a, 2 3</trace></ink>", "bad trace point"),
+])
+def test_hostile_or_broken_xml_is_refused(doc, message):
+    with pytest.raises(InkError, match=message):
+        parse_inkml(doc, "bad.inkml")
+
+
+def test_huge_file_refused_before_parsing(tmp_path):
+    p = tmp_path / "huge.inkml"
+    with open(p, "wb") as f:
+        f.truncate(MAX_INKML_BYTES + 1)
+    with pytest.raises(InkError, match="over the"):
+        read_inkml(p)
+
+
+@pytest.mark.parametrize("traces, message", [
+    ([], "no traces"),
+    ([np.array([[1.0, 2.0]])], "single point"),
+    ([np.array([[1.0, 2.0], [1.0, 2.0]])], "coincide"),
+    ([np.array([[1.0, np.nan], [3.0, 4.0]])], "NaN"),
+    ([np.array([[1.0, 2.0], [np.inf, 4.0]])], "NaN or infinite"),
+])
+def test_degenerate_ink_is_a_clear_error(traces, message):
+    with pytest.raises(InkError, match=message):
+        render_ink(Ink(traces=traces, id="degenerate"))
+
+
+def test_render_is_deterministic_dark_on_white_with_padding():
+    ink = Ink(traces=expression_strokes(list("1+2")), id="a")
+    a, b = render_ink(ink), render_ink(ink)
+    assert a.dtype == np.uint8 and np.array_equal(a, b)
+    cfg = RenderConfig()
+    assert a[: cfg.pad].min() == 255 and a[:, : cfg.pad].min() == 255  # padding is background
+    assert a.min() == 0 and 0 < (a < 128).mean() < 0.5  # dark ink, minority of pixels
+    assert len(np.unique(a)) > 2  # antialiased edges
+
+
+def test_scale_normalised_across_pen_units():
+    # The same writing in pixels and in 1/1000 units must render to the same size.
+    small = Ink(traces=expression_strokes(list("x=2"), unit=0.05), id="s")
+    big = Ink(traces=expression_strokes(list("x=2"), unit=500.0), id="b")
+    a, b = render_ink(small), render_ink(big)
+    assert abs(a.shape[0] - b.shape[0]) <= 1 and abs(a.shape[1] - b.shape[1]) <= 1
+    cfg = RenderConfig()
+    assert abs(a.shape[0] - 2 * cfg.pad - cfg.symbol_px) < 0.35 * cfg.symbol_px
+
+
+def test_line_width_is_set_by_config():
+    ink = Ink(traces=[np.array([[0.0, 0.0], [100.0, 0.0]]), np.array([[0.0, 50.0], [100.0, 50.0]])], id="l")
+    thin = render_ink(ink, RenderConfig(line_width=2))
+    thick = render_ink(ink, RenderConfig(line_width=6))
+    ink_rows = lambda im: ((255 - im.astype(float)) / 255).sum(axis=0)[im.shape[1] // 2]  # noqa: E731
+    assert ink_rows(thick) / ink_rows(thin) == pytest.approx(3.0, rel=0.2)
+
+
+def test_max_size_caps_long_expressions():
+    ink = Ink(traces=expression_strokes(list("1+2+3+4+7") * 8), id="long")
+    img = render_ink(ink, RenderConfig(max_height=128, max_width=512))
+    assert img.shape[0] <= 128 and img.shape[1] <= 512
+
+
+def test_written_inkml_roundtrip(tmp_path):
+    paths = write_inkml_set(tmp_path, [list("1+2"), list("x=y")])
+    ink = read_inkml(paths[1])
+    assert ink.truth == "x = y" and len(ink.traces) == 6
+
+
+def test_inkml_text_without_truth():
+    ink = parse_inkml(inkml_text(expression_strokes(["1"]), None).encode())
+    assert ink.truth is None
