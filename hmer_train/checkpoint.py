@@ -1,0 +1,47 @@
+"""Checkpoints: written atomically, loaded without arbitrary pickle (``weights_only=True``)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from hmer_runtime import __version__
+from hmer_runtime.errors import ModelError
+
+FORMAT = "hmer-checkpoint-1"
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, "hmer_version": __version__, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint`; ModelError for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(str(path), "checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, pickle refused by weights_only, ...
+        raise ModelError(str(path), f"not a readable checkpoint ({type(e).__name__}: {str(e)[:120]})") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ModelError(str(path), "not an hmer checkpoint (missing format tag)")
+    for key in ("model", "config", "vocab"):
+        if key not in ckpt:
+            raise ModelError(str(path), f"checkpoint lacks '{key}'")
+    return ckpt

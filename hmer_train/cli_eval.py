@@ -1,0 +1,126 @@
+"""``hmer-eval``: ExpRate / <=1 / <=2 / WER of a checkpoint on a data source, with per-expression JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from hmer_runtime.cli_util import run_cli
+from hmer_runtime.errors import ModelError
+from hmer_runtime.metrics import Metrics, format_summary
+
+
+def evaluate_checkpoint(ckpt_path: str, source: str | None, split: str | None, beam: int, out: str | None,
+                        limit: int | None, batch_size: int, config_path: str | None = None) -> dict:
+    import torch
+
+    from hmer_runtime.preprocess import PreprocessConfig
+    from hmer_runtime.render import RenderConfig
+    from hmer_runtime.sources import resolve_split
+    from hmer_runtime.vocab import Vocab
+    from hmer_train.checkpoint import load_checkpoint
+    from hmer_train.data import collate, make_batches
+    from hmer_train.decoding import decode, rescore_r2l
+    from hmer_train.models.base import HMERModel
+    from hmer_train.prepared import DEFAULT_CACHE, prepare
+
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = ckpt["config"]
+    vocab = Vocab(ckpt["vocab"][4:])
+    model = HMERModel(cfg["model"], len(vocab))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise ModelError(ckpt_path, f"weights do not match the stored architecture: {str(e)[:120]}") from e
+    model.eval()
+    src = resolve_split(source, split, cfg["data_roots"]) if split else Path(source)
+    data = prepare(src, RenderConfig.from_dict(cfg["render"]), PreprocessConfig.from_dict(cfg["preprocess"]),
+                   cfg.get("cache_dir") or DEFAULT_CACHE)
+    if limit:
+        data = data.select(range(min(limit, len(data))))
+    dec = cfg["decode"]
+    rescore = dec.get("rescore") and beam > 1 and cfg["model"]["decoder"].get("type") == "comer" \
+        and cfg["train"].get("bidirectional")
+    metrics = Metrics()
+    rows = []
+    with torch.no_grad():
+        for idx in make_batches(data.shapes, batch_size, 2_000_000):
+            b = collate([data.image(i) for i in idx], [[] for _ in idx], [data.names[i] for i in idx], vocab, False)
+            hyps = decode(model, b.images, b.mask, vocab.sos_id, vocab.eos_id, beam, dec["max_len"],
+                          dec["length_penalty"])
+            if rescore:
+                hyps = rescore_r2l(model, b.images, b.mask, hyps, vocab.sos_id, vocab.eos_id, dec["length_penalty"])
+            for i, hs in zip(idx, hyps):
+                pred = vocab.decode(hs[0].ids)
+                d = metrics.add(data.tokens[i], pred)
+                rows.append({"file": data.names[i], "truth": " ".join(data.tokens[i]), "prediction": " ".join(pred),
+                             "score": hs[0].score, "edits": d})
+    summary = metrics.summary()
+    summary["errors"] = data.errors
+    if out:
+        with open(out, "w", encoding="utf-8") as f:
+            for r in sorted(rows, key=lambda r: r["file"]):
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return summary
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", required=False)
+@click.argument("data", required=False)
+@click.option("--dataset", help="Evaluate every test split of this dataset (model from config 'checkpoint:').")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--beam", default=1, show_default=True, help="Beam width (1 = greedy).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write one JSON line per expression.")
+@click.option("--limit", type=int, help="Evaluate only the first N expressions.")
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_json, debug) -> None:
+    """Evaluate MODEL (a checkpoint) on DATA (InkML folder/archive or image folder).
+
+    With --dataset NAME and no MODEL, the checkpoint comes from `checkpoint:` in the config
+    and every test split present is evaluated.
+    """
+    from hmer_train.config import load_config
+
+    jobs: list[tuple[str, str, str | None]] = []
+    if dataset:
+        cfg = load_config(config_path or ("config.yaml" if Path("config.yaml").is_file() else None))
+        ckpt = model or cfg["checkpoint"]
+        if not ckpt:
+            raise click.UsageError("no model given and 'checkpoint:' is empty in the config")
+        from hmer_runtime.errors import DatasetError
+        from hmer_runtime.sources import resolve_split
+
+        for split in cfg["test_splits"]:
+            try:
+                resolve_split(dataset, split, cfg["data_roots"])
+            except DatasetError as e:
+                click.echo(f"skipping {dataset}:{split}: {e.message.split(';')[0]}", err=True)
+                continue
+            jobs.append((ckpt, dataset, split))
+        if not jobs:
+            raise click.UsageError(f"no test split of {dataset} found")
+    else:
+        if not (model and data):
+            raise click.UsageError("give MODEL and DATA, or --dataset NAME")
+        jobs.append((model, data, None))
+    for ckpt, src, split in jobs:
+        s = evaluate_checkpoint(ckpt, src, split, beam, out, limit, batch_size)
+        label = f"{src}:{split}" if split else src
+        if as_json:
+            click.echo(json.dumps({"data": label, "beam": beam, **s}))
+        else:
+            click.echo(f"{label} beam {beam}: {format_summary(s)}")
+            if s["errors"]:
+                click.echo(f"  {len(s['errors'])} unreadable/unlabelled samples skipped")
+
+
+def run() -> None:
+    run_cli(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,58 @@
+"""``hmer-train``: train a model from config.yaml, flags overriding the file."""
+
+from __future__ import annotations
+
+import click
+
+from hmer_runtime.cli_util import run_cli
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--dataset", help="Dataset name (CROHME, HME100K) or path.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (see config.yaml).")
+@click.option("--model", "model_type", type=click.Choice(["wap", "comer"]), help="Decoder type.")
+@click.option("--batch-size", type=int, help="Most images per batch.")
+@click.option("--lr", type=float, help="Peak learning rate.")
+@click.option("--epochs", type=int)
+@click.option("--max-steps", type=int, help="Stop after this many optimiser steps.")
+@click.option("--out", type=click.Path(file_okay=False), help="Checkpoint folder.")
+@click.option("--resume", type=click.Path(dir_okay=False), help="Continue exactly from this checkpoint.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]))
+@click.option("--threads", type=int, help="CPU threads for torch.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to OUT/log.csv).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def main(dataset, config_path, model_type, batch_size, lr, epochs, max_steps, out, resume, device, threads,
+         no_progress, debug) -> None:
+    """Train an hmer model (DenseNet encoder + WAP or CoMER-style decoder)."""
+    from hmer_train.config import load_config
+    from hmer_train.train import train
+
+    overrides = {"dataset": dataset, "train.batch_size": batch_size, "train.lr": lr, "train.epochs": epochs,
+                 "train.max_steps": max_steps, "out": out, "device": device, "train.threads": threads}
+    if model_type:
+        overrides["model.decoder"] = {"type": model_type}
+    cfg = load_config(config_path, overrides)
+    if resume and not config_path:
+        from hmer_train.checkpoint import load_checkpoint
+
+        cfg = load_config(None, {**_flatten(load_checkpoint(resume)["config"]), **overrides})
+    train(cfg, resume=resume, progress=not no_progress)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and key not in ("model.encoder", "model.decoder", "train.augment"):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def run() -> None:
+    run_cli(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,106 @@
+"""Training configuration: defaults, YAML loading, CLI overrides, and refusal of unknown keys.
+
+``config.yaml`` in the repository root documents every key; a test keeps it in step with
+:data:`DEFAULTS`.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from hmer_runtime.errors import HmerError
+
+DEFAULTS: dict = {
+    "dataset": "CROHME",
+    "data_roots": ["datasets", "../shared/data"],
+    "train_split": "train",
+    "val_split": "2013",
+    "test_splits": ["2014"],
+    "cache_dir": None,
+    "out": "checkpoints",
+    "checkpoint": None,
+    "device": "cpu",
+    "model": {
+        "encoder": {"growth": 24, "depth": 16, "dropout": 0.0},
+        "decoder": {"type": "comer", "d_model": 256, "heads": 8, "layers": 3, "ffn": 1024, "dropout": 0.3},
+    },
+    "render": {"symbol_px": 32.0, "line_width": 3.0, "pad": 8, "max_height": 256, "max_width": 1024,
+               "supersample": 4},
+    "preprocess": {"pad": 8, "max_height": 256, "max_width": 1024, "ink_threshold": 0.2},
+    "train": {
+        "batch_size": 16,
+        "max_pixels": 800000,
+        "accumulate": 1,
+        "lr": 0.0005,
+        "weight_decay": 0.0001,
+        "warmup_steps": 500,
+        "epochs": 100,
+        "max_steps": None,
+        "grad_clip": 1.0,
+        "label_smoothing": 0.0,
+        "amp": "bf16",
+        "seed": 0,
+        "bidirectional": True,
+        "max_tokens": 200,
+        "threads": None,
+        "log_every": 20,
+        "val_max": None,
+        "augment": {"scale": [0.7, 1.4], "rotate_deg": 3.0, "shear": 0.1, "stroke_jitter": 0.3},
+    },
+    "decode": {"beam": 10, "max_len": 200, "length_penalty": 1.0, "rescore": True},
+}
+
+# Keys whose value is a free-form mapping (architecture options differ between decoders).
+OPEN_KEYS = {"model.encoder", "model.decoder", "train.augment"}
+
+
+class ConfigError(HmerError):
+    pass
+
+
+def _merge(base: dict, update: dict, where: str, source: str) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        key = f"{where}.{k}" if where else k
+        if k not in base and where not in OPEN_KEYS:
+            raise ConfigError(source, f"unknown config key '{key}'")
+        if isinstance(base.get(k), dict) and key not in OPEN_KEYS:
+            if not isinstance(v, dict):
+                raise ConfigError(source, f"config key '{key}' must be a mapping")
+            out[k] = _merge(base[k], v, key, source)
+        elif isinstance(base.get(k), dict) and isinstance(v, dict):
+            out[k] = {**base[k], **v} if key != "model.decoder" or v.get("type", base[k]["type"]) == \
+                base[k]["type"] else dict(v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """DEFAULTS updated by the YAML file (if any), then by ``overrides`` (dotted keys allowed)."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(str(p), "config file not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(str(p), f"invalid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(str(p), "config must be a mapping")
+        cfg = _merge(cfg, data, "", str(p))
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        nested: dict = {}
+        cur = nested
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            cur = cur.setdefault(part, {})
+        cur[parts[-1]] = value
+        cfg = _merge(cfg, nested, "", "command line")
+    return cfg

@@ -1,0 +1,78 @@
+"""PyTorch decoding through ``model.step`` with the shared search of :mod:`hmer_runtime.search`.
+
+The cache makes every step cost the same whatever the prefix length; nothing re-runs the prefix.
+``rescore_r2l`` adds CoMER's bidirectional rescoring for models trained in both directions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from hmer_runtime.search import Hypothesis, beam_search, greedy
+from hmer_train.models.base import HMERModel, expand_memory, reorder_state
+
+
+@torch.no_grad()
+def decode(model: HMERModel, images: torch.Tensor, mask: torch.Tensor, sos: int, eos: int,
+           beam: int = 1, max_len: int = 200, length_penalty: float = 1.0,
+           keep_attention: bool = False) -> list[list[Hypothesis]]:
+    """Hypotheses per image, best first (one each for greedy)."""
+    model.eval()
+    memory = model.encode(images, mask)
+    n = images.shape[0]
+    if beam > 1:
+        memory = expand_memory(memory, torch.arange(n, device=images.device).repeat_interleave(beam))
+    state = model.init_state(memory)
+
+    def step(tokens: np.ndarray, st):
+        logits, attn, st = model.step(torch.from_numpy(tokens).to(images.device), st, memory)
+        return logits.float().cpu().numpy(), attn.float().cpu().numpy(), st
+
+    if beam <= 1:
+        return [[h] for h in greedy(step, state, n, sos, eos, max_len, keep_attention)]
+
+    def reorder(st, rows: np.ndarray):
+        return reorder_state(st, torch.from_numpy(rows).to(images.device))
+
+    return beam_search(step, reorder, state, n, beam, sos, eos, max_len, length_penalty, keep_attention)
+
+
+@torch.no_grad()
+def sequence_logprob(model: HMERModel, images: torch.Tensor, mask: torch.Tensor,
+                     sequences: list[list[int]], start: int, end: int) -> list[float]:
+    """log P(sequence + end | image, start) by teacher forcing; one image per sequence."""
+    if not sequences:
+        return []
+    t = max(len(s) for s in sequences) + 1
+    inp = torch.zeros(len(sequences), t, dtype=torch.long, device=images.device)
+    tgt = torch.full((len(sequences), t), -1, dtype=torch.long, device=images.device)
+    for i, s in enumerate(sequences):
+        inp[i, : len(s) + 1] = torch.tensor([start] + s)
+        tgt[i, : len(s) + 1] = torch.tensor(s + [end])
+    logp = torch.log_softmax(model(images, mask, inp).float(), -1)
+    picked = logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (tgt >= 0)
+    return picked.sum(1).tolist()
+
+
+@torch.no_grad()
+def rescore_r2l(model: HMERModel, images: torch.Tensor, mask: torch.Tensor,
+                hyps: list[list[Hypothesis]], sos: int, eos: int, length_penalty: float = 1.0) -> list[list[Hypothesis]]:
+    """Re-rank each image's beam by the mean of its left-to-right and right-to-left log-probs.
+
+    Right-to-left sequences start with ``eos`` and end with ``sos`` (how bidirectional training
+    lays them out).
+    """
+    index = [i for i, hs in enumerate(hyps) for _ in hs]
+    seqs = [h.ids[::-1] for hs in hyps for h in hs]
+    sel = torch.tensor(index, device=images.device)
+    r2l = sequence_logprob(model, images[sel], mask[sel], seqs, start=eos, end=sos)
+    out, j = [], 0
+    for hs in hyps:
+        rescored = []
+        for h in hs:
+            lp = (h.logprob + r2l[j]) / 2
+            rescored.append(Hypothesis(h.ids, lp, lp / (len(h.ids) + 1) ** length_penalty, h.attention))
+            j += 1
+        out.append(sorted(rescored, key=lambda h: -h.score))
+    return out

@@ -1,0 +1,99 @@
+"""The one step interface every decoder implements, and the model that pairs it with the encoder.
+
+``encode(images, mask) -> memory``: everything that depends only on the image, computed once.
+``init_state(memory) -> state`` and ``step(tokens, state, memory) -> (logits, attention, state)``:
+one decoding step for a batch of hypotheses. ``state`` is a flat dict of named tensors whose
+first dimension is the hypothesis; beam search reorders it generically by index, so the same
+search code runs any decoder (and the ONNX runtime does the same with exported graphs).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hmer_train.models.densenet import DenseNetEncoder, pad_to_stride
+
+State = dict[str, torch.Tensor]
+Memory = dict[str, torch.Tensor]
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Softmax over ``dim`` with positions where ``mask`` is False set to zero weight."""
+    scores = scores.masked_fill(~mask, -1e4)
+    return torch.softmax(scores, dim=dim)
+
+
+class Decoder(nn.Module):
+    """Interface: see module docstring. ``teacher_forcing`` may be a faster parallel path."""
+
+    def prepare(self, features: torch.Tensor, mask: torch.Tensor) -> Memory:
+        raise NotImplementedError
+
+    def init_state(self, memory: Memory) -> State:
+        raise NotImplementedError
+
+    def step(self, tokens: torch.Tensor, state: State, memory: Memory) -> tuple[torch.Tensor, torch.Tensor, State]:
+        raise NotImplementedError
+
+    def teacher_forcing(self, tokens: torch.Tensor, memory: Memory) -> torch.Tensor:
+        """Logits (N, T, V) for input tokens (N, T); default: run ``step`` token by token."""
+        state = self.init_state(memory)
+        out = []
+        for t in range(tokens.shape[1]):
+            logits, _, state = self.step(tokens[:, t], state, memory)
+            out.append(logits)
+        return torch.stack(out, 1)
+
+
+def expand_memory(memory: Memory, index: torch.Tensor) -> Memory:
+    """Memory rows picked by ``index`` (e.g. each image repeated once per beam)."""
+    return {k: v.index_select(0, index) for k, v in memory.items()}
+
+
+def reorder_state(state: State, index: torch.Tensor) -> State:
+    """State rows picked by ``index``: generic over whatever names the decoder uses."""
+    return {k: v.index_select(0, index) for k, v in state.items()}
+
+
+class HMERModel(nn.Module):
+    """Encoder + decoder, rebuilt from ``arch`` (a plain dict stored in checkpoints)."""
+
+    def __init__(self, arch: dict, vocab_size: int):
+        super().__init__()
+        from hmer_train.models.comer import ComerDecoder
+        from hmer_train.models.wap import WapDecoder
+
+        self.arch = dict(arch)
+        self.vocab_size = vocab_size
+        enc = arch.get("encoder", {})
+        self.encoder = DenseNetEncoder(growth=enc.get("growth", 24), depth=enc.get("depth", 16),
+                                       dropout=enc.get("dropout", 0.0))
+        dec = dict(arch.get("decoder", {}))
+        kind = dec.pop("type", "comer")
+        decoders = {"comer": ComerDecoder, "wap": WapDecoder}
+        if kind not in decoders:
+            raise ValueError(f"unknown decoder type {kind!r} (choose from {sorted(decoders)})")
+        self.kind = kind
+        self.decoder: Decoder = decoders[kind](self.encoder.out_channels, vocab_size, **dec)
+
+    def encode(self, images: torch.Tensor, mask: torch.Tensor) -> Memory:
+        """images (N, 1, H, W) float with ink 1.0; mask (N, H, W) bool, True on real pixels."""
+        images, mask = pad_to_stride(images, mask)
+        features, fmask = self.encoder(images, mask)
+        return self.decoder.prepare(features, fmask)
+
+    def init_state(self, memory: Memory) -> State:
+        return self.decoder.init_state(memory)
+
+    def step(self, tokens: torch.Tensor, state: State, memory: Memory):
+        return self.decoder.step(tokens, state, memory)
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor,
+                image_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits (N', T, V); ``image_index`` maps each sequence to its image so an
+        image is encoded once for both reading directions."""
+        memory = self.encode(images, mask)
+        if image_index is not None:
+            memory = expand_memory(memory, image_index)
+        return self.decoder.teacher_forcing(tokens, memory)

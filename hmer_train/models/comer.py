@@ -1,0 +1,156 @@
+"""CoMER-style transformer decoder with coverage attention refinement (ARM), decoded with a cache.
+
+Each layer: causal self-attention -> cross-attention to the image whose logits are reduced by a
+refinement computed from the layer's *coverage* (the sum of its earlier, unrefined attention
+maps, passed through a conv) -> feed-forward. Using unrefined maps for coverage keeps the
+teacher-forced path parallel over time, and ``step`` reproduces it exactly.
+
+State per layer ``l``: ``k{l}``/``v{l}`` (N, heads, t, head_dim) self-attention cache, growing one
+position per step, and ``cov{l}`` (N, heads, h, w) coverage. The step position is the cache length.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hmer_train.models.base import Decoder, Memory, State, masked_softmax
+from hmer_train.models.posenc import image_posenc, sinusoid
+
+
+class Refinement(nn.Module):
+    """ARM: coverage (B, heads, h, w) -> amount subtracted from the attention logits."""
+
+    def __init__(self, heads: int, channels: int = 32, kernel: int = 5):
+        super().__init__()
+        self.conv = nn.Conv2d(heads, channels, kernel, padding=kernel // 2)
+        self.proj = nn.Conv2d(channels, heads, 1)
+
+    def forward(self, coverage: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.relu(self.conv(coverage)))
+
+
+class ComerLayer(nn.Module):
+    def __init__(self, d: int, heads: int, ffn: int, dropout: float, arm_channels: int, arm_kernel: int):
+        super().__init__()
+        self.heads, self.hd = heads, d // heads
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.self_out = nn.Linear(d, d)
+        self.cross_q = nn.Linear(d, d)
+        self.cross_out = nn.Linear(d, d)
+        self.arm = Refinement(heads, arm_channels, arm_kernel)
+        self.ffn = nn.Sequential(nn.Linear(d, ffn), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn, d))
+        self.dropout = nn.Dropout(dropout)
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:  # (N, T, d) -> (N, H, T, hd)
+        n, t, _ = x.shape
+        return x.view(n, t, self.heads, self.hd).transpose(1, 2)
+
+    def merge(self, x: torch.Tensor) -> torch.Tensor:  # (N, H, T, hd) -> (N, T, d)
+        n, _, t, _ = x.shape
+        return x.transpose(1, 2).reshape(n, t, self.heads * self.hd)
+
+    def cross(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+              coverage: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (N, T, d); coverage (N, T, H, h, w) before each query. Returns out, raw and refined attn."""
+        n, t, _ = x.shape
+        hh, ww = mask.shape[-2:]
+        q = self.split(self.cross_q(x))  # (N, H, T, hd)
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.hd)  # (N, H, T, L)
+        flat_mask = mask.flatten(1)[:, None, None, :]
+        raw = masked_softmax(scores, flat_mask)
+        refine = self.arm(coverage.reshape(n * t, self.heads, hh, ww)).view(n, t, self.heads, hh * ww)
+        attn = masked_softmax(scores - refine.transpose(1, 2), flat_mask)
+        out = self.cross_out(self.merge(attn @ v))
+        return out, raw, attn
+
+
+class ComerDecoder(Decoder):
+    def __init__(self, in_channels: int, vocab_size: int, d_model: int = 256, heads: int = 8,
+                 layers: int = 3, ffn: int = 1024, dropout: float = 0.3, arm_channels: int = 32,
+                 arm_kernel: int = 5):
+        super().__init__()
+        self.d, self.heads, self.n_layers = d_model, heads, layers
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.feat_proj = nn.Linear(in_channels, d_model)
+        self.feat_norm = nn.LayerNorm(d_model)
+        self.layers = nn.ModuleList(ComerLayer(d_model, heads, ffn, dropout, arm_channels, arm_kernel)
+                                    for _ in range(layers))
+        self.cross_kv = nn.ModuleList(nn.Linear(d_model, 2 * d_model) for _ in range(layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.classifier = nn.Linear(d_model, vocab_size)
+        self.dropout = nn.Dropout(dropout)
+
+    def prepare(self, features: torch.Tensor, mask: torch.Tensor) -> Memory:
+        mem = self.feat_proj(features.flatten(2).transpose(1, 2))
+        mem = self.feat_norm(mem + image_posenc(mask, self.d).flatten(1, 2))
+        out: Memory = {"mask": mask}
+        for i, kv in enumerate(self.cross_kv):
+            k, v = kv(mem).chunk(2, dim=-1)
+            out[f"ck{i}"] = self.layers[i].split(k)
+            out[f"cv{i}"] = self.layers[i].split(v)
+        return out
+
+    def init_state(self, memory: Memory) -> State:
+        mask = memory["mask"]
+        n = mask.shape[0]
+        dtype = memory["ck0"].dtype
+        hd = self.d // self.heads
+        state: State = {}
+        for i in range(self.n_layers):
+            state[f"k{i}"] = torch.zeros(n, self.heads, 0, hd, dtype=dtype, device=mask.device)
+            state[f"v{i}"] = torch.zeros(n, self.heads, 0, hd, dtype=dtype, device=mask.device)
+            state[f"cov{i}"] = torch.zeros(n, self.heads, *mask.shape[1:], dtype=dtype, device=mask.device)
+        return state
+
+    def _embed(self, tokens: torch.Tensor, start: torch.Tensor | int) -> torch.Tensor:
+        pos = torch.arange(tokens.shape[1], device=tokens.device) + start
+        return self.dropout(self.embed(tokens) * math.sqrt(self.d) + sinusoid(pos, self.d))
+
+    def step(self, tokens: torch.Tensor, state: State, memory: Memory):
+        mask = memory["mask"]
+        n = tokens.shape[0]
+        hh, ww = mask.shape[1:]
+        x = self._embed(tokens[:, None], state["k0"].shape[2])  # (N, 1, d)
+        new: State = {}
+        attn = None
+        for i, layer in enumerate(self.layers):
+            q, k, v = layer.qkv(layer.norm1(x)).chunk(3, dim=-1)
+            kc = torch.cat([state[f"k{i}"], layer.split(k)], dim=2)
+            vc = torch.cat([state[f"v{i}"], layer.split(v)], dim=2)
+            sa = torch.softmax((layer.split(q) @ kc.transpose(-1, -2)) / math.sqrt(layer.hd), dim=-1) @ vc
+            x = x + layer.dropout(layer.self_out(layer.merge(sa)))
+            cov = state[f"cov{i}"]
+            out, raw, attn = layer.cross(layer.norm2(x), memory[f"ck{i}"], memory[f"cv{i}"], mask, cov[:, None])
+            x = x + layer.dropout(out)
+            x = x + layer.dropout(layer.ffn(layer.norm3(x)))
+            new[f"k{i}"], new[f"v{i}"] = kc, vc
+            new[f"cov{i}"] = cov + raw[:, :, 0].view(n, self.heads, hh, ww)
+        logits = self.classifier(self.norm(x))[:, 0]
+        return logits, attn[:, :, 0].mean(1).view(n, hh, ww), new
+
+    def teacher_forcing(self, tokens: torch.Tensor, memory: Memory) -> torch.Tensor:
+        mask = memory["mask"]
+        n, t = tokens.shape
+        hh, ww = mask.shape[1:]
+        x = self._embed(tokens, 0)
+        causal = torch.ones(t, t, dtype=torch.bool, device=tokens.device).tril()
+        for i, layer in enumerate(self.layers):
+            q, k, v = (layer.split(z) for z in layer.qkv(layer.norm1(x)).chunk(3, dim=-1))
+            sa = masked_softmax((q @ k.transpose(-1, -2)) / math.sqrt(layer.hd), causal) @ v
+            x = x + layer.dropout(layer.self_out(layer.merge(sa)))
+            # Coverage before query t = sum of the raw attention of queries < t.
+            h = layer.norm2(x)
+            qx = layer.split(layer.cross_q(h))
+            scores = (qx @ memory[f"ck{i}"].transpose(-1, -2)) / math.sqrt(layer.hd)
+            raw = masked_softmax(scores, mask.flatten(1)[:, None, None, :])  # (N, H, T, L)
+            cov = torch.cumsum(raw, dim=2) - raw
+            cov = cov.transpose(1, 2).reshape(n, t, self.heads, hh, ww)
+            out, _, _ = layer.cross(h, memory[f"ck{i}"], memory[f"cv{i}"], mask, cov)
+            x = x + layer.dropout(out)
+            x = x + layer.dropout(layer.ffn(layer.norm3(x)))
+        return self.classifier(self.norm(x))

@@ -1,0 +1,228 @@
+"""The training loop, top to bottom: data, model, optimiser, resume, steps, validation, checkpoints.
+
+Runs single-process or under ``torchrun --nproc_per_node N`` (DDP; gloo on CPU, nccl on CUDA).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from hmer_runtime.errors import DatasetError, HmerError
+from hmer_runtime.metrics import Metrics, format_summary
+from hmer_runtime.preprocess import PreprocessConfig
+from hmer_runtime.render import RenderConfig
+from hmer_runtime.sources import resolve_split
+from hmer_runtime.vocab import Vocab
+from hmer_train.checkpoint import load_checkpoint, save_checkpoint
+from hmer_train.data import BatchLoader, collate
+from hmer_train.decoding import decode
+from hmer_train.models.base import HMERModel
+from hmer_train.prepared import DEFAULT_CACHE, PreparedSet, prepare
+
+
+class TrainingError(HmerError):
+    pass
+
+
+def load_split(cfg: dict, split: str, progress: bool = True) -> PreparedSet:
+    src = resolve_split(cfg["dataset"], split, cfg["data_roots"])
+    return prepare(src, RenderConfig.from_dict(cfg["render"]), PreprocessConfig.from_dict(cfg["preprocess"]),
+                   cfg["cache_dir"] or DEFAULT_CACHE, progress=progress)
+
+
+def lr_at(step: int, total: int, cfg: dict) -> float:
+    """Linear warm-up, then cosine decay to 1 % of the peak."""
+    peak, warm = cfg["lr"], cfg["warmup_steps"]
+    if step < warm:
+        return peak * (step + 1) / warm
+    frac = min(1.0, (step - warm) / max(1, total - warm))
+    return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+@torch.no_grad()
+def evaluate(model: HMERModel, data: PreparedSet, vocab: Vocab, device: str, beam: int = 1,
+             max_len: int = 200, limit: int | None = None, batch_size: int = 16) -> dict:
+    """ExpRate etc. of ``model`` on ``data`` (greedy by default), batched by size."""
+    from hmer_train.data import make_batches
+
+    n = len(data) if limit is None else min(limit, len(data))
+    sub = data.select(range(n)) if n < len(data) else data
+    metrics = Metrics()
+    for idx in make_batches(sub.shapes, batch_size, 2_000_000):
+        b = collate([sub.image(i) for i in idx], [[] for _ in idx], [sub.names[i] for i in idx], vocab, False)
+        hyps = decode(model, b.images.to(device), b.mask.to(device), vocab.sos_id, vocab.eos_id, beam, max_len)
+        for i, hs in zip(idx, hyps):
+            metrics.add(sub.tokens[i], vocab.decode(hs[0].ids))
+    return metrics.summary()
+
+
+def train(cfg: dict, resume: str | None = None, progress: bool = True, until_step: int | None = None) -> dict:
+    """Train per ``cfg``; returns the last validation summary. Checkpoints go to cfg['out'].
+
+    ``until_step`` stops early as an interruption would (the schedule still spans the full run),
+    which is how a time-boxed session trains and how the resume test interrupts.
+    """
+    tc = cfg["train"]
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    if distributed:
+        dist.init_process_group("nccl" if cfg["device"] == "cuda" else "gloo")
+    rank = dist.get_rank() if distributed else 0
+    world = dist.get_world_size() if distributed else 1
+    master = rank == 0
+    device = cfg["device"]
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainingError("--device cuda", "CUDA is not available on this machine")
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(device)
+    if tc["threads"]:
+        torch.set_num_threads(int(tc["threads"]))
+
+    # --- data -----------------------------------------------------------------------------------
+    train_set = load_split(cfg, cfg["train_split"], progress and master)
+    if len(train_set) == 0:
+        raise DatasetError(f"{cfg['dataset']}:{cfg['train_split']}", "no usable training samples")
+    too_long = sum(len(t) + 1 > tc["max_tokens"] for t in train_set.tokens)
+    if too_long:
+        keep = [i for i, t in enumerate(train_set.tokens) if len(t) + 1 <= tc["max_tokens"]]
+        train_set = train_set.select(keep)
+    try:
+        val_set = load_split(cfg, cfg["val_split"], progress and master) if cfg["val_split"] else None
+    except DatasetError:
+        val_set = None
+    ckpt = load_checkpoint(resume) if resume else None
+    vocab = Vocab(ckpt["vocab"][4:]) if ckpt else Vocab.build(train_set.tokens)
+    if master:
+        print(f"train: {len(train_set)} expressions ({len(train_set.errors)} unreadable, {too_long} over "
+              f"{tc['max_tokens']} tokens skipped); val: {len(val_set) if val_set else 0}; vocab {len(vocab)}")
+        if val_set is not None:
+            unknown = vocab.unknown_symbols(val_set.tokens)
+            if unknown:
+                print("val symbols not in vocab: " + ", ".join(f"{t} ({c})" for t, c in unknown.most_common()))
+
+    # --- model and optimiser --------------------------------------------------------------------
+    torch.manual_seed(tc["seed"])
+    model = HMERModel(cfg["model"], len(vocab)).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
+    loader = BatchLoader(train_set, vocab, tc["batch_size"], tc["max_pixels"], tc["seed"],
+                         tc["augment"], tc["bidirectional"],
+                         (cfg["preprocess"]["max_height"], cfg["preprocess"]["max_width"]), rank, world)
+    per_epoch = max(1, len(loader) // tc["accumulate"])
+    total = tc["max_steps"] or tc["epochs"] * per_epoch
+    step, epoch, batch_in_epoch, best = 0, 0, 0, -1.0
+    history: list[dict] = []
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
+        best = ckpt.get("best", -1.0)
+        torch.set_rng_state(ckpt["rng"])
+    raw_model = model
+    if distributed:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    amp = device.startswith("cuda") and tc["amp"] in ("bf16", "fp16")
+    amp_dtype = torch.bfloat16 if tc["amp"] == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler(enabled=amp and tc["amp"] == "fp16")
+
+    out = Path(cfg["out"])
+    log_path = out / "log.csv"
+    if master:
+        out.mkdir(parents=True, exist_ok=True)
+
+    def checkpoint(name: str, metrics: dict | None = None) -> None:
+        save_checkpoint(out / name, {
+            "model": raw_model.state_dict(), "optimizer": opt.state_dict(), "step": step, "epoch": epoch,
+            "batch_in_epoch": batch_in_epoch, "rng": torch.get_rng_state(), "config": cfg,
+            "vocab": vocab.tokens, "metrics": metrics or {}, "best": best,
+            "scheduler": {"kind": "warmup-cosine", "total": total, "warmup": tc["warmup_steps"]},
+        })
+
+    # --- loop -----------------------------------------------------------------------------------
+    summary: dict = {}
+    skipped_nonfinite = 0
+    stop = min(total, until_step or total)
+    bar = tqdm(total=stop, initial=step, disable=not (progress and master), unit="step", dynamic_ncols=True)
+    while step < stop and epoch < tc["epochs"]:
+        model.train()
+        t0, seen, micro = time.time(), 0, 0
+        for batch in loader.epoch(epoch, start=batch_in_epoch * tc["accumulate"]):
+            images, mask = batch.images.to(device), batch.mask.to(device)
+            with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=amp):
+                logits = model(images, mask, batch.inputs.to(device), batch.image_index.to(device))
+                loss = F.cross_entropy(logits.float().flatten(0, 1), batch.targets.to(device).flatten(),
+                                       ignore_index=-1, label_smoothing=tc["label_smoothing"])
+            if not torch.isfinite(loss):
+                skipped_nonfinite += 1
+                opt.zero_grad(set_to_none=True)
+                if skipped_nonfinite > 10:
+                    raise TrainingError("training", f"loss was NaN/inf {skipped_nonfinite} times; lower the "
+                                        "learning rate or check the data")
+                continue
+            scaler.scale(loss / tc["accumulate"]).backward()
+            micro += 1
+            seen += images.shape[0]
+            if micro % tc["accumulate"]:
+                continue
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, total, tc)
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc["grad_clip"])
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            batch_in_epoch += 1
+            rate = seen * world / max(1e-9, time.time() - t0)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{rate:.1f}", epoch=epoch)
+            if master and (step % tc["log_every"] == 0 or step == total):
+                _log(log_path, {"step": step, "epoch": epoch, "loss": round(loss.item(), 5),
+                                "lr": lr_at(step - 1, total, tc), "images_per_s": round(rate, 2),
+                                "time": round(time.time(), 1)})
+                checkpoint("last.pt")
+            if step >= stop:
+                break
+        else:
+            epoch, batch_in_epoch = epoch + 1, 0
+        if master:
+            if val_set is not None and len(val_set):
+                # Cap decoding near the longest reference so an untrained model's endless output
+                # doesn't dominate the epoch; reported test figures use hmer-eval's full max_len.
+                cap = max(len(t) for t in val_set.tokens) + 10
+                summary = evaluate(raw_model, val_set, vocab, device, max_len=cap, limit=tc["val_max"])
+                history.append(summary)
+                tqdm.write(f"epoch {epoch} step {step} val {format_summary(summary)}")
+                _log(out / "val.csv", {"step": step, "epoch": epoch, "exprate": round(summary["exprate"], 3),
+                                       "le1": round(summary["le1"], 3), "le2": round(summary["le2"], 3),
+                                       "wer": round(summary["wer"], 3), "time": round(time.time(), 1)})
+            checkpoint("last.pt", summary)
+            if summary and summary["exprate"] > best:
+                best = summary["exprate"]
+                checkpoint("best.pt", summary)
+            elif not (out / "best.pt").exists():
+                checkpoint("best.pt", summary)
+    bar.close()
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    if skipped_nonfinite and master:
+        print(f"skipped {skipped_nonfinite} batches with non-finite loss")
+    return summary
+
+
+def _log(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)

@@ -1,0 +1,196 @@
+import copy
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from synth import write_inkml_set
+
+from hmer_runtime.errors import ModelError
+from hmer_runtime.vocab import Vocab
+from hmer_train.checkpoint import load_checkpoint, save_checkpoint
+from hmer_train.config import DEFAULTS, ConfigError, load_config
+from hmer_train.decoding import decode, rescore_r2l
+from hmer_train.models.base import HMERModel, expand_memory
+from hmer_train.train import evaluate, load_split, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "comer": {"encoder": {"growth": 8, "depth": 2},
+              "decoder": {"type": "comer", "d_model": 64, "heads": 4, "layers": 2, "ffn": 128, "dropout": 0.0}},
+    "wap": {"encoder": {"growth": 8, "depth": 2},
+            "decoder": {"type": "wap", "embed": 64, "hidden": 64, "attention": 64, "coverage_channels": 8,
+                        "dropout": 0.0}},
+}
+EXPRESSIONS = [list("1+2"), list("x=7"), list("4-y"), list("3x"), list("2=0"), list("y+1")]
+
+
+def tiny_config(tmp_path: Path, kind: str, **train) -> dict:
+    data = tmp_path / "data"
+    if not data.exists():
+        write_inkml_set(data, EXPRESSIONS)
+    overrides = {"dataset": str(data), "val_split": "val", "out": str(tmp_path / "out"),
+                 "cache_dir": str(tmp_path / "cache"), "render.symbol_px": 16.0, "render.line_width": 2.0,
+                 "train.augment": {}, "train.batch_size": 8, "train.warmup_steps": 5, "train.log_every": 1,
+                 "train.threads": 1, "decode.max_len": 12}
+    overrides.update({f"train.{k}": v for k, v in train.items()})
+    cfg = load_config(None, overrides)
+    cfg["model"] = copy.deepcopy(TINY[kind])
+    return cfg
+
+
+@pytest.mark.parametrize("kind", ["comer", "wap"])
+def test_step_equals_teacher_forcing(kind):
+    torch.manual_seed(0)
+    model = HMERModel(TINY[kind], 20).eval()
+    images = torch.rand(2, 1, 40, 90)
+    mask = torch.ones(2, 40, 90, dtype=torch.bool)
+    mask[1, :, 50:] = False  # a padded, narrower image
+    images[1, :, :, 50:] = 0
+    tokens = torch.randint(0, 20, (4, 9))
+    index = torch.tensor([0, 1, 0, 1])
+    with torch.no_grad():
+        parallel = model(images, mask, tokens, index)
+        memory = expand_memory(model.encode(images, mask), index)
+        state = model.init_state(memory)
+        steps = []
+        for t in range(tokens.shape[1]):
+            logits, attention, state = model.step(tokens[:, t], state, memory)
+            steps.append(logits)
+    assert torch.allclose(torch.stack(steps, 1), parallel, atol=1e-4)
+    assert attention.shape == (4, 3, 6) and torch.allclose(attention.sum((1, 2)), torch.ones(4), atol=1e-5)
+    assert attention[1, :, 4:].abs().max() < 1e-4  # no attention on padding
+
+
+@pytest.mark.parametrize("kind", ["comer", "wap"])
+def test_overfits_tiny_set_to_exact_predictions(tmp_path, kind):
+    cfg = tiny_config(tmp_path, kind, lr=0.003, max_steps=400, epochs=400)
+    cfg["val_split"] = None
+    train(cfg, progress=False)
+    ckpt = load_checkpoint(tmp_path / "out" / "last.pt")
+    vocab = Vocab(ckpt["vocab"][4:])
+    model = HMERModel(ckpt["config"]["model"], len(vocab))
+    model.load_state_dict(ckpt["model"])
+    data = load_split(cfg, "train", progress=False)
+    greedy = evaluate(model, data, vocab, "cpu", beam=1, max_len=12)
+    beam = evaluate(model, data, vocab, "cpu", beam=3, max_len=12)
+    assert greedy["exprate"] == 100.0, greedy
+    assert beam["exprate"] == 100.0, beam
+    if kind == "comer":  # trained in both directions: right-to-left rescoring keeps the right answer
+        from hmer_train.data import collate
+
+        b = collate([data.image(i) for i in range(len(data))], [[]] * len(data), data.names, vocab, False)
+        hyps = decode(model, b.images, b.mask, vocab.sos_id, vocab.eos_id, beam=3, max_len=12)
+        rescored = rescore_r2l(model, b.images, b.mask, hyps, vocab.sos_id, vocab.eos_id)
+        assert [vocab.decode(h[0].ids) for h in rescored] == data.tokens
+
+
+def _losses(path: Path) -> dict[int, float]:
+    with open(path) as f:
+        return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f)}
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path):
+    full = tiny_config(tmp_path / "a", "comer", max_steps=6, epochs=100)
+    full["model"]["decoder"]["dropout"] = 0.1  # exercise the saved RNG state
+    full["train"]["augment"] = {"scale": [0.8, 1.2], "rotate_deg": 2.0, "stroke_jitter": 0.5}
+    full["train"]["batch_size"] = 3  # two batches per epoch: the interruption falls mid-epoch
+    train(full, progress=False)
+    part = copy.deepcopy(full)
+    part["out"] = str(tmp_path / "b")
+    part["dataset"] = full["dataset"]
+    train(part, progress=False, until_step=3)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 3
+    train(part, resume=str(tmp_path / "b" / "last.pt"), progress=False)
+    a, b = _losses(tmp_path / "a" / "out" / "log.csv"), _losses(tmp_path / "b" / "log.csv")
+    assert sorted(b) == [1, 2, 3, 4, 5, 6]
+    assert [a[s] for s in (4, 5, 6)] == [b[s] for s in (4, 5, 6)]
+
+
+def test_ddp_gloo_two_processes(tmp_path):
+    cfg = tiny_config(tmp_path, "comer", max_steps=2, epochs=100, batch_size=2)
+    import yaml
+
+    cfg["val_split"] = None
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                        "--master_port", "29517", "-m", "hmer_train.cli_train", "--config", str(tmp_path / "c.yaml"),
+                        "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert load_checkpoint(tmp_path / "out" / "last.pt")["step"] == 2
+
+
+def test_config_yaml_documents_every_default_key():
+    import yaml
+
+    documented = yaml.safe_load((ROOT / "config.yaml").read_text())
+    assert documented == DEFAULTS
+
+
+def test_bad_config_key_is_refused(tmp_path):
+    (tmp_path / "c.yaml").write_text("train:\n  lrr: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown config key 'train.lrr'"):
+        load_config(tmp_path / "c.yaml")
+    p = subprocess.run([sys.executable, "-m", "hmer_train.cli_train", "--config", str(tmp_path / "c.yaml")],
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and p.stderr.strip() == f"error: {tmp_path / 'c.yaml'}: unknown config key 'train.lrr'"
+
+
+def test_bad_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, {"model": {}, "config": {}, "vocab": []})
+    data = good.read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "trunc.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ModelError, match="not an hmer checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"format": "hmer-checkpoint-1", "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ModelError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")
+    p = subprocess.run([sys.executable, "-m", "hmer_train.cli_eval", str(tmp_path / "trunc.pt"), str(tmp_path)],
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1 and "trunc.pt: not a readable checkpoint" in p.stderr
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model": {}, "config": {"v": 1}, "vocab": []})
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError):
+        save_checkpoint(path, {"model": {}, "config": {"v": 2}, "vocab": []})
+    assert load_checkpoint(path)["config"] == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_eval_command_on_fixture(tmp_path):
+    cfg = tiny_config(tmp_path, "wap", max_steps=2, epochs=10)
+    cfg["val_split"] = None
+    train(cfg, progress=False)
+    out = tmp_path / "preds.jsonl"
+    p = subprocess.run([sys.executable, "-m", "hmer_train.cli_eval", str(tmp_path / "out" / "last.pt"),
+                        cfg["dataset"], "--beam", "2", "--out", str(out)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "ExpRate" in p.stdout and len(out.read_text().splitlines()) == len(EXPRESSIONS)
+
+
+def test_missing_dataset_error_shows_layout(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "hmer_train.cli_train", "--dataset", "NOPE", "--out",
+                        str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 1 and "expected <root>/CROHME/" in p.stderr and p.stderr.count("\n") == 1
