@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint clean
+.PHONY: run test lint clean contact-sheet
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +29,7 @@ lint: $(VENV)/.train
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# CROHME is CC BY-NC-SA: renders of it stay local (git-ignored), never committed.
+contact-sheet: $(VENV)/.runtime
+	$(BIN)/hmer-data sheet ../shared/data/crohme/crohme-train.tar.gz docs/crohme-contact-sheet.png -n 30 --seed 0

@@ -57,7 +57,8 @@ def sequence_logprob(model: HMERModel, images: torch.Tensor, mask: torch.Tensor,
 
 @torch.no_grad()
 def rescore_r2l(model: HMERModel, images: torch.Tensor, mask: torch.Tensor,
-                hyps: list[list[Hypothesis]], sos: int, eos: int, length_penalty: float = 1.0) -> list[list[Hypothesis]]:
+                hyps: list[list[Hypothesis]], sos: int, eos: int,
+                length_penalty: float = 1.0) -> list[list[Hypothesis]]:
     """Re-rank each image's beam by the mean of its left-to-right and right-to-left log-probs.
 
     Right-to-left sequences start with ``eos`` and end with ``sos`` (how bidirectional training
