@@ -19,6 +19,9 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, "hmer_version": __version__, **payload}, f)
@@ -45,3 +48,12 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
         if key not in ckpt:
             raise ModelError(str(path), f"checkpoint lacks '{key}'")
     return ckpt
+
+
+def slim_checkpoint(src: str | Path, dst: str | Path) -> None:
+    """Copy of a checkpoint without the optimizer state (about a third of the size), for
+    committing a run to resume from; resuming from it restarts AdamW's moments."""
+    ckpt = load_checkpoint(src)
+    ckpt.pop("optimizer", None)
+    ckpt.pop("format", None)
+    save_checkpoint(dst, ckpt)

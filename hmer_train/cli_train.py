@@ -36,7 +36,17 @@ def main(dataset, config_path, model_type, batch_size, lr, epochs, max_steps, ou
         from hmer_train.checkpoint import load_checkpoint
 
         cfg = load_config(None, {**_flatten(load_checkpoint(resume)["config"]), **overrides})
-    train(cfg, resume=resume, progress=not no_progress)
+    import torch
+
+    try:
+        train(cfg, resume=resume, progress=not no_progress)
+    except torch.cuda.OutOfMemoryError as e:
+        from hmer_train.train import TrainingError
+
+        tc = cfg["train"]
+        raise TrainingError("GPU", f"out of memory at batch_size {tc['batch_size']}, max_pixels {tc['max_pixels']}: "
+                            "lower --batch-size or train.max_pixels and raise train.accumulate to keep the "
+                            "effective batch") from e
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

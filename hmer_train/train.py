@@ -122,7 +122,10 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
     history: list[dict] = []
     if ckpt:
         model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
+        if "optimizer" in ckpt:
+            opt.load_state_dict(ckpt["optimizer"])
+        else:  # a slimmed checkpoint (see slim_checkpoint): weights and position only
+            print("checkpoint has no optimizer state: AdamW moments restart from zero")
         step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
         best = ckpt.get("best", -1.0)
         torch.set_rng_state(ckpt["rng"])
