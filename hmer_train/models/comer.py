@@ -54,13 +54,16 @@ class ComerLayer(nn.Module):
         n, _, t, _ = x.shape
         return x.transpose(1, 2).reshape(n, t, self.heads * self.hd)
 
-    def cross(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+    def cross_scores(self, x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Unrefined cross-attention logits (N, H, T, L) for queries x (N, T, d)."""
+        return (self.split(self.cross_q(x)) @ k.transpose(-1, -2)) / math.sqrt(self.hd)
+
+    def cross(self, scores: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
               coverage: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (N, T, d); coverage (N, T, H, h, w) before each query. Returns out, raw and refined attn."""
-        n, t, _ = x.shape
+        """scores from cross_scores; coverage (N, T, H, h, w) before each query.
+        Returns out, raw and refined attention."""
+        n, _, t, _ = scores.shape
         hh, ww = mask.shape[-2:]
-        q = self.split(self.cross_q(x))  # (N, H, T, hd)
-        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.hd)  # (N, H, T, L)
         flat_mask = mask.flatten(1)[:, None, None, :]
         raw = masked_softmax(scores, flat_mask)
         refine = self.arm(coverage.reshape(n * t, self.heads, hh, ww)).view(n, t, self.heads, hh * ww)
@@ -125,7 +128,8 @@ class ComerDecoder(Decoder):
             sa = torch.softmax((layer.split(q) @ kc.transpose(-1, -2)) / math.sqrt(layer.hd), dim=-1) @ vc
             x = x + layer.dropout(layer.self_out(layer.merge(sa)))
             cov = state[f"cov{i}"]
-            out, raw, attn = layer.cross(layer.norm2(x), memory[f"ck{i}"], memory[f"cv{i}"], mask, cov[:, None])
+            scores = layer.cross_scores(layer.norm2(x), memory[f"ck{i}"])
+            out, raw, attn = layer.cross(scores, memory[f"cv{i}"], mask, cov[:, None])
             x = x + layer.dropout(out)
             x = x + layer.dropout(layer.ffn(layer.norm3(x)))
             new[f"k{i}"], new[f"v{i}"] = kc, vc
@@ -144,13 +148,11 @@ class ComerDecoder(Decoder):
             sa = masked_softmax((q @ k.transpose(-1, -2)) / math.sqrt(layer.hd), causal) @ v
             x = x + layer.dropout(layer.self_out(layer.merge(sa)))
             # Coverage before query t = sum of the raw attention of queries < t.
-            h = layer.norm2(x)
-            qx = layer.split(layer.cross_q(h))
-            scores = (qx @ memory[f"ck{i}"].transpose(-1, -2)) / math.sqrt(layer.hd)
+            scores = layer.cross_scores(layer.norm2(x), memory[f"ck{i}"])
             raw = masked_softmax(scores, mask.flatten(1)[:, None, None, :])  # (N, H, T, L)
             cov = torch.cumsum(raw, dim=2) - raw
             cov = cov.transpose(1, 2).reshape(n, t, self.heads, hh, ww)
-            out, _, _ = layer.cross(h, memory[f"ck{i}"], memory[f"cv{i}"], mask, cov)
+            out, _, _ = layer.cross(scores, memory[f"cv{i}"], mask, cov)
             x = x + layer.dropout(out)
             x = x + layer.dropout(layer.ffn(layer.norm3(x)))
         return self.classifier(self.norm(x))
