@@ -57,3 +57,19 @@ def slim_checkpoint(src: str | Path, dst: str | Path) -> None:
     ckpt.pop("optimizer", None)
     ckpt.pop("format", None)
     save_checkpoint(dst, ckpt)
+
+
+def load_model(path: str | Path, map_location: str = "cpu"):
+    """(model in eval mode, vocabulary, checkpoint dict) from a checkpoint; ModelError when the
+    weights do not fit the architecture the checkpoint describes."""
+    from hmer_runtime.vocab import Vocab
+    from hmer_train.models.base import HMERModel
+
+    ckpt = load_checkpoint(path, map_location)
+    vocab = Vocab(ckpt["vocab"][4:])
+    try:
+        model = HMERModel(ckpt["config"]["model"], len(vocab))
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, ValueError, TypeError, KeyError) as e:
+        raise ModelError(str(path), f"weights do not match the stored architecture: {str(e)[:120]}") from e
+    return model.eval(), vocab, ckpt

@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from hmer_runtime.cli_util import run_cli
-from hmer_runtime.errors import ModelError
 from hmer_runtime.metrics import Metrics, format_summary
 
 
@@ -19,22 +18,13 @@ def evaluate_checkpoint(ckpt_path: str, source: str | None, split: str | None, b
     from hmer_runtime.preprocess import PreprocessConfig
     from hmer_runtime.render import RenderConfig
     from hmer_runtime.sources import resolve_split
-    from hmer_runtime.vocab import Vocab
-    from hmer_train.checkpoint import load_checkpoint
+    from hmer_train.checkpoint import load_model
     from hmer_train.data import collate, make_batches
     from hmer_train.decoding import decode, rescore_r2l
-    from hmer_train.models.base import HMERModel
     from hmer_train.prepared import DEFAULT_CACHE, prepare
 
-    ckpt = load_checkpoint(ckpt_path)
+    model, vocab, ckpt = load_model(ckpt_path)
     cfg = ckpt["config"]
-    vocab = Vocab(ckpt["vocab"][4:])
-    model = HMERModel(cfg["model"], len(vocab))
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise ModelError(ckpt_path, f"weights do not match the stored architecture: {str(e)[:120]}") from e
-    model.eval()
     src = resolve_split(source, split, cfg["data_roots"]) if split else Path(source)
     data = prepare(src, RenderConfig.from_dict(cfg["render"]), PreprocessConfig.from_dict(cfg["preprocess"]),
                    cfg.get("cache_dir") or DEFAULT_CACHE)

@@ -24,18 +24,13 @@ from hmer_runtime.cli_util import run_cli
 def main(dataset, config_path, model_type, batch_size, lr, epochs, max_steps, out, resume, device, threads,
          no_progress, debug) -> None:
     """Train an hmer model (DenseNet encoder + WAP or CoMER-style decoder)."""
-    from hmer_train.config import load_config
     from hmer_train.train import train
 
     overrides = {"dataset": dataset, "train.batch_size": batch_size, "train.lr": lr, "train.epochs": epochs,
                  "train.max_steps": max_steps, "out": out, "device": device, "train.threads": threads}
     if model_type:
         overrides["model.decoder"] = {"type": model_type}
-    cfg = load_config(config_path, overrides)
-    if resume and not config_path:
-        from hmer_train.checkpoint import load_checkpoint
-
-        cfg = load_config(None, {**_flatten(load_checkpoint(resume)["config"]), **overrides})
+    cfg = resolve_config(config_path, overrides, resume)
     import torch
 
     try:
@@ -47,6 +42,19 @@ def main(dataset, config_path, model_type, batch_size, lr, epochs, max_steps, ou
         raise TrainingError("GPU", f"out of memory at batch_size {tc['batch_size']}, max_pixels {tc['max_pixels']}: "
                             "lower --batch-size or train.max_pixels and raise train.accumulate to keep the "
                             "effective batch") from e
+
+
+def resolve_config(config_path: str | None, overrides: dict, resume: str | None) -> dict:
+    """The run's config: the file (or defaults) with CLI flags on top; resuming without --config
+    continues with the checkpoint's own config, changed only by the flags actually given."""
+    from hmer_train.config import load_config
+
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if resume and not config_path:
+        from hmer_train.checkpoint import load_checkpoint
+
+        return load_config(None, {**_flatten(load_checkpoint(resume)["config"]), **overrides})
+    return load_config(config_path, overrides)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

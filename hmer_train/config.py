@@ -29,7 +29,7 @@ DEFAULTS: dict = {
     },
     "render": {"symbol_px": 32.0, "line_width": 3.0, "pad": 8, "max_height": 256, "max_width": 1024,
                "supersample": 4},
-    "preprocess": {"pad": 8, "max_height": 256, "max_width": 1024, "ink_threshold": 0.2},
+    "preprocess": {"pad": 8, "max_height": 256, "max_width": 1024, "ink_threshold": 0.2, "stroke_width": 3.0},
     "train": {
         "batch_size": 16,
         "max_pixels": 800000,

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
+from hmer_runtime.preprocess import pad_batch
 from hmer_runtime.vocab import Vocab
 from hmer_train.prepared import PreparedSet
 
@@ -77,13 +78,7 @@ def augment(img: np.ndarray, rng: random.Random, cfg: dict, max_hw: tuple[int, i
 def collate(images: list[np.ndarray], token_ids: list[list[int]], names: list[str], vocab: Vocab,
             bidirectional: bool) -> Batch:
     n = len(images)
-    hmax = max(i.shape[0] for i in images)
-    wmax = max(i.shape[1] for i in images)
-    x = torch.zeros(n, 1, hmax, wmax)
-    mask = torch.zeros(n, hmax, wmax, dtype=torch.bool)
-    for i, img in enumerate(images):
-        x[i, 0, : img.shape[0], : img.shape[1]] = torch.from_numpy(img)
-        mask[i, : img.shape[0], : img.shape[1]] = True
+    x, mask = (torch.from_numpy(a) for a in pad_batch(images))
     seqs = [([vocab.sos_id] + ids, ids + [vocab.eos_id]) for ids in token_ids]
     index = list(range(n))
     if bidirectional:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from synth import write_inkml_set
+from tiny import EXPRESSIONS, TINY, tiny_config
 
 from hmer_runtime.errors import ModelError
 from hmer_runtime.vocab import Vocab
@@ -18,28 +18,6 @@ from hmer_train.models.base import HMERModel, expand_memory
 from hmer_train.train import evaluate, load_split, train
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {
-    "comer": {"encoder": {"growth": 8, "depth": 2},
-              "decoder": {"type": "comer", "d_model": 64, "heads": 4, "layers": 2, "ffn": 128, "dropout": 0.0}},
-    "wap": {"encoder": {"growth": 8, "depth": 2},
-            "decoder": {"type": "wap", "embed": 64, "hidden": 64, "attention": 64, "coverage_channels": 8,
-                        "dropout": 0.0}},
-}
-EXPRESSIONS = [list("1+2"), list("x=7"), list("4-y"), list("3x"), list("2=0"), list("y+1")]
-
-
-def tiny_config(tmp_path: Path, kind: str, **train) -> dict:
-    data = tmp_path / "data"
-    if not data.exists():
-        write_inkml_set(data, EXPRESSIONS)
-    overrides = {"dataset": str(data), "val_split": "val", "out": str(tmp_path / "out"),
-                 "cache_dir": str(tmp_path / "cache"), "render.symbol_px": 16.0, "render.line_width": 2.0,
-                 "train.augment": {}, "train.batch_size": 8, "train.warmup_steps": 5, "train.log_every": 1,
-                 "train.threads": 1, "decode.max_len": 12}
-    overrides.update({f"train.{k}": v for k, v in train.items()})
-    cfg = load_config(None, overrides)
-    cfg["model"] = copy.deepcopy(TINY[kind])
-    return cfg
 
 
 @pytest.mark.parametrize("kind", ["comer", "wap"])
@@ -108,6 +86,20 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     a, b = _losses(tmp_path / "a" / "out" / "log.csv"), _losses(tmp_path / "b" / "log.csv")
     assert sorted(b) == [1, 2, 3, 4, 5, 6]
     assert [a[s] for s in (4, 5, 6)] == [b[s] for s in (4, 5, 6)]
+
+
+def test_resume_from_cli_keeps_the_checkpoint_config(tmp_path):
+    """Regression: flags left out on the command line must not reset a resumed run's settings."""
+    from hmer_train.cli_train import resolve_config
+
+    cfg = tiny_config(tmp_path, "comer")
+    cfg["out"], cfg["train"]["batch_size"], cfg["train"]["max_pixels"] = str(tmp_path / "run"), 3, 12345
+    save_checkpoint(tmp_path / "c.pt", {"model": {}, "config": cfg, "vocab": []})
+    flags = {"dataset": None, "train.batch_size": None, "train.lr": 0.01, "out": None, "train.threads": None}
+    got = resolve_config(None, flags, str(tmp_path / "c.pt"))
+    assert got["out"] == str(tmp_path / "run")
+    assert (got["train"]["batch_size"], got["train"]["max_pixels"], got["train"]["lr"]) == (3, 12345, 0.01)
+    assert got["model"]["decoder"]["d_model"] == 64 and got["model"]["encoder"]["growth"] == 8
 
 
 def test_ddp_gloo_two_processes(tmp_path):

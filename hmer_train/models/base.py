@@ -16,6 +16,9 @@ from hmer_train.models.densenet import DenseNetEncoder, pad_to_stride
 
 State = dict[str, torch.Tensor]
 Memory = dict[str, torch.Tensor]
+#: Axis labels of memory/state tensors: "batch" (hypotheses), "height"/"width" (feature map),
+#: "length" (height x width), "steps" (decoded so far); ints are fixed sizes.
+Layout = dict[str, tuple[str | int, ...]]
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -34,6 +37,10 @@ class Decoder(nn.Module):
         raise NotImplementedError
 
     def step(self, tokens: torch.Tensor, state: State, memory: Memory) -> tuple[torch.Tensor, torch.Tensor, State]:
+        raise NotImplementedError
+
+    def layout(self) -> Layout:
+        """Axis labels of every memory and state tensor (exported graphs' dynamic axes)."""
         raise NotImplementedError
 
     def teacher_forcing(self, tokens: torch.Tensor, memory: Memory) -> torch.Tensor:

@@ -6,7 +6,9 @@ maps, passed through a conv) -> feed-forward. Using unrefined maps for coverage 
 teacher-forced path parallel over time, and ``step`` reproduces it exactly.
 
 State per layer ``l``: ``k{l}``/``v{l}`` (N, heads, t, head_dim) self-attention cache, growing one
-position per step, and ``cov{l}`` (N, heads, h, w) coverage. The step position is the cache length.
+position per step, and ``cov{l}`` (N, heads, h, w) coverage; ``pos`` (N,) int64 is the step position.
+Keeping the position as a tensor (not the cache length read as a Python int) keeps exported
+step graphs free of frozen constants.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hmer_train.models.base import Decoder, Memory, State, masked_softmax
+from hmer_train.models.base import Decoder, Layout, Memory, State, masked_softmax
 from hmer_train.models.posenc import image_posenc, sinusoid
 
 
@@ -98,28 +100,37 @@ class ComerDecoder(Decoder):
             out[f"cv{i}"] = self.layers[i].split(v)
         return out
 
+    def layout(self) -> Layout:
+        hd = self.d // self.heads
+        out: Layout = {"mask": ("batch", "height", "width"), "pos": ("batch",)}
+        for i in range(self.n_layers):
+            out[f"ck{i}"] = out[f"cv{i}"] = ("batch", self.heads, "length", hd)
+            out[f"k{i}"] = out[f"v{i}"] = ("batch", self.heads, "steps", hd)
+            out[f"cov{i}"] = ("batch", self.heads, "height", "width")
+        return out
+
     def init_state(self, memory: Memory) -> State:
         mask = memory["mask"]
         n = mask.shape[0]
         dtype = memory["ck0"].dtype
         hd = self.d // self.heads
-        state: State = {}
+        state: State = {"pos": torch.zeros(n, dtype=torch.long, device=mask.device)}
         for i in range(self.n_layers):
             state[f"k{i}"] = torch.zeros(n, self.heads, 0, hd, dtype=dtype, device=mask.device)
             state[f"v{i}"] = torch.zeros(n, self.heads, 0, hd, dtype=dtype, device=mask.device)
             state[f"cov{i}"] = torch.zeros(n, self.heads, *mask.shape[1:], dtype=dtype, device=mask.device)
         return state
 
-    def _embed(self, tokens: torch.Tensor, start: torch.Tensor | int) -> torch.Tensor:
-        pos = torch.arange(tokens.shape[1], device=tokens.device) + start
+    def _embed(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """tokens (N, T), positions broadcastable to (N, T)."""
         return self.dropout(self.embed(tokens) * math.sqrt(self.d) + sinusoid(pos, self.d))
 
     def step(self, tokens: torch.Tensor, state: State, memory: Memory):
         mask = memory["mask"]
         n = tokens.shape[0]
         hh, ww = mask.shape[1:]
-        x = self._embed(tokens[:, None], state["k0"].shape[2])  # (N, 1, d)
-        new: State = {}
+        x = self._embed(tokens[:, None], state["pos"][:, None])  # (N, 1, d)
+        new: State = {"pos": state["pos"] + 1}
         attn = None
         for i, layer in enumerate(self.layers):
             q, k, v = layer.qkv(layer.norm1(x)).chunk(3, dim=-1)
@@ -141,7 +152,7 @@ class ComerDecoder(Decoder):
         mask = memory["mask"]
         n, t = tokens.shape
         hh, ww = mask.shape[1:]
-        x = self._embed(tokens, 0)
+        x = self._embed(tokens, torch.arange(t, device=tokens.device)[None])
         causal = torch.ones(t, t, dtype=torch.bool, device=tokens.device).tril()
         for i, layer in enumerate(self.layers):
             q, k, v = (layer.split(z) for z in layer.qkv(layer.norm1(x)).chunk(3, dim=-1))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hmer_train.models.base import Decoder, Memory, State, masked_softmax
+from hmer_train.models.base import Decoder, Layout, Memory, State, masked_softmax
 
 
 class WapDecoder(Decoder):
@@ -30,6 +30,12 @@ class WapDecoder(Decoder):
         self.out_context = nn.Linear(in_channels, embed)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(embed // 2, vocab_size)
+        self.sizes = (in_channels, hidden, attention)
+
+    def layout(self) -> Layout:
+        c, hidden, a = self.sizes
+        return {"feats": ("batch", "length", c), "keys": ("batch", "length", a), "mask": ("batch", "height", "width"),
+                "h": ("batch", hidden), "coverage": ("batch", "height", "width")}
 
     def prepare(self, features: torch.Tensor, mask: torch.Tensor) -> Memory:
         keys = self.key(features).flatten(2).transpose(1, 2)  # (N, L, A)

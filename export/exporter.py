@@ -1,0 +1,155 @@
+"""``export_checkpoint``: a training checkpoint -> a checked model directory the runtime loads.
+
+The directory is built under a temporary name beside OUT_DIR and renamed into place at the end,
+so a failed export never leaves a half-written model where a runtime would pick it up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hmer_runtime import __version__
+from hmer_runtime.errors import ModelError
+from hmer_runtime.model_spec import MODEL_FORMAT, ModelSpec, dump_spec
+from hmer_runtime.onnx_model import OnnxModel
+from hmer_runtime.preprocess import PreprocessConfig
+from hmer_runtime.providers import ProviderConfig
+from hmer_runtime.render import RenderConfig
+from hmer_train.checkpoint import load_model
+
+from .check import check_fp32, compare, scribble_images
+from .graphs import DEFAULT_OPSET, attach_metadata, export_graphs, tensorrt_profiles
+from .variants import convert_fp16, quantize_int8
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def describe(model, vocab, ckpt: dict, ckpt_path: Path, layout: dict, opset: int) -> dict:
+    """The model description stored as model.json and in the graphs' metadata."""
+    cfg = ckpt["config"]
+    pre = dict(cfg["preprocess"])
+    pre.setdefault("stroke_width", cfg["render"]["line_width"])  # configs older than the option: the renders' width
+    return {
+        "format": MODEL_FORMAT,
+        "hmer_version": __version__,
+        "architecture": cfg["model"],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab": vocab.tokens,
+        "special_ids": {"pad": vocab.pad_id, "sos": vocab.sos_id, "eos": vocab.eos_id, "unk": vocab.unk_id},
+        "preprocess": PreprocessConfig.from_dict(pre).to_dict(),
+        "render": RenderConfig.from_dict(cfg["render"]).to_dict(),
+        "decode": {"max_len": int(cfg["decode"]["max_len"]), "length_penalty": float(cfg["decode"]["length_penalty"]),
+                   "beam": int(cfg["decode"].get("beam", 1))},
+        **layout,
+        "metrics": ckpt.get("metrics", {}),
+        "checkpoint": {"file": ckpt_path.name, "sha256": file_sha256(ckpt_path), "step": ckpt.get("step"),
+                       "epoch": ckpt.get("epoch")},
+        "opset": opset,
+        "exporter": f"torch {torch.__version__} (TorchScript-based torch.onnx.export)",
+    }
+
+
+def _exprate(ids: list[list[int]], truth: list[list[int]]) -> float:
+    return 100.0 * sum(a == b for a, b in zip(ids, truth)) / max(1, len(truth))
+
+
+def _variant_report(model, onnx_model: OnnxModel, images: list[np.ndarray], truth: list[list[int]] | None,
+                    batch_size: int = 8) -> dict:
+    """How far a reduced-precision variant is from PyTorch: logits, agreement, ExpRate change."""
+    logits, agree, torch_ids, ids = 0.0, 0, [], []
+    for i in range(0, len(images), batch_size):
+        r, t_ids, o_ids = compare(model, onnx_model, images[i:i + batch_size], beam=1)
+        logits = max(logits, r.logits_max_abs)
+        agree += r.greedy_equal
+        torch_ids += t_ids
+        ids += o_ids
+    out = {"images": len(images), "greedy_agreement": agree / max(1, len(images)), "logits_max_abs": logits}
+    if truth:
+        out["exprate_fp32_torch"] = _exprate(torch_ids, truth)
+        out["exprate"] = _exprate(ids, truth)
+        out["exprate_change"] = out["exprate"] - out["exprate_fp32_torch"]
+    return out
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opset: int = DEFAULT_OPSET, fp16: bool = False,
+                      int8: bool = False, check: bool = True, check_images: list[np.ndarray] | None = None,
+                      check_truth: list[list[int]] | None = None, force: bool = False,
+                      log: Callable[[str], None] = print) -> dict:
+    """Export, check and (optionally) quantize; returns the written model.json as a dict.
+
+    ``check_images`` (model inputs) and ``check_truth`` (token ids) add real data to the synthetic
+    fixtures; with truth, reduced-precision variants report their ExpRate change on it.
+    """
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    model, vocab, ckpt = load_model(checkpoint)
+    if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())) and not force:
+        raise ModelError(str(out_dir), "already exists; use --force to replace it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(out_dir.parent, os.W_OK):
+        raise ModelError(str(out_dir), f"cannot write into {out_dir.parent} (permission denied)")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        layout = export_graphs(model, tmp, opset)
+        meta = describe(model, vocab, ckpt, checkpoint, layout, opset)
+        for name in ("encoder.onnx", "decoder.onnx"):
+            attach_metadata(tmp / name, meta)
+        raw = {**meta, "tensorrt_profiles": tensorrt_profiles(meta),
+               "variants": {"fp32": {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}}}
+        dump_spec(raw, tmp)
+        cpu = ProviderConfig("cpu")
+        render, pre = RenderConfig.from_dict(meta["render"]), PreprocessConfig.from_dict(meta["preprocess"])
+        images = scribble_images(render, pre) + list(check_images or [])
+        if check:
+            report = check_fp32(model, OnnxModel(ModelSpec.load(tmp), "fp32", cpu), images)
+            raw["variants"]["fp32"]["check"] = report.to_dict()
+            log(f"fp32 check passed: {report.summary()}")
+        truth = ([None] * (len(images) - len(check_truth)) + list(check_truth)) if check_truth else None
+        labelled = [(im, t) for im, t in zip(images, truth)] if truth else []
+        labelled = [(im, t) for im, t in labelled if t is not None]
+        for name, make, wanted in (("int8", quantize_int8, int8), ("fp16", convert_fp16, fp16)):
+            if not wanted:
+                continue
+            files = {"encoder": f"encoder.{name}.onnx", "decoder": f"decoder.{name}.onnx"}
+            for part, file in files.items():
+                make(tmp / f"{part}.onnx", tmp / file)
+                attach_metadata(tmp / file, meta)
+            raw["variants"][name] = dict(files)
+            dump_spec(raw, tmp)
+            try:
+                variant = OnnxModel(ModelSpec.load(tmp), name, cpu)
+            except ModelError as e:  # e.g. fp16 kernels missing on the CPU provider
+                raw["variants"][name]["check"] = {"skipped": f"does not run on the CPU provider: {e.message}"}
+                log(f"{name}: written, not checked ({e.message})")
+                continue
+            if labelled:
+                rep = _variant_report(model, variant, [im for im, _ in labelled], [t for _, t in labelled])
+                rep["synthetic"] = _variant_report(model, variant, images[:len(images) - len(labelled)], None)
+            else:
+                rep = _variant_report(model, variant, images, None)
+            raw["variants"][name]["check"] = rep
+            change = f", ExpRate change {rep['exprate_change']:+.1f} points" if "exprate_change" in rep else ""
+            log(f"{name}: greedy agreement with PyTorch {rep['greedy_agreement']:.1%} on {rep['images']} images"
+                f"{change}")
+        dump_spec(raw, tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
+        os.replace(tmp, out_dir)
+        os.chmod(out_dir, 0o755)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return raw

@@ -1,0 +1,25 @@
+"""Reduced-precision variants of exported graphs: int8 (dynamic quantization, CPU/edge) and fp16 (GPU)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import onnx
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    """Dynamic int8 quantization of weights (MatMul/Gemm/Conv), activations quantized at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.ERROR)
+    quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True,
+                     op_types_to_quantize=["MatMul", "Gemm", "Conv"])
+
+
+def convert_fp16(src: Path, dst: Path) -> None:
+    """fp16 weights and compute with fp32 inputs/outputs (so the runtime feeds the same arrays)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(dst))

@@ -1,0 +1,100 @@
+"""``hmer-run``: recognise images and InkML files; LaTeX on stdout, one line per input."""
+
+from __future__ import annotations
+
+import glob
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from hmer_runtime.cli_util import run_cli
+from hmer_runtime.errors import HmerError, ImageError
+from hmer_runtime.sources import IMAGE_SUFFIXES
+
+INPUT_SUFFIXES = IMAGE_SUFFIXES + (".inkml",)
+
+
+def expand_inputs(args: list[str]) -> tuple[list[str], list[HmerError]]:
+    """Paths to recognise, in order: files as given, directories searched recursively for images
+    and InkML, globs expanded, ``-`` read from stdin; plus an error for each argument that yields none."""
+    paths: list[str] = []
+    errors: list[HmerError] = []
+    for arg in args:
+        if arg == "-":
+            paths += [line.strip() for line in sys.stdin if line.strip()]
+            continue
+        p = Path(arg)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in INPUT_SUFFIXES)
+            if not found:
+                errors.append(ImageError(arg, f"directory has no images or InkML files ({', '.join(INPUT_SUFFIXES)})"))
+            paths += found
+        elif not p.exists() and glob.has_magic(arg):
+            found = sorted(f for f in glob.glob(arg, recursive=True) if Path(f).is_file())
+            if not found:
+                errors.append(ImageError(arg, "pattern matches no files"))
+            paths += found
+        else:
+            paths.append(arg)  # a missing file is reported when it is read, in its place
+    return paths, errors
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("paths", nargs=-1)
+@click.option("--model", "model_dir", type=click.Path(), help="Exported model directory (default: bundled model).")
+@click.option("--beam", default=1, show_default=True, help="Beam width (1 = greedy).")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True)
+@click.option("--variant", default="fp32", show_default=True, help="Graph variant: fp32, int8 or fp16.")
+@click.option("--batch-size", default=8, show_default=True, help="Inputs decoded together.")
+@click.option("--threads", default=0, help="CPU threads (0 = onnxruntime's choice).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line: file, latex, tokens, score, ms.")
+@click.option("--attention", "attention_dir", type=click.Path(file_okay=False),
+              help="Write a PNG per input with each token's attention overlaid.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def main(paths, model_dir, beam, provider, variant, batch_size, threads, as_json, attention_dir, debug) -> None:
+    """Recognise handwritten expressions in PATHS (images, .inkml, directories, globs; - = stdin)."""
+    from hmer_runtime.recognizer import Recognizer
+
+    if not paths:
+        raise click.UsageError("give at least one image, .inkml file or directory (or - to read paths from stdin)")
+    files, failures = expand_inputs(list(paths))
+    for e in failures:
+        click.echo(f"error: {e}", err=True)
+    rec = Recognizer(model_dir, provider=provider, beam=beam, variant=variant, threads=threads)
+    if debug:
+        click.echo(f"model {rec.spec.directory} on {rec.provider}", err=True)
+    if attention_dir:
+        Path(attention_dir).mkdir(parents=True, exist_ok=True)
+    failed = len(failures)
+    for start in range(0, len(files), max(1, batch_size)):
+        chunk = files[start:start + batch_size]
+        errors: list[HmerError] = []
+        results = rec.recognize_batch(chunk, attention=bool(attention_dir), errors=errors)
+        errs = iter(errors)
+        for path, res in zip(chunk, results):
+            if res is None:
+                failed += 1
+                click.echo(f"error: {next(errs)}", err=True)
+                continue
+            if as_json:
+                click.echo(json.dumps({"file": path, **res.to_dict()}, ensure_ascii=False))
+            else:
+                click.echo(res.latex)
+            if attention_dir and res.image is not None:
+                from hmer_runtime.attention import attention_strip
+
+                strip = attention_strip(res.image, res.attention or [], res.tokens, rec.spec.stride)
+                strip.save(Path(attention_dir) / f"{start + chunk.index(path):04d}-{Path(path).stem}.png")
+    if failed:
+        click.echo(f"{failed} input(s) failed", err=True)
+        sys.exit(1)
+
+
+def run() -> None:
+    run_cli(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,121 @@
+"""``model.json``: everything a runtime needs to use an exported model, written by ``hmer-export``.
+
+The same JSON (less the ``variants`` table, which is filled in after the graphs are checked) is
+stored in both ONNX files' metadata under :data:`METADATA_KEY`, so a graph that strays from its
+directory can still be identified and a mismatched pair is caught at load time.
+
+Graph contract (names are fixed; shapes use the axis labels of :class:`TensorSpec`):
+
+* encoder: ``images`` (batch, 1, H, W) float32, ink 1.0 on 0.0, H and W multiples of ``stride``;
+  ``pixel_mask`` (batch, H, W) bool, True on real pixels -> ``memory.<name>`` for every memory
+  tensor and ``init.<name>`` for every state tensor (the state before the first step).
+* decoder: ``tokens`` (batch,) int64, ``memory.<name>``, ``state_in.<name>`` -> ``logits``
+  (batch, vocab), ``attention`` (batch, height, width), ``state_out.<name>``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hmer_runtime.errors import ModelError
+from hmer_runtime.preprocess import PreprocessConfig
+from hmer_runtime.render import RenderConfig
+from hmer_runtime.vocab import Vocab
+
+MODEL_FORMAT = "hmer-model-1"
+METADATA_KEY = "hmer.model"
+MODEL_FILE = "model.json"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A named tensor. ``shape`` entries are ints or axis labels: "batch" (hypotheses), "height"/
+    "width" (encoder feature map), "length" (height x width), "steps" (tokens decoded so far)."""
+
+    name: str
+    shape: tuple
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TensorSpec:
+        return cls(str(d["name"]), tuple(d["shape"]), str(d.get("dtype", "float32")))
+
+
+@dataclass
+class ModelSpec:
+    """A parsed ``model.json``; ``directory`` is where the ONNX files are."""
+
+    directory: Path
+    vocab: Vocab
+    preprocess: PreprocessConfig
+    render: RenderConfig
+    memory: list[TensorSpec]
+    state: list[TensorSpec]
+    stride: int = 16
+    max_len: int = 200
+    length_penalty: float = 1.0
+    architecture: dict = field(default_factory=dict)
+    variants: dict = field(default_factory=dict)
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def checkpoint_sha256(self) -> str:
+        return str(self.raw.get("checkpoint", {}).get("sha256", ""))
+
+    def graph_paths(self, variant: str = "fp32") -> tuple[Path, Path]:
+        """(encoder, decoder) ONNX paths of a variant (fp32, fp16, int8)."""
+        if variant not in self.variants:
+            have = ", ".join(sorted(self.variants)) or "none"
+            raise ModelError(str(self.directory), f"no {variant} variant in {MODEL_FILE} (has: {have})")
+        files = self.variants[variant]
+        return self.directory / files["encoder"], self.directory / files["decoder"]
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ModelSpec:
+        """Read and validate ``directory/model.json``; ModelError naming what is wrong."""
+        directory = Path(directory)
+        path = directory / MODEL_FILE
+        if not directory.is_dir():
+            raise ModelError(str(directory), "model directory not found")
+        if not path.is_file():
+            raise ModelError(str(directory), f"not an hmer model directory (no {MODEL_FILE})")
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ModelError(str(path), f"not valid JSON ({e})") from e
+        return cls.from_dict(raw, directory, str(path))
+
+    @classmethod
+    def from_dict(cls, raw: dict, directory: Path, where: str = MODEL_FILE) -> ModelSpec:
+        if not isinstance(raw, dict) or raw.get("format") != MODEL_FORMAT:
+            raise ModelError(where, f"unsupported model format {raw.get('format') if isinstance(raw, dict) else None!r}"
+                                    f" (this hmer reads {MODEL_FORMAT})")
+        try:
+            tokens = raw["vocab"]
+            vocab = Vocab(tokens[4:])
+            if vocab.tokens != tokens:
+                raise ValueError("vocabulary does not start with the special tokens")
+            spec = cls(directory=directory, vocab=vocab,
+                       preprocess=PreprocessConfig.from_dict(raw["preprocess"]),
+                       render=RenderConfig.from_dict(raw["render"]),
+                       memory=[TensorSpec.from_dict(d) for d in raw["memory"]],
+                       state=[TensorSpec.from_dict(d) for d in raw["state"]],
+                       stride=int(raw.get("stride", 16)), max_len=int(raw["decode"]["max_len"]),
+                       length_penalty=float(raw["decode"].get("length_penalty", 1.0)),
+                       architecture=dict(raw.get("architecture", {})), variants=dict(raw.get("variants", {})),
+                       raw=raw)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelError(where, f"malformed model description ({type(e).__name__}: {e})") from e
+        return spec
+
+
+def dump_spec(raw: dict, directory: str | Path) -> Path:
+    """Write ``raw`` as ``directory/model.json`` (pretty, UTF-8); returns the path."""
+    path = Path(directory) / MODEL_FILE
+    path.write_text(json.dumps(raw, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path

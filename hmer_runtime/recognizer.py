@@ -1,0 +1,134 @@
+"""``Recognizer``: images, image files, InkML files or pen strokes in; LaTeX out.
+
+    from hmer_runtime import Recognizer
+    rec = Recognizer()                     # the bundled default model, best provider available
+    print(rec.recognize("photo.png").latex)
+
+Inputs go through the preprocessing stored in the model (the same code training used); ink is
+rendered with the model's own render settings, so a drawing pad gets training-like images.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from hmer_runtime.errors import HmerError, ImageError
+from hmer_runtime.inkml import Ink, read_inkml
+from hmer_runtime.latex import detokenize
+from hmer_runtime.model_spec import ModelSpec
+from hmer_runtime.onnx_model import OnnxModel, Timings
+from hmer_runtime.preprocess import load_image, pad_batch, preprocess
+from hmer_runtime.providers import ProviderConfig
+from hmer_runtime.render import render_ink
+
+#: Where the default model lives inside the installed package.
+BUNDLED_MODEL = Path(__file__).parent / "models" / "default"
+
+Input = "str | Path | Image.Image | np.ndarray | Ink | list"
+
+
+@dataclass
+class Result:
+    """One recognised expression. ``score`` is the length-normalised log-probability; ``attention``
+    (per decoded token, an (h, w) map over the encoder grid) is filled when requested."""
+
+    latex: str
+    tokens: list[str]
+    score: float
+    ms: float = 0.0
+    timings: dict = field(default_factory=dict)
+    attention: list[np.ndarray] | None = None
+    image: np.ndarray | None = None  # the model input, for attention overlays
+
+    def to_dict(self) -> dict:
+        return {"latex": self.latex, "tokens": self.tokens, "score": round(self.score, 4), "ms": round(self.ms, 2)}
+
+
+class Recognizer:
+    """Loads a model directory (default: the bundled model) on an ONNX Runtime provider."""
+
+    def __init__(self, model_dir: str | Path | None = None, provider: str = "auto", beam: int = 1,
+                 variant: str = "fp32", threads: int = 0, max_len: int | None = None,
+                 length_penalty: float | None = None, trt_fp16: bool = False, cache_dir: str | Path | None = None):
+        self.spec = ModelSpec.load(model_dir or BUNDLED_MODEL)
+        config = ProviderConfig(provider, threads, trt_fp16=trt_fp16, cache_dir=Path(cache_dir) if cache_dir else None)
+        self.model = OnnxModel(self.spec, variant, config)
+        self.beam, self.max_len, self.length_penalty = beam, max_len, length_penalty
+
+    @property
+    def provider(self) -> str:
+        """The provider that really runs the graphs (cpu, cuda or tensorrt)."""
+        return self.model.provider
+
+    def load(self, item, name: str | None = None) -> np.ndarray:
+        """Model input (H, W) float32 for one input of any supported kind."""
+        spec = self.spec
+        if isinstance(item, Ink):
+            return preprocess(render_ink(item, spec.render), spec.preprocess, item.id)
+        if isinstance(item, list):
+            ink = Ink.from_strokes(item, id=name or "strokes")
+            return preprocess(render_ink(ink, spec.render), spec.preprocess, ink.id)
+        if isinstance(item, (Image.Image, np.ndarray)):
+            return preprocess(item, spec.preprocess, name or "<image>")
+        path = Path(item)
+        if path.suffix.lower() == ".inkml":
+            ink = read_inkml(path)
+            return preprocess(render_ink(ink, spec.render), spec.preprocess, str(path))
+        return preprocess(load_image(path), spec.preprocess, str(path))
+
+    def recognize(self, item, beam: int | None = None, attention: bool = False) -> Result:
+        """Recognise one image, path, InkML file, Ink or stroke list; raises HmerError on bad input."""
+        return self.recognize_batch([item], beam, attention)[0]
+
+    def recognize_batch(self, items: list, beam: int | None = None, attention: bool = False,
+                        errors: list | None = None) -> list[Result | None]:
+        """Recognise several inputs in one padded batch. Without ``errors`` a bad input raises;
+        with a list, its HmerError is appended there and its result is None."""
+        t0 = time.perf_counter()
+        images: list[np.ndarray | None] = []
+        for item in items:
+            try:
+                images.append(self.load(item))
+            except HmerError as e:
+                if errors is None:
+                    raise
+                errors.append(e)
+                images.append(None)
+        ok = [i for i, im in enumerate(images) if im is not None]
+        results: list[Result | None] = [None] * len(items)
+        if not ok:
+            return results
+        pre_ms = (time.perf_counter() - t0) * 1000
+        results_ok = self.decode_images([images[i] for i in ok], beam, attention)
+        for i, r in zip(ok, results_ok):
+            r.timings["preprocess_ms"] = pre_ms / len(ok)
+            r.ms += pre_ms / len(ok)
+            results[i] = r
+        return results
+
+    def decode_images(self, images: list[np.ndarray], beam: int | None = None,
+                      attention: bool = False) -> list[Result]:
+        """Recognise preprocessed model inputs (H, W) float32, batched with padding + mask."""
+        for im in images:
+            if im.ndim != 2 or im.size == 0:
+                raise ImageError("<input>", f"model input must be a non-empty 2-D array, got shape {im.shape}")
+        beam = beam or self.beam
+        x, mask = pad_batch(images, self.spec.stride)
+        timings = Timings()
+        t0 = time.perf_counter()
+        hyps = self.model.decode(x, mask, beam, self.max_len, self.length_penalty, attention, timings)
+        ms = (time.perf_counter() - t0) * 1000 / len(images)
+        out = []
+        for im, hs in zip(images, hyps):
+            best = hs[0]
+            tokens = self.spec.vocab.decode(best.ids)
+            out.append(Result(detokenize(tokens), tokens, best.score, ms,
+                              {"encoder_ms": timings.encoder_ms / len(images),
+                               "decoder_ms": timings.decoder_ms / len(images), "steps": timings.steps},
+                              best.attention if attention else None, im if attention else None))
+        return out

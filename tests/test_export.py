@@ -1,0 +1,128 @@
+"""hmer-export: graphs that match PyTorch at any batch/size, int8 variant, metadata, bad inputs."""
+
+import json
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from tiny import random_checkpoint
+
+from hmer_export.check import scribble_images
+from hmer_export.exporter import export_checkpoint
+from hmer_runtime.errors import ModelError
+from hmer_runtime.model_spec import METADATA_KEY, ModelSpec
+from hmer_runtime.onnx_model import OnnxModel
+from hmer_runtime.preprocess import pad_batch
+from hmer_runtime.providers import ProviderConfig
+from hmer_train.checkpoint import load_model
+from hmer_train.decoding import decode
+
+CPU = ProviderConfig("cpu")
+
+
+@pytest.fixture(scope="module", params=["comer", "wap"])
+def exported(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(request.param)
+    ckpt = random_checkpoint(tmp, request.param)
+    raw = export_checkpoint(ckpt, tmp / "model", int8=True, log=lambda s: None)
+    return ckpt, tmp / "model", raw
+
+
+def test_written_files_metadata_and_no_control_flow(exported):
+    ckpt, model_dir, raw = exported
+    assert {p.name for p in model_dir.iterdir()} == {"model.json", "encoder.onnx", "decoder.onnx",
+                                                     "encoder.int8.onnx", "decoder.int8.onnx"}
+    spec = ModelSpec.load(model_dir)
+    assert spec.vocab.tokens == raw["vocab"] and spec.state and spec.memory
+    for name in ("encoder.onnx", "decoder.onnx", "decoder.int8.onnx"):
+        graph = onnx.load(str(model_dir / name))
+        onnx.checker.check_model(graph)
+        assert not {n.op_type for n in graph.graph.node} & {"If", "Loop", "Scan"}
+        meta = json.loads({p.key: p.value for p in graph.metadata_props}[METADATA_KEY])
+        assert meta["checkpoint"]["sha256"] == raw["checkpoint"]["sha256"] and meta["vocab"] == raw["vocab"]
+    check = raw["variants"]["fp32"]["check"]
+    assert check["greedy_equal"] == check["images"] == check["beam_equal"]
+    # TensorRT profiles name every dynamic decoder input, with steps starting at 0.
+    lo, opt, hi = raw["tensorrt_profiles"]["decoder"]
+    for s in spec.state:
+        assert f"state_in.{s.name}:" in lo
+    assert lo.count(":") == 1 + len(spec.memory) + len(spec.state)
+
+
+@pytest.mark.parametrize("sizes", [[(40, 70)], [(30, 50), (64, 200), (48, 90)]])
+def test_onnx_matches_pytorch_at_any_batch_and_size(exported, sizes):
+    ckpt, model_dir, _ = exported
+    model, vocab, _ = load_model(ckpt)
+    onnx_model = OnnxModel(ModelSpec.load(model_dir), "fp32", CPU)
+    rng = np.random.default_rng(len(sizes))
+    images = [(rng.random((h, w)) > 0.8).astype(np.float32) for h, w in sizes]
+    x, m = pad_batch(images, 16)
+    tx, tm = torch.from_numpy(x), torch.from_numpy(m)
+    with torch.no_grad():
+        t_mem = model.encode(tx, tm)
+    o_mem, o_state = onnx_model.encode(x, m)
+    for k, v in o_mem.items():
+        assert v.shape == tuple(t_mem[k].shape)
+        assert np.allclose(v, t_mem[k].numpy(), atol=1e-4)
+    for beam in (1, 3):
+        want = decode(model, tx, tm, vocab.sos_id, vocab.eos_id, beam, 12)
+        got = onnx_model.decode(x, m, beam, 12)
+        assert [h[0].ids for h in got] == [h[0].ids for h in want]
+        assert np.allclose([h[0].score for h in got], [h[0].score for h in want], atol=1e-3)
+
+
+def test_int8_variant_runs_close_to_fp32(exported):
+    _, model_dir, raw = exported
+    spec = ModelSpec.load(model_dir)
+    fp32, int8 = OnnxModel(spec, "fp32", CPU), OnnxModel(spec, "int8", CPU)
+    images = scribble_images(spec.render, spec.preprocess, n=3, seed=5)
+    x, m = pad_batch(images, spec.stride)
+    (mem32, st32), (mem8, st8) = fp32.encode(x, m), int8.encode(x, m)
+    tokens = np.full(len(images), spec.vocab.sos_id, dtype=np.int64)
+    l32, _, _ = fp32.step(tokens, st32, mem32)
+    l8, _, _ = int8.step(tokens, st8, mem8)
+    assert np.isfinite(l8).all() and np.abs(l8 - l32).max() < 0.25 * np.abs(l32).max() + 0.1
+    rep = raw["variants"]["int8"]["check"]
+    assert 0.0 <= rep["greedy_agreement"] <= 1.0 and rep["images"] > 0
+    assert (model_dir / "decoder.int8.onnx").stat().st_size < 0.6 * (model_dir / "decoder.onnx").stat().st_size
+
+
+def _cli(monkeypatch, capsys, *args):
+    from hmer_export.cli import run
+
+    monkeypatch.setattr(sys, "argv", ["hmer-export", *map(str, args)])
+    with pytest.raises(SystemExit) as e:
+        run()
+    return e.value.code, capsys.readouterr()
+
+
+def test_bad_inputs_give_one_clear_line(tmp_path, monkeypatch, capsys):
+    ckpt = random_checkpoint(tmp_path, "comer")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(ckpt.read_bytes()[:5000])
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("do not delete")
+    cases = [(tmp_path / "missing.pt", tmp_path / "o1", "checkpoint not found"),
+             (truncated, tmp_path / "o2", "not a readable checkpoint"),
+             (foreign, tmp_path / "o3", "not an hmer checkpoint"),
+             (ckpt, blocker / "out", "a-file"),
+             (ckpt, existing, "already exists; use --force")]
+    for src, out, message in cases:
+        code, cap = _cli(monkeypatch, capsys, src, out)
+        assert code == 1, (src, out, cap)
+        lines = cap.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+        assert "Traceback" not in cap.err
+    assert (existing / "keep.txt").read_text() == "do not delete"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left behind
+    with pytest.raises(ModelError):
+        export_checkpoint(ckpt, existing, check=False, log=lambda s: None)
+    export_checkpoint(ckpt, existing, check=False, force=True, log=lambda s: None)
+    assert (existing / "model.json").is_file() and not (existing / "keep.txt").exists()
