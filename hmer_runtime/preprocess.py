@@ -61,7 +61,9 @@ def load_image(path: str | Path) -> Image.Image:
         raise ImageError(str(path), "no such file") from e
     except IsADirectoryError as e:
         raise ImageError(str(path), "is a directory") from e
-    except (UnidentifiedImageError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        raise ImageError(str(path), f"image is too large, refused as a decompression bomb ({e})") from e
+    except UnidentifiedImageError as e:
         raise ImageError(str(path), f"not a readable image ({e.__class__.__name__})") from e
     except OSError as e:
         raise ImageError(str(path), f"cannot read image: {e}") from e

@@ -126,9 +126,13 @@ class Recognizer:
         out = []
         for im, hs in zip(images, hyps):
             best = hs[0]
-            tokens = self.spec.vocab.decode(best.ids)
+            vocab = self.spec.vocab
+            # Specials a model may emit mid-sequence (pad/sos) are dropped, with their attention maps.
+            keep = [j for j, i in enumerate(best.ids) if i not in (vocab.pad_id, vocab.sos_id, vocab.eos_id)]
+            tokens = vocab.decode([best.ids[j] for j in keep])
+            maps = [best.attention[j] for j in keep] if attention and best.attention else None
             out.append(Result(detokenize(tokens), tokens, best.score, ms,
                               {"encoder_ms": timings.encoder_ms / len(images),
                                "decoder_ms": timings.decoder_ms / len(images), "steps": timings.steps},
-                              best.attention if attention else None, im if attention else None))
+                              maps, im if attention else None))
         return out

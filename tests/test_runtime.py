@@ -1,0 +1,258 @@
+"""The torch-free runtime: Recognizer, hmer-run, beam reordering, bad inputs, photo-like images."""
+
+import json
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from synth import expression_strokes, write_inkml_set
+from tiny import random_checkpoint
+
+from hmer_runtime.errors import ImageError, ModelError
+from hmer_runtime.inkml import Ink
+from hmer_runtime.model_spec import ModelSpec
+from hmer_runtime.onnx_model import reorder_state
+from hmer_runtime.preprocess import PreprocessConfig, preprocess, stroke_width, to_gray
+from hmer_runtime.recognizer import Recognizer
+from hmer_runtime.render import RenderConfig, render_ink
+from hmer_runtime.search import beam_search
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    from hmer_export.exporter import export_checkpoint
+
+    tmp = tmp_path_factory.mktemp("runtime")
+    export_checkpoint(random_checkpoint(tmp, "comer"), tmp / "model", log=lambda s: None)
+    return tmp / "model"
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """A folder of our own InkML files and PNG renders of them."""
+    d = tmp_path_factory.mktemp("inputs")
+    paths = write_inkml_set(d / "ink", [list("1+2"), list("x=7"), list("y-4")])
+    for p in paths:
+        from hmer_runtime.inkml import read_inkml
+
+        Image.fromarray(render_ink(read_inkml(p), RenderConfig(symbol_px=20, line_width=2))).save(
+            d / f"{p.stem}.png")
+    return d
+
+
+def test_runtime_never_imports_torch(model_dir, inputs):
+    code = ("import sys; from hmer_runtime.recognizer import Recognizer; import hmer_runtime.cli_run; "
+            f"r = Recognizer({str(model_dir)!r}, provider='cpu'); r.recognize({str(inputs / 'expr_000.png')!r}); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+
+
+def test_same_preprocessing_as_training(model_dir, inputs):
+    from hmer_runtime.sources import iter_source
+    from hmer_train.prepared import sample_image
+
+    rec = Recognizer(model_dir, provider="cpu")
+    spec = rec.spec
+    for sample in iter_source(inputs / "ink"):
+        train_side = sample_image(sample, spec.render, spec.preprocess)
+        run_side = rec.load(inputs / "ink" / sample.name)
+        assert np.array_equal(train_side, run_side)
+        strokes = [t[:, :2].tolist() for t in sample.load().traces]
+        assert np.array_equal(rec.load(strokes), train_side)  # a drawing pad's strokes: same image
+
+
+def test_recognize_kinds_and_batch_agree(model_dir, inputs):
+    rec = Recognizer(model_dir, provider="cpu", beam=2)
+    assert rec.provider == "cpu"
+    png = inputs / "expr_001.png"
+    one = rec.recognize(png)
+    assert isinstance(one.latex, str) and one.ms > 0 and one.timings["steps"] > 0
+    as_image = rec.recognize(Image.open(png))
+    as_array = rec.recognize(np.asarray(Image.open(png)))
+    batch = rec.recognize_batch([inputs / "expr_000.png", png, inputs / "expr_002.png"])
+    assert one.tokens == as_image.tokens == as_array.tokens == batch[1].tokens
+    with_att = rec.recognize(png, attention=True)
+    assert len(with_att.attention) == len(with_att.tokens)
+
+
+def test_beam_reorders_state_of_any_shape():
+    """A toy decoder whose state is three tensors of different ranks recording the same history:
+    after every reorder each row's tensors must still agree, and beam search must find the best
+    sequence (checked by brute force)."""
+    vocab, eos, sos, length = 4, 1, 0, 4
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(vocab, vocab, vocab)).astype(np.float32)  # logits given the last two tokens
+    table[:, :, eos] -= 0.5
+
+    def step(tokens, st):
+        hist = np.concatenate([st["hist"], tokens[:, None]], 1)  # (B, t)
+        total = st["total"] + tokens  # (B,)
+        grid = st["grid"] + tokens[:, None, None]  # (B, 2, 3)
+        assert (hist.sum(1) == total).all() and (grid == total[:, None, None]).all()
+        prev = hist[:, -2] if hist.shape[1] > 1 else np.full(len(tokens), sos)
+        logits = table[prev, tokens]
+        return logits, np.zeros((len(tokens), 1, 1)), {"hist": hist, "total": total, "grid": grid}
+
+    beam = 3
+    state = {"hist": np.zeros((beam, 0), dtype=np.int64), "total": np.zeros(beam, dtype=np.int64),
+             "grid": np.zeros((beam, 2, 3), dtype=np.int64)}
+    best = beam_search(step, reorder_state, state, 1, beam, sos, eos, length, length_penalty=0.0)[0][0]
+
+    def logprob(seq):
+        lp, prev, tok = 0.0, sos, sos
+        for nxt in seq:
+            z = table[prev, tok]
+            lp += float(z[nxt] - np.log(np.exp(z - z.max()).sum()) - z.max())
+            prev, tok = tok, nxt
+        return lp
+
+    import itertools
+
+    candidates = [list(c) + [eos] for n in range(length) for c in itertools.product([2, 3], repeat=n)]
+    candidates += [list(c) for c in itertools.product([2, 3], repeat=length)]
+    brute = max(candidates, key=logprob)
+    assert best.ids == [t for t in brute if t != eos]
+    assert best.logprob == pytest.approx(logprob(brute), abs=1e-4)
+
+
+def _png_header_only(path: Path, w: int, h: int) -> None:
+    """A PNG that claims w x h pixels: the decompression-bomb case, without the memory."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+                     + chunk(b"IEND", b""))
+
+
+def _run(*args, stdin: str | None = None):
+    return subprocess.run([str(BIN / "hmer-run"), *map(str, args)], capture_output=True, text=True, input=stdin)
+
+
+def test_hmer_run_outputs_and_bad_inputs(model_dir, inputs, tmp_path):
+    good = [inputs / "expr_000.png", inputs / "ink" / "expr_001.inkml"]
+    p = _run("--model", model_dir, "--json", *good)
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(line) for line in p.stdout.splitlines()]
+    assert [r["file"] for r in rows] == [str(g) for g in good]
+    assert all({"latex", "tokens", "score", "ms"} <= set(r) for r in rows)
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.png").write_bytes(b"")
+    (bad / "text.png").write_text("not an image")
+    (bad / "corrupt.png").write_bytes((inputs / "expr_000.png").read_bytes()[:60])
+    (bad / "blank.png").write_bytes(b"")
+    Image.new("L", (50, 30), 255).save(bad / "blank.png")
+    _png_header_only(bad / "bomb.png", 30000, 30000)
+    (tmp_path / "no-images").mkdir()
+    (tmp_path / "no-images" / "notes.txt").write_text("x")
+    args = [good[0], tmp_path / "missing.png", bad / "empty.png", bad / "text.png", bad / "corrupt.png",
+            bad / "blank.png", bad / "bomb.png", tmp_path / "no-images", good[1]]
+    p = _run("--model", model_dir, *args)
+    assert p.returncode == 1
+    assert len(p.stdout.splitlines()) == 2  # both good inputs still recognised
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 7 and "Traceback" not in p.stderr
+    for name in ("missing.png", "empty.png", "text.png", "corrupt.png", "blank.png", "bomb.png", "no-images"):
+        assert sum(name in e for e in errors) == 1, (name, errors)
+    assert any("bomb.png" in e and "too large" in e for e in errors)
+
+    # Paths from stdin, a glob, and attention strips.
+    att = tmp_path / "att"
+    p = _run("--model", model_dir, "--attention", att, "-", str(inputs / "expr_00[12].png"),
+             stdin=f"{good[0]}\n")
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout.splitlines()) == 3 and len(list(att.glob("*.png"))) == 3
+
+
+def test_broken_and_mismatched_model_dirs(model_dir, tmp_path, inputs):
+    import shutil
+
+    missing = tmp_path / "nothing"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad_json = tmp_path / "bad-json"
+    shutil.copytree(model_dir, bad_json)
+    (bad_json / "model.json").write_text("{not json")
+    truncated = tmp_path / "truncated"
+    shutil.copytree(model_dir, truncated)
+    data = (truncated / "decoder.onnx").read_bytes()
+    (truncated / "decoder.onnx").write_bytes(data[: len(data) // 3])
+    mismatched = tmp_path / "mismatched"
+    shutil.copytree(model_dir, mismatched)
+    spec = json.loads((mismatched / "model.json").read_text())
+    spec["checkpoint"]["sha256"] = "0" * 64
+    (mismatched / "model.json").write_text(json.dumps(spec))
+    for d, message in [(missing, "not found"), (empty, "no model.json"), (bad_json, "not valid JSON"),
+                       (truncated, "cannot load ONNX graph"), (mismatched, "mismatched model directory")]:
+        with pytest.raises(ModelError, match=message):
+            Recognizer(d, provider="cpu")
+        p = _run("--model", d, inputs / "expr_000.png")
+        assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1 and message in p.stderr, p.stderr
+
+
+# --- photo-like inputs --------------------------------------------------------------------------
+
+def _clean_render(line_width: float = 2.5, symbol_px: float = 24.0) -> np.ndarray:
+    ink = Ink.from_strokes([s.tolist() for s in expression_strokes(list("x+2=y"))])
+    return render_ink(ink, RenderConfig(symbol_px=symbol_px, line_width=line_width, max_height=2000,
+                                        max_width=6000))
+
+
+def _ink_mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of ink after resizing ``b`` to ``a``'s shape."""
+    b = np.asarray(Image.fromarray(b, mode="F").resize(a.shape[::-1], Image.Resampling.BILINEAR))
+    ma, mb = a > 0.3, b > 0.3
+    return (ma & mb).sum() / max(1, (ma | mb).sum())
+
+
+def test_stroke_width_estimate():
+    for lw, px in [(2.5, 24), (5, 48), (10, 96)]:
+        est = stroke_width(1 - to_gray(_clean_render(lw, px)))
+        assert 0.8 * lw <= est <= 1.15 * lw, (lw, est)
+
+
+def test_photo_like_inputs_match_the_clean_render():
+    pre = PreprocessConfig(max_height=192, max_width=768, stroke_width=2.5)
+    clean = preprocess(_clean_render(), pre)
+    rng = np.random.default_rng(0)
+    big = _clean_render(10.0, 96.0).astype(np.float32) / 255  # a 4x higher-resolution photo, thick pen
+    h, w = big.shape
+    variants = {
+        "inverted": 1 - big,
+        "coloured": np.stack([0.9 - 0.5 * (1 - big), 0.85 - 0.6 * (1 - big), 0.5 + 0.4 * (1 - big)], -1),
+        "noisy": np.clip(big * 0.8 + 0.1 + rng.normal(0, 0.06, big.shape), 0, 1),
+        "margins": np.pad(big, ((400, 300), (500, 900)), constant_values=1.0),
+        "uneven light": big * np.linspace(0.55, 1.0, w)[None, :],
+    }
+    for name, arr in variants.items():
+        img = Image.fromarray((np.clip(arr, 0, 1) * 255).astype(np.uint8))
+        out = preprocess(img, pre, name)
+        assert abs(out.shape[0] - clean.shape[0]) <= 0.25 * clean.shape[0], (name, out.shape, clean.shape)
+        assert abs(out.shape[1] - clean.shape[1]) <= 0.25 * clean.shape[1], (name, out.shape, clean.shape)
+        assert _ink_mask_iou(clean, out) > 0.5, name
+    with pytest.raises(ImageError, match="no ink"):
+        preprocess(Image.new("RGB", (300, 200), (240, 230, 200)), pre, "blank")
+
+
+def test_clean_renders_are_not_rescaled():
+    img = _clean_render()
+    on = preprocess(img, PreprocessConfig(max_height=192, max_width=768, stroke_width=2.5))
+    off = preprocess(img, PreprocessConfig(max_height=192, max_width=768, stroke_width=0))
+    assert np.array_equal(on, off)
+
+
+def test_model_spec_describes_state(model_dir):
+    spec = ModelSpec.load(model_dir)
+    names = {t.name for t in spec.state}
+    assert {"pos", "k0", "v0", "cov0"} <= names
+    assert next(t for t in spec.state if t.name == "k0").shape[2] == "steps"
