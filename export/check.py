@@ -16,7 +16,7 @@ from hmer_runtime.inkml import Ink
 from hmer_runtime.onnx_model import OnnxModel
 from hmer_runtime.preprocess import PreprocessConfig, pad_batch, preprocess
 from hmer_runtime.render import RenderConfig, render_ink
-from hmer_train.decoding import decode
+from hmer_train.decoding import decode, rescore_r2l
 from hmer_train.models.base import HMERModel
 
 
@@ -93,7 +93,10 @@ def compare(model: HMERModel, onnx_model: OnnxModel, images: list[np.ndarray], b
         logit_diff = max(logit_diff, float(np.abs(lo[live].astype(np.float32) - lt.numpy()[live]).max()))
 
     onnx_greedy = [h[0].ids for h in onnx_model.decode(x, m, 1, max_len)]
-    torch_beam = [h[0].ids for h in decode(model, tx, tm, sos, eos, beam, max_len, spec.length_penalty)]
+    t_hyps = decode(model, tx, tm, sos, eos, beam, max_len, spec.length_penalty)
+    if spec.raw.get("decode", {}).get("rescore_r2l"):
+        t_hyps = rescore_r2l(model, tx, tm, t_hyps, sos, eos, spec.length_penalty)
+    torch_beam = [h[0].ids for h in t_hyps]
     onnx_beam = [h[0].ids for h in onnx_model.decode(x, m, beam, max_len)]
     report = CheckReport(len(images), enc_diff, logit_diff, sum(a == b for a, b in zip(torch_greedy, onnx_greedy)),
                          sum(a == b for a, b in zip(torch_beam, onnx_beam)), beam)

@@ -53,7 +53,10 @@ def describe(model, vocab, ckpt: dict, ckpt_path: Path, layout: dict, opset: int
         "preprocess": PreprocessConfig.from_dict(pre).to_dict(),
         "render": RenderConfig.from_dict(cfg["render"]).to_dict(),
         "decode": {"max_len": int(cfg["decode"]["max_len"]), "length_penalty": float(cfg["decode"]["length_penalty"]),
-                   "beam": int(cfg["decode"].get("beam", 1))},
+                   "beam": int(cfg["decode"].get("beam", 1)),
+                   # Beam results re-ranked by the right-to-left reading, as CoMER does (bidirectional models).
+                   "rescore_r2l": bool(cfg["decode"].get("rescore") and cfg["train"].get("bidirectional")
+                                       and cfg["model"]["decoder"].get("type") == "comer")},
         **layout,
         "metrics": ckpt.get("metrics", {}),
         "checkpoint": {"file": ckpt_path.name, "sha256": file_sha256(ckpt_path), "step": ckpt.get("step"),

@@ -16,7 +16,7 @@ import numpy as np
 from hmer_runtime.errors import ModelError
 from hmer_runtime.model_spec import METADATA_KEY, ModelSpec
 from hmer_runtime.providers import ProviderConfig, create_session
-from hmer_runtime.search import Hypothesis, beam_search, greedy
+from hmer_runtime.search import Hypothesis, beam_search, combine_r2l, greedy, log_softmax
 
 State = dict[str, np.ndarray]
 
@@ -113,7 +113,32 @@ class OnnxModel:
         sos, eos = spec.vocab.sos_id, spec.vocab.eos_id
         if beam <= 1:
             return [[h] for h in greedy(step, state, n, sos, eos, max_len, keep_attention)]
-        return beam_search(step, reorder_state, state, n, beam, sos, eos, max_len, length_penalty, keep_attention)
+        hyps = beam_search(step, reorder_state, state, n, beam, sos, eos, max_len, length_penalty, keep_attention)
+        if spec.raw.get("decode", {}).get("rescore_r2l"):
+            rows = np.repeat(np.arange(n * beam, step=beam), [len(hs) for hs in hyps])
+            r2l = self.sequence_logprob({k: v[rows] for k, v in memory.items()},
+                                        {k: v[rows] for k, v in state.items()},
+                                        [h.ids[::-1] for hs in hyps for h in hs], start=eos, end=sos)
+            hyps = combine_r2l(hyps, r2l, length_penalty)
+        return hyps
+
+    def sequence_logprob(self, memory: State, state: State, sequences: list[list[int]], start: int,
+                         end: int) -> list[float]:
+        """log P(sequence + end | image, start) for one sequence per row, one step call per position
+        (used for right-to-left rescoring: start = eos, end = sos)."""
+        t = max(len(s) for s in sequences) + 1
+        inp = np.full((len(sequences), t), start, dtype=np.int64)
+        tgt = np.full((len(sequences), t), -1, dtype=np.int64)
+        for i, s in enumerate(sequences):
+            inp[i, 1:len(s) + 1] = s
+            tgt[i, :len(s) + 1] = s + [end]
+        total = np.zeros(len(sequences), dtype=np.float64)
+        for k in range(t):
+            logits, _, state = self.step(inp[:, k], state, memory)
+            logp = log_softmax(np.asarray(logits, dtype=np.float32))
+            live = tgt[:, k] >= 0
+            total[live] += logp[live, tgt[live, k]]
+        return total.tolist()
 
 
 def reorder_state(state: State, rows: np.ndarray) -> State:

@@ -131,3 +131,17 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
         hyps = sorted(finished[i], key=lambda h: -h.score)[:k]
         out.append(hyps or [Hypothesis([], -np.inf, -np.inf)])
     return out
+
+
+def combine_r2l(hyps: list[list[Hypothesis]], r2l: list[float], length_penalty: float = 1.0) -> list[list[Hypothesis]]:
+    """CoMER's bidirectional rescoring: each hypothesis scored by the mean of its left-to-right
+    and right-to-left log-probabilities (``r2l`` flat, in the order of ``hyps``), then re-ranked."""
+    out, j = [], 0
+    for hs in hyps:
+        rescored = []
+        for h in hs:
+            lp = (h.logprob + r2l[j]) / 2
+            rescored.append(Hypothesis(h.ids, lp, lp / (len(h.ids) + 1) ** length_penalty, h.attention))
+            j += 1
+        out.append(sorted(rescored, key=lambda h: -h.score))
+    return out

@@ -11,42 +11,46 @@ from hmer_runtime.cli_util import run_cli
 from hmer_runtime.metrics import Metrics, format_summary
 
 
-def evaluate_checkpoint(ckpt_path: str, source: str | None, split: str | None, beam: int, out: str | None,
-                        limit: int | None, batch_size: int, config_path: str | None = None) -> dict:
-    import torch
+def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, beam: int, out: str | None,
+                        limit: int | None, batch_size: int, config_path: str | None = None,
+                        variant: str = "fp32", provider: str = "auto") -> dict:
+    """Metrics of a checkpoint (PyTorch) or an exported model directory (ONNX Runtime) on a source.
 
-    from hmer_runtime.preprocess import PreprocessConfig
+    Both go through the same data, batching and scoring; only the decoder differs.
+    """
+    from hmer_runtime.preprocess import PreprocessConfig, pad_batch
     from hmer_runtime.render import RenderConfig
-    from hmer_runtime.sources import resolve_split
-    from hmer_train.checkpoint import load_model
-    from hmer_train.data import collate, make_batches
-    from hmer_train.decoding import decode, rescore_r2l
+    from hmer_runtime.sources import DEFAULT_ROOTS, resolve_split
+    from hmer_train.data import make_batches
     from hmer_train.prepared import DEFAULT_CACHE, prepare
 
-    model, vocab, ckpt = load_model(ckpt_path)
-    cfg = ckpt["config"]
-    src = resolve_split(source, split, cfg["data_roots"]) if split else Path(source)
-    data = prepare(src, RenderConfig.from_dict(cfg["render"]), PreprocessConfig.from_dict(cfg["preprocess"]),
-                   cfg.get("cache_dir") or DEFAULT_CACHE)
+    if Path(model_path).is_dir():
+        from hmer_runtime.recognizer import Recognizer
+
+        rec = Recognizer(model_path, provider=provider, variant=variant)
+        vocab, render, pre = rec.spec.vocab, rec.spec.render, rec.spec.preprocess
+        roots, cache, stride = DEFAULT_ROOTS, DEFAULT_CACHE, rec.spec.stride
+
+        def run(images: list) -> list:
+            x, m = pad_batch(images, stride)
+            return rec.model.decode(x, m, beam)
+    else:
+        run, vocab, cfg = _torch_decoder(model_path, beam)
+        render, pre = RenderConfig.from_dict(cfg["render"]), PreprocessConfig.from_dict(cfg["preprocess"])
+        roots, cache = cfg["data_roots"], cfg.get("cache_dir") or DEFAULT_CACHE
+    src = resolve_split(source, split, roots) if split else Path(source)
+    data = prepare(src, render, pre, cache)
     if limit:
         data = data.select(range(min(limit, len(data))))
-    dec = cfg["decode"]
-    rescore = dec.get("rescore") and beam > 1 and cfg["model"]["decoder"].get("type") == "comer" \
-        and cfg["train"].get("bidirectional")
     metrics = Metrics()
     rows = []
-    with torch.no_grad():
-        for idx in make_batches(data.shapes, batch_size, 2_000_000):
-            b = collate([data.image(i) for i in idx], [[] for _ in idx], [data.names[i] for i in idx], vocab, False)
-            hyps = decode(model, b.images, b.mask, vocab.sos_id, vocab.eos_id, beam, dec["max_len"],
-                          dec["length_penalty"])
-            if rescore:
-                hyps = rescore_r2l(model, b.images, b.mask, hyps, vocab.sos_id, vocab.eos_id, dec["length_penalty"])
-            for i, hs in zip(idx, hyps):
-                pred = vocab.decode(hs[0].ids)
-                d = metrics.add(data.tokens[i], pred)
-                rows.append({"file": data.names[i], "truth": " ".join(data.tokens[i]), "prediction": " ".join(pred),
-                             "score": hs[0].score, "edits": d})
+    for idx in make_batches(data.shapes, batch_size, 2_000_000):
+        hyps = run([data.image(i) for i in idx])
+        for i, hs in zip(idx, hyps):
+            pred = vocab.decode(hs[0].ids)
+            d = metrics.add(data.tokens[i], pred)
+            rows.append({"file": data.names[i], "truth": " ".join(data.tokens[i]), "prediction": " ".join(pred),
+                         "score": hs[0].score, "edits": d})
     summary = metrics.summary()
     summary["errors"] = data.errors
     if out:
@@ -54,6 +58,32 @@ def evaluate_checkpoint(ckpt_path: str, source: str | None, split: str | None, b
             for r in sorted(rows, key=lambda r: r["file"]):
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
     return summary
+
+
+def _torch_decoder(ckpt_path: str, beam: int):
+    """(batch -> hypotheses, vocabulary, config) for a checkpoint; CoMER's bidirectional
+    rescoring when the model was trained both ways and the config asks for it."""
+    import torch
+
+    from hmer_runtime.preprocess import pad_batch
+    from hmer_train.checkpoint import load_model
+    from hmer_train.decoding import decode, rescore_r2l
+
+    model, vocab, ckpt = load_model(ckpt_path)
+    cfg = ckpt["config"]
+    dec = cfg["decode"]
+    rescore = dec.get("rescore") and beam > 1 and cfg["model"]["decoder"].get("type") == "comer" \
+        and cfg["train"].get("bidirectional")
+
+    @torch.no_grad()
+    def run(images: list) -> list:
+        x, m = (torch.from_numpy(a) for a in pad_batch(images))
+        hyps = decode(model, x, m, vocab.sos_id, vocab.eos_id, beam, dec["max_len"], dec["length_penalty"])
+        if rescore:
+            hyps = rescore_r2l(model, x, m, hyps, vocab.sos_id, vocab.eos_id, dec["length_penalty"])
+        return hyps
+
+    return run, vocab, cfg
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,9 +96,13 @@ def evaluate_checkpoint(ckpt_path: str, source: str | None, split: str | None, b
 @click.option("--limit", type=int, help="Evaluate only the first N expressions.")
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--variant", default="fp32", show_default=True, help="Exported model: fp32, int8 or fp16 graphs.")
+@click.option("--provider", default="auto", show_default=True, help="Exported model: auto, cpu, cuda, tensorrt.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_json, debug) -> None:
-    """Evaluate MODEL (a checkpoint) on DATA (InkML folder/archive or image folder).
+def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_json, variant, provider,
+         debug) -> None:
+    """Evaluate MODEL (a checkpoint, or a directory from hmer-export) on DATA (InkML folder/archive or
+    image folder).
 
     With --dataset NAME and no MODEL, the checkpoint comes from `checkpoint:` in the config
     and every test split present is evaluated.
@@ -98,7 +132,7 @@ def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_jso
             raise click.UsageError("give MODEL and DATA, or --dataset NAME")
         jobs.append((model, data, None))
     for ckpt, src, split in jobs:
-        s = evaluate_checkpoint(ckpt, src, split, beam, out, limit, batch_size)
+        s = evaluate_checkpoint(ckpt, src, split, beam, out, limit, batch_size, variant=variant, provider=provider)
         label = f"{src}:{split}" if split else src
         if as_json:
             click.echo(json.dumps({"data": label, "beam": beam, **s}))

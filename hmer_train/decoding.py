@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hmer_runtime.search import Hypothesis, beam_search, greedy
+from hmer_runtime.search import Hypothesis, beam_search, combine_r2l, greedy
 from hmer_train.models.base import HMERModel, expand_memory, reorder_state
 
 
@@ -68,12 +68,4 @@ def rescore_r2l(model: HMERModel, images: torch.Tensor, mask: torch.Tensor,
     seqs = [h.ids[::-1] for hs in hyps for h in hs]
     sel = torch.tensor(index, device=images.device)
     r2l = sequence_logprob(model, images[sel], mask[sel], seqs, start=eos, end=sos)
-    out, j = [], 0
-    for hs in hyps:
-        rescored = []
-        for h in hs:
-            lp = (h.logprob + r2l[j]) / 2
-            rescored.append(Hypothesis(h.ids, lp, lp / (len(h.ids) + 1) ** length_penalty, h.attention))
-            j += 1
-        out.append(sorted(rescored, key=lambda h: -h.score))
-    return out
+    return combine_r2l(hyps, r2l, length_penalty)

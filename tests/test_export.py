@@ -17,7 +17,7 @@ from hmer_runtime.onnx_model import OnnxModel
 from hmer_runtime.preprocess import pad_batch
 from hmer_runtime.providers import ProviderConfig
 from hmer_train.checkpoint import load_model
-from hmer_train.decoding import decode
+from hmer_train.decoding import decode, rescore_r2l
 
 CPU = ProviderConfig("cpu")
 
@@ -66,8 +66,12 @@ def test_onnx_matches_pytorch_at_any_batch_and_size(exported, sizes):
     for k, v in o_mem.items():
         assert v.shape == tuple(t_mem[k].shape)
         assert np.allclose(v, t_mem[k].numpy(), atol=1e-4)
+    spec = ModelSpec.load(model_dir)
+    assert spec.raw["decode"]["rescore_r2l"] == (spec.architecture["decoder"]["type"] == "comer")
     for beam in (1, 3):
         want = decode(model, tx, tm, vocab.sos_id, vocab.eos_id, beam, 12)
+        if beam > 1 and spec.raw["decode"]["rescore_r2l"]:
+            want = rescore_r2l(model, tx, tm, want, vocab.sos_id, vocab.eos_id)
         got = onnx_model.decode(x, m, beam, 12)
         assert [h[0].ids for h in got] == [h[0].ids for h in want]
         assert np.allclose([h[0].score for h in got], [h[0].score for h in want], atol=1e-3)
@@ -126,3 +130,18 @@ def test_bad_inputs_give_one_clear_line(tmp_path, monkeypatch, capsys):
         export_checkpoint(ckpt, existing, check=False, log=lambda s: None)
     export_checkpoint(ckpt, existing, check=False, force=True, log=lambda s: None)
     assert (existing / "model.json").is_file() and not (existing / "keep.txt").exists()
+
+
+def test_hmer_eval_gives_the_same_predictions_for_checkpoint_and_export(exported, tmp_path):
+    from hmer_train.cli_eval import evaluate_checkpoint
+
+    ckpt, model_dir, _ = exported
+    data = ckpt.parent / "data"  # the tiny synthetic set the checkpoint's config points at
+    rows = {}
+    for name, model in (("torch", ckpt), ("onnx", model_dir)):
+        out = tmp_path / f"{name}.jsonl"
+        summary = evaluate_checkpoint(str(model), str(data), None, beam=2, out=str(out), limit=None, batch_size=4,
+                                      provider="cpu")
+        assert summary["n"] == 6
+        rows[name] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["prediction"] for r in rows["torch"]] == [r["prediction"] for r in rows["onnx"]]
