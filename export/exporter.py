@@ -126,10 +126,13 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opset: int = 
         for name, make, wanted in (("int8", quantize_int8, int8), ("fp16", convert_fp16, fp16)):
             if not wanted:
                 continue
-            files = {"encoder": f"encoder.{name}.onnx", "decoder": f"decoder.{name}.onnx"}
-            for part, file in files.items():
-                make(tmp / f"{part}.onnx", tmp / file)
-                attach_metadata(tmp / file, meta)
+            # int8 quantizes the decoder only (its encoder is encoder.onnx, see variants.quantize_int8).
+            parts = ("decoder",) if name == "int8" else ("encoder", "decoder")
+            files = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
+            for part in parts:
+                files[part] = f"{part}.{name}.onnx"
+                make(tmp / f"{part}.onnx", tmp / files[part])
+                attach_metadata(tmp / files[part], meta)
             raw["variants"][name] = dict(files)
             dump_spec(raw, tmp)
             try:

@@ -169,3 +169,39 @@ def tensorrt_profiles(spec: dict, max_batch: int = 64, opt_batch: int = 10, opt_
 
     return {graph: [shapes(inputs, w) for w in ("min", "opt", "max")]
             for graph, inputs in (("encoder", enc_inputs), ("decoder", dec_inputs))}
+
+
+class PrefixGraph(nn.Module):
+    """tokens (N, T), memory.* -> logits (N, V) of the last position, recomputing the whole prefix:
+    how decoders without a cache run (the research code, other ONNX ports). Benchmark baseline only."""
+
+    def __init__(self, model: HMERModel, memory_names: list[str]):
+        super().__init__()
+        self.model = model
+        self.memory_names = memory_names
+
+    def forward(self, tokens: torch.Tensor, *tensors: torch.Tensor):
+        memory = dict(zip(self.memory_names, tensors))
+        return self.model.decoder.teacher_forcing(tokens, memory)[:, -1]
+
+
+def export_prefix_graph(model: HMERModel, path: Path, opset: int = DEFAULT_OPSET) -> list[str]:
+    """Write the no-cache baseline decoder (only for decoders with a parallel teacher-forcing path:
+    ``comer``); returns its memory input names."""
+    if model.kind != "comer":
+        raise ValueError(f"no parallel prefix graph for the {model.kind} decoder (its teacher forcing is a loop)")
+    model = model.eval()
+    layout = model.decoder.layout()
+    images, mask = example_inputs()
+    with torch.no_grad():
+        memory = model.decoder.prepare(*model.encoder(images, mask))
+    names = list(memory)
+    tokens = torch.ones(images.shape[0], 3, dtype=torch.long)
+    dyn = {"tokens": {0: "batch", 1: "steps"}, "logits": {0: "batch"}}
+    dyn |= {f"memory.{n}": axes(layout[n]) for n in names}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(PrefixGraph(model, names).eval(), (tokens, *(memory[n] for n in names)), str(path),
+                          dynamo=False, opset_version=opset, input_names=["tokens"] + [f"memory.{n}" for n in names],
+                          output_names=["logits"], dynamic_axes=dyn)
+    return names

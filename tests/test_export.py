@@ -32,8 +32,8 @@ def exported(request, tmp_path_factory):
 
 def test_written_files_metadata_and_no_control_flow(exported):
     ckpt, model_dir, raw = exported
-    assert {p.name for p in model_dir.iterdir()} == {"model.json", "encoder.onnx", "decoder.onnx",
-                                                     "encoder.int8.onnx", "decoder.int8.onnx"}
+    assert {p.name for p in model_dir.iterdir()} == {"model.json", "encoder.onnx", "decoder.onnx", "decoder.int8.onnx"}
+    assert raw["variants"]["int8"]["encoder"] == "encoder.onnx"  # convolutions stay fp32
     spec = ModelSpec.load(model_dir)
     assert spec.vocab.tokens == raw["vocab"] and spec.state and spec.memory
     for name in ("encoder.onnx", "decoder.onnx", "decoder.int8.onnx"):
@@ -145,3 +145,24 @@ def test_hmer_eval_gives_the_same_predictions_for_checkpoint_and_export(exported
         assert summary["n"] == 6
         rows[name] = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["prediction"] for r in rows["torch"]] == [r["prediction"] for r in rows["onnx"]]
+
+
+def test_hmer_bench_measures_every_variant_and_baseline(exported, tmp_path, monkeypatch, capsys):
+    from hmer_bench.latency import run
+
+    ckpt, model_dir, _ = exported
+    out = tmp_path / "bench.json"
+    monkeypatch.setattr(sys, "argv", ["hmer-bench", "--model", str(model_dir), "--checkpoint", str(ckpt),
+                                      "--beam", "1,2", "--batch", "1,2", "--runs", "1", "--lengths", "3,6",
+                                      "--json", str(out), "--markdown", str(tmp_path / "bench.md")])
+    run()
+    report = json.loads(out.read_text())
+    kinds = {(r["variant"], r["beam"], r["batch"]) for r in report["rows"]}
+    assert kinds == {(v, b, n) for v in ("pytorch-eager", "fp32", "int8") for b in (1, 2) for n in (1, 2)}
+    assert all(r["p50_ms"] > 0 and r["expressions"] == 4 for r in report["rows"])
+    assert all(r["vs_eager"] > 0 for r in report["rows"] if r["variant"] != "pytorch-eager")
+    sweep = report["sweep"]
+    assert set(sweep["cached fp32"]) == {"3", "6"}
+    if ckpt.name.startswith("comer"):
+        assert set(sweep["no-cache fp32"]) == {"3", "6"}
+    assert "| fp32 | cpu | 1 | 1 |" in (tmp_path / "bench.md").read_text()

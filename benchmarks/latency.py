@@ -1,0 +1,322 @@
+"""``hmer-bench``: recognition latency on this hardware, ONNX Runtime variants against PyTorch eager.
+
+One run, same inputs, same decoding for every variant:
+
+* ONNX Runtime with the cached one-step decoder, per graph variant (fp32, int8, fp16) and provider;
+* PyTorch eager on the checkpoint (``--checkpoint``, when torch is installed);
+* a length sweep: cost of decoding exactly L tokens with the cache against a no-cache decoder that
+  re-runs the whole prefix every step (how research code and other ONNX ports decode).
+
+Latency is per expression (a batch's wall time divided by its size), after one warm-up pass.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+
+import hmer_runtime
+from hmer_runtime.cli_util import run_cli
+from hmer_runtime.model_spec import ModelSpec
+from hmer_runtime.onnx_model import OnnxModel, Timings
+from hmer_runtime.preprocess import pad_batch
+from hmer_runtime.providers import ProviderConfig
+
+SAMPLES = Path(hmer_runtime.__file__).parent / "samples"
+
+
+@dataclass
+class Row:
+    variant: str
+    provider: str
+    beam: int
+    batch: int
+    expressions: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    ms_per_token: float
+    expr_per_s: float
+    encoder_ms: float
+    decoder_ms: float
+    tokens: float
+    peak_rss_mb: float
+    vs_eager: float | None = None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_inputs(spec: ModelSpec, data: str | None, limit: int) -> list[np.ndarray]:
+    """Model inputs: the bundled sample images, or the first ``limit`` expressions of a source."""
+    from hmer_runtime.inkml import Ink
+    from hmer_runtime.preprocess import load_image, preprocess
+    from hmer_runtime.render import render_ink
+    from hmer_runtime.sources import iter_source
+
+    if data is None:
+        files = sorted(SAMPLES.glob("*.png"))
+        return [preprocess(load_image(f), spec.preprocess, str(f)) for f in files][:limit]
+    out = []
+    for sample in iter_source(data):
+        try:
+            obj = sample.load()
+            image = render_ink(obj, spec.render) if isinstance(obj, Ink) else obj
+            out.append(preprocess(image, spec.preprocess, sample.name))
+        except Exception:  # noqa: BLE001 - a benchmark skips unreadable samples
+            continue
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _batches(images: list[np.ndarray], batch: int) -> list[list[np.ndarray]]:
+    order = sorted(range(len(images)), key=lambda i: images[i].size)  # similar sizes together, as a server would
+    return [[images[i] for i in order[k:k + batch]] for k in range(0, len(order), batch)]
+
+
+def _row(variant, provider, beam, batch, per_expr: list[float], tokens: list[int], enc: float, dec: float,
+         n_expr: int) -> Row:
+    a = np.array(per_expr)
+    total_s = a.sum() / 1000
+    return Row(variant, provider, beam, batch, n_expr, float(np.percentile(a, 50)), float(np.percentile(a, 90)),
+               float(np.percentile(a, 99)), float(a.sum() / max(1, sum(tokens) + len(tokens))),
+               len(a) / total_s, enc / len(a), dec / len(a), float(np.mean(tokens)), peak_rss_mb())
+
+
+def time_onnx(model: OnnxModel, images: list[np.ndarray], beam: int, batch: int, runs: int) -> Row:
+    stride = model.spec.stride
+    chunks = [pad_batch(c, stride) + (len(c),) for c in _batches(images, batch)]
+    for x, m, _ in chunks:  # warm-up
+        model.decode(x, m, beam)
+    per_expr, tokens, enc, dec = [], [], 0.0, 0.0
+    for _ in range(runs):
+        for x, m, n in chunks:
+            t = Timings()
+            t0 = time.perf_counter()
+            hyps = model.decode(x, m, beam, timings=t)
+            ms = (time.perf_counter() - t0) * 1000
+            per_expr += [ms / n] * n
+            tokens += [len(h[0].ids) for h in hyps]
+            enc, dec = enc + t.encoder_ms, dec + t.decoder_ms
+    return _row(model.variant, model.provider, beam, batch, per_expr, tokens, enc, dec, len(images))
+
+
+def time_torch(ckpt: str, images: list[np.ndarray], beam: int, batch: int, runs: int) -> Row:
+    import torch
+
+    from hmer_train.checkpoint import load_model
+    from hmer_train.decoding import decode, rescore_r2l
+
+    model, vocab, raw = load_model(ckpt)
+    dec_cfg = raw["config"]["decode"]
+    rescore = beam > 1 and model.kind == "comer" and dec_cfg.get("rescore") and raw["config"]["train"].get(
+        "bidirectional")
+    chunks = [tuple(torch.from_numpy(a) for a in pad_batch(c, 16)) + (len(c),) for c in _batches(images, batch)]
+
+    @torch.no_grad()
+    def run(x, m):
+        hyps = decode(model, x, m, vocab.sos_id, vocab.eos_id, beam, dec_cfg["max_len"], dec_cfg["length_penalty"])
+        return rescore_r2l(model, x, m, hyps, vocab.sos_id, vocab.eos_id, dec_cfg["length_penalty"]) \
+            if rescore else hyps
+
+    for x, m, _ in chunks:
+        run(x, m)
+    per_expr, tokens, enc = [], [], 0.0
+    for _ in range(runs):
+        for x, m, n in chunks:
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                model.encode(x, m)
+            enc += (time.perf_counter() - t0) * 1000
+            t0 = time.perf_counter()
+            hyps = run(x, m)
+            ms = (time.perf_counter() - t0) * 1000
+            per_expr += [ms / n] * n
+            tokens += [len(h[0].ids) for h in hyps]
+    total = sum(per_expr)
+    return _row("pytorch-eager", "cpu", beam, batch, per_expr, tokens, enc, total - enc, len(images))
+
+
+def length_sweep(model: OnnxModel, images: list[np.ndarray], lengths: list[int], ckpt: str | None,
+                 runs: int) -> dict[str, dict[int, float]]:
+    """ms per expression (batch 1) to decode exactly L tokens: cached step graph vs. no-cache prefix
+    graph (exported on the fly from ``ckpt``; comer only)."""
+    import tempfile
+
+    spec = model.spec
+    sos = spec.vocab.sos_id
+    out: dict[str, dict[int, float]] = {f"cached {model.variant}": {}}
+    prefix = None
+    if ckpt:
+        import onnxruntime as ort
+
+        from hmer_export.graphs import export_prefix_graph
+        from hmer_train.checkpoint import load_model
+
+        torch_model, _, _ = load_model(ckpt)
+        if torch_model.kind == "comer":
+            path = Path(tempfile.mkdtemp()) / "prefix.onnx"
+            names = export_prefix_graph(torch_model, path)
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = model.encoder.get_session_options().intra_op_num_threads
+            prefix = (ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]), names)
+            out["no-cache fp32"] = {}
+    for L in lengths:
+        cached, nocache = [], []
+        for _ in range(runs):
+            for im in images:
+                x, m = pad_batch([im], spec.stride)
+                memory, state = model.encode(x, m)
+                tok = np.array([sos], dtype=np.int64)
+                t0 = time.perf_counter()
+                seq = [sos]
+                for _ in range(L):
+                    logits, _, state = model.step(tok, state, memory)
+                    tok = logits.argmax(-1).astype(np.int64)
+                    seq.append(int(tok[0]))
+                cached.append((time.perf_counter() - t0) * 1000)
+                if prefix:
+                    sess, names = prefix
+                    feeds = {f"memory.{n}": memory[n] for n in names}
+                    t0 = time.perf_counter()
+                    for t in range(1, L + 1):
+                        sess.run(None, {"tokens": np.array([seq[:t]], dtype=np.int64), **feeds})
+                    nocache.append((time.perf_counter() - t0) * 1000)
+        out[f"cached {model.variant}"][L] = float(np.median(cached))
+        if prefix:
+            out["no-cache fp32"][L] = float(np.median(nocache))
+    return out
+
+
+def markdown(rows: list[Row], sweep: dict, meta: dict) -> str:
+    lines = [f"Model `{meta['model']}` ({meta['parameters']:,} parameters), {meta['expressions']} expressions "
+             f"({meta['data']}), {meta['threads']} threads, {meta['runs']} runs after warm-up.", "",
+             "| variant | provider | beam | batch | p50 ms | p90 ms | p99 ms | ms/token | expr/s | encoder ms | "
+             "decoder ms | tokens | peak RSS MiB | speed-up vs eager |", "|" + "---|" * 14]
+    for r in rows:
+        ratio = f"{r.vs_eager:.2f}x" if r.vs_eager else "-"
+        lines.append(f"| {r.variant} | {r.provider} | {r.beam} | {r.batch} | {r.p50_ms:.1f} | {r.p90_ms:.1f} | "
+                     f"{r.p99_ms:.1f} | {r.ms_per_token:.2f} | {r.expr_per_s:.1f} | {r.encoder_ms:.1f} | "
+                     f"{r.decoder_ms:.1f} | {r.tokens:.1f} | {r.peak_rss_mb:.0f} | {ratio} |")
+    if sweep:
+        lengths = sorted(next(iter(sweep.values())))
+        lines += ["", "Decoding exactly L tokens (batch 1, decoder only, ms per expression):", "",
+                  "| decoder | " + " | ".join(f"L={n}" for n in lengths) + " |", "|" + "---|" * (len(lengths) + 1)]
+        for name, series in sweep.items():
+            lines.append(f"| {name} | " + " | ".join(f"{series[n]:.1f}" for n in lengths) + " |")
+        if "no-cache fp32" in sweep:
+            base = sweep[next(k for k in sweep if k.startswith("cached"))]
+            lines.append("| cache speed-up | " + " | ".join(f"{sweep['no-cache fp32'][n] / base[n]:.1f}x"
+                                                           for n in lengths) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(sweep: dict, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, series in sweep.items():
+        xs = sorted(series)
+        ax.plot(xs, [series[x] for x in xs], marker="o", label=name)
+    ax.set_xlabel("expression length (tokens)")
+    ax.set_ylabel("decoder ms per expression")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def _ints(s: str) -> list[int]:
+    return [int(v) for v in s.split(",") if v.strip()]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", "model_dir", type=click.Path(file_okay=False), help="Model directory (default: bundled).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint for the PyTorch eager and no-cache "
+                                                                      "baselines (needs torch).")
+@click.option("--data", type=click.Path(exists=True), help="Images/InkML source (default: bundled samples).")
+@click.option("--limit", default=32, show_default=True, help="Expressions taken from --data.")
+@click.option("--provider", "providers", default="cpu", show_default=True, help="Comma list: cpu,cuda,tensorrt.")
+@click.option("--variants", default="fp32,int8", show_default=True, help="Graph variants present in the model.")
+@click.option("--beam", "beams", default="1,5,10", show_default=True)
+@click.option("--batch", "batches", default="1,8", show_default=True)
+@click.option("--threads", default=2, show_default=True)
+@click.option("--runs", default=3, show_default=True)
+@click.option("--lengths", default="10,25,50,100", show_default=True, help="Length sweep (tokens); empty = skip.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False))
+@click.option("--markdown", "md_out", type=click.Path(dir_okay=False))
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False), help="PNG of latency vs length (matplotlib).")
+@click.option("--debug", is_flag=True)
+def main(model_dir, checkpoint, data, limit, providers, variants, beams, batches, threads, runs, lengths, json_out,
+         md_out, plot_out, debug) -> None:
+    """Measure recognition latency and throughput on this machine."""
+    from hmer_runtime.recognizer import BUNDLED_MODEL
+
+    spec = ModelSpec.load(model_dir or BUNDLED_MODEL)
+    images = load_inputs(spec, data, limit)
+    if not images:
+        raise click.UsageError("no usable inputs")
+    rows: list[Row] = []
+    eager: dict[tuple[int, int], Row] = {}
+    if checkpoint:
+        try:
+            import torch
+        except ImportError:
+            click.echo("torch not installed: no PyTorch eager baseline", err=True)
+        else:
+            torch.set_num_threads(threads)
+            for beam in _ints(beams):
+                for batch in _ints(batches):
+                    click.echo(f"pytorch eager beam {beam} batch {batch}", err=True)
+                    eager[(beam, batch)] = time_torch(checkpoint, images, beam, batch, runs)
+                    rows.append(eager[(beam, batch)])
+    first = None
+    for provider in providers.split(","):
+        for variant in variants.split(","):
+            if variant not in spec.variants:
+                click.echo(f"skipping {variant}: not in the model", err=True)
+                continue
+            model = OnnxModel(spec, variant, ProviderConfig(provider, threads))
+            first = first or model
+            for beam in _ints(beams):
+                for batch in _ints(batches):
+                    click.echo(f"{variant} on {model.provider} beam {beam} batch {batch}", err=True)
+                    row = time_onnx(model, images, beam, batch, runs)
+                    base = eager.get((beam, batch))
+                    row.vs_eager = base.p50_ms / row.p50_ms if base else None
+                    rows.append(row)
+    sweep = length_sweep(first, images[:3], _ints(lengths), checkpoint, 1) if first and _ints(lengths) else {}
+    meta = {"model": str(spec.directory), "parameters": spec.raw.get("parameters", 0), "expressions": len(images),
+            "data": data or "bundled samples", "threads": threads, "runs": runs}
+    md = markdown(rows, sweep, meta)
+    click.echo(md)
+    if md_out:
+        Path(md_out).write_text(md)
+    if json_out:
+        Path(json_out).write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows], "sweep": sweep},
+                                             indent=1))
+    if plot_out and sweep and not plot(sweep, Path(plot_out)):
+        click.echo("matplotlib not installed: no plot", err=True)
+
+
+def run() -> None:
+    run_cli(main)
+
+
+if __name__ == "__main__":
+    run()
