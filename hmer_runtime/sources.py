@@ -52,32 +52,28 @@ def _ink_sample(name: str, loader: Callable[[], Ink]) -> Sample:
     return Sample(name, ink.truth, "ink", lambda: ink)
 
 
+def _archive_samples(entries: Iterator[tuple[str, int, Callable[[], bytes]]]) -> Iterator[Sample]:
+    """Samples of an archive's InkML members, given as (name, size, read); oversized ones are refused
+    before they are read."""
+    for name, size, read in entries:
+        if size > MAX_INKML_BYTES:
+            yield _ink_sample(name, lambda n=name, s=size: (_ for _ in ()).throw(
+                InkError(n, f"InkML is {s} bytes, over the {MAX_INKML_BYTES}-byte limit")))
+            continue
+        data = read()
+        yield _ink_sample(name, lambda d=data, n=name: parse_inkml(d, n))
+
+
 def _iter_tar(path: Path) -> Iterator[Sample]:
     with tarfile.open(path) as tar:
-        for m in tar:
-            if not (m.isfile() and m.name.lower().endswith(".inkml")):
-                continue
-            name = m.name
-            if m.size > MAX_INKML_BYTES:
-                yield _ink_sample(name, lambda n=name, s=m.size: (_ for _ in ()).throw(
-                    InkError(n, f"InkML is {s} bytes, over the {MAX_INKML_BYTES}-byte limit")))
-                continue
-            data = tar.extractfile(m).read()
-            yield _ink_sample(name, lambda d=data, n=name: parse_inkml(d, n))
+        yield from _archive_samples((m.name, m.size, lambda m=m: tar.extractfile(m).read()) for m in tar
+                                    if m.isfile() and m.name.lower().endswith(".inkml"))
 
 
 def _iter_zip(path: Path) -> Iterator[Sample]:
     with zipfile.ZipFile(path) as zf:
-        for info in zf.infolist():
-            if info.is_dir() or not info.filename.lower().endswith(".inkml"):
-                continue
-            name = info.filename
-            if info.file_size > MAX_INKML_BYTES:
-                yield _ink_sample(name, lambda n=name, s=info.file_size: (_ for _ in ()).throw(
-                    InkError(n, f"InkML is {s} bytes, over the {MAX_INKML_BYTES}-byte limit")))
-                continue
-            data = zf.read(info)
-            yield _ink_sample(name, lambda d=data, n=name: parse_inkml(d, n))
+        yield from _archive_samples((i.filename, i.file_size, lambda i=i: zf.read(i)) for i in zf.infolist()
+                                    if not i.is_dir() and i.filename.lower().endswith(".inkml"))
 
 
 def read_labels(label_file: Path) -> list[tuple[str, str]]:
@@ -232,3 +228,20 @@ def resolve_split(dataset: str, split: str, roots: tuple[str, ...] | list[str] =
         "crohme-<split>.tar.gz, or <root>/HME100K/<split>_images/ + <split>_labels.txt"
     )
     raise DatasetError(f"{dataset}:{split}", f"not found; looked in {', '.join(looked)}; {expected}")
+
+
+def load_labelled(sample: Sample) -> tuple[object, list[str]]:
+    """(ink or image, LaTeX tokens) of a sample; HmerError when it is unreadable, unlabelled, or its
+    LaTeX does not tokenize. Read errors come first: they are often why a label is missing."""
+    from hmer_runtime.latex import LatexError, tokenize
+
+    obj = sample.load()
+    if sample.latex is None:
+        raise DatasetError(sample.name, "no ground-truth LaTeX")
+    try:
+        tokens = tokenize(sample.latex)
+    except LatexError as e:
+        raise DatasetError(sample.name, f"bad LaTeX: {e}") from e
+    if not tokens:
+        raise DatasetError(sample.name, "empty ground-truth LaTeX")
+    return obj, tokens

@@ -20,7 +20,7 @@ from hmer_runtime.errors import HmerError
 from hmer_runtime.inkml import Ink
 from hmer_runtime.latex import LatexError, detokenize, tokenize
 from hmer_runtime.render import RenderConfig, render_ink
-from hmer_runtime.sources import iter_source, resolve_split
+from hmer_runtime.sources import iter_source, load_labelled, resolve_split
 from hmer_runtime.vocab import Vocab
 
 
@@ -105,14 +105,8 @@ def stats(src: str, split: str | None, vocab_path: str | None, as_json: bool, sy
     for sample in iter_source(_source(src, split)):
         files += 1
         try:
-            obj = sample.load()
-            if sample.latex is None:
-                raise HmerError(sample.name, "no ground-truth LaTeX")
-            tokens = tokenize(sample.latex)
+            obj, tokens = load_labelled(sample)
             image = render_ink(obj, cfg) if isinstance(obj, Ink) else np.asarray(obj)
-        except LatexError as e:
-            errors.append(f"{sample.name}: bad LaTeX: {e}")
-            continue
         except HmerError as e:
             errors.append(str(e))
             continue

@@ -22,10 +22,9 @@ from tqdm import tqdm
 
 from hmer_runtime.errors import HmerError
 from hmer_runtime.inkml import Ink
-from hmer_runtime.latex import LatexError, tokenize
 from hmer_runtime.preprocess import PreprocessConfig, preprocess
 from hmer_runtime.render import RenderConfig, render_ink
-from hmer_runtime.sources import iter_source, source_fingerprint
+from hmer_runtime.sources import iter_source, load_labelled, source_fingerprint
 
 PREPARED_FORMAT = 1
 DEFAULT_CACHE = Path(os.environ.get("HMER_CACHE", Path.home() / ".cache" / "hmer"))
@@ -59,11 +58,15 @@ class PreparedSet:
                            self.shapes[keep], self.offsets[keep], self.pixels, self.errors, self.path)
 
 
+def model_input(obj, render: RenderConfig, pre: PreprocessConfig, name: str) -> np.ndarray:
+    """Model input of ink (rendered first) or an image."""
+    image = render_ink(obj, render) if isinstance(obj, Ink) else obj
+    return preprocess(image, pre, name=name)
+
+
 def sample_image(sample, render: RenderConfig, pre: PreprocessConfig) -> np.ndarray:
     """Model-input image of a source sample (ink is rendered first, images are read)."""
-    obj = sample.load()
-    image = render_ink(obj, render) if isinstance(obj, Ink) else obj
-    return preprocess(image, pre, name=sample.name)
+    return model_input(sample.load(), render, pre, sample.name)
 
 
 def cache_key(source: str | Path, render: RenderConfig, pre: PreprocessConfig) -> str:
@@ -83,16 +86,8 @@ def prepare(source: str | Path, render: RenderConfig = RenderConfig(),
     for sample in tqdm(iter_source(source), desc=f"preparing {Path(source).name}", unit="expr",
                        disable=not progress, leave=False):
         try:
-            if sample.latex is None:
-                sample.load()  # surfaces the read error, if that is why the label is missing
-                raise HmerError(sample.name, "no ground-truth LaTeX")
-            toks = tokenize(sample.latex)
-            if not toks:
-                raise HmerError(sample.name, "empty ground-truth LaTeX")
-            img = sample_image(sample, render, pre)
-        except LatexError as e:
-            errors.append(f"{sample.name}: bad LaTeX: {e}")
-            continue
+            obj, toks = load_labelled(sample)
+            img = model_input(obj, render, pre, sample.name)
         except HmerError as e:
             errors.append(str(e))
             continue
