@@ -45,14 +45,18 @@ class PreprocessConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image file, refusing non-images and decompression bombs with an ImageError."""
-    path = Path(path)
+def load_image(path: str | Path | bytes, name: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open an image file (or encoded bytes, e.g. an upload), refusing non-images and
+    decompression bombs with an ImageError naming ``name`` or the path."""
+    import io
+
+    source = io.BytesIO(path) if isinstance(path, bytes) else Path(path)
+    path = name or ("<upload>" if isinstance(path, bytes) else path)
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             w, h = im.size
-            if w * h > MAX_IMAGE_PIXELS:
-                raise ImageError(str(path), f"image is {w}x{h} pixels, over the {MAX_IMAGE_PIXELS} limit")
+            if w * h > max_pixels:
+                raise ImageError(str(path), f"image is {w}x{h} pixels, over the {max_pixels} limit")
             im.load()
             return im.copy()
     except ImageError:

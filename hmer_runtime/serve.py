@@ -1,0 +1,296 @@
+"""``hmer-serve``: an HTTP API and a drawing-pad page on top of :class:`Recognizer` (extra ``serve``).
+
+    POST /v1/recognize   image (multipart ``file`` or raw bytes) or JSON ink {"strokes": [[[x, y], ...], ...]}
+    GET  /v1/model       what is loaded;  GET /healthz;  GET /  the drawing pad;  GET /docs  OpenAPI
+
+Concurrent requests are gathered for up to ``batch_wait_ms`` and decoded as one batch (one
+encoder call, one decoder call per step for all of them); ``batch_wait_ms=0`` decodes each alone.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI resolves the endpoint annotations
+# (``Request``, imported inside create_app so the runtime does not need fastapi) at definition time.
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import numpy as np
+
+from hmer_runtime.cli_util import run_cli
+from hmer_runtime.errors import HmerError, ImageError, InkError
+from hmer_runtime.inkml import Ink
+from hmer_runtime.preprocess import load_image, preprocess
+from hmer_runtime.recognizer import Recognizer, Result
+from hmer_runtime.render import render_ink
+
+PAGE = Path(__file__).parent / "static" / "index.html"
+
+
+@dataclass
+class Limits:
+    """What one request may ask for; over a limit is a 413/422 naming the limit."""
+
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_pixels: int = 16_000_000
+    max_strokes: int = 500
+    max_points: int = 50_000
+    max_beam: int = 16
+    timeout_s: float = 30.0
+
+
+@dataclass
+class _Job:
+    image: np.ndarray
+    beam: int
+    attention: bool
+    future: asyncio.Future
+    queued: float = field(default_factory=time.perf_counter)
+
+
+class MicroBatcher:
+    """Gathers requests for up to ``wait_ms`` (at most ``max_batch``) and decodes each group of
+    equal (beam, attention) as one batch in a worker thread; one batch runs at a time."""
+
+    def __init__(self, recognizer: Recognizer, wait_ms: float = 5.0, max_batch: int = 16):
+        self.rec, self.wait, self.max_batch = recognizer, wait_ms / 1000, max_batch
+        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+        self.batches = 0
+        self.decoded = 0
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+
+    async def submit(self, image: np.ndarray, beam: int, attention: bool) -> Result:
+        job = _Job(image, beam, attention, asyncio.get_running_loop().create_future())
+        await self.queue.put(job)
+        return await job.future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [await self.queue.get()]
+            deadline = loop.time() + self.wait
+            while len(jobs) < self.max_batch and self.wait > 0:
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    jobs.append(await asyncio.wait_for(self.queue.get(), left))
+                except asyncio.TimeoutError:
+                    break
+            groups: dict[tuple[int, bool], list[_Job]] = {}
+            for j in jobs:
+                if not j.future.cancelled():
+                    groups.setdefault((j.beam, j.attention), []).append(j)
+            for (beam, attention), group in groups.items():
+                try:
+                    results = await loop.run_in_executor(
+                        None, lambda g=group, b=beam, a=attention: self.rec.decode_images([j.image for j in g], b, a))
+                except Exception as e:  # noqa: BLE001 - a failed batch fails its requests, not the server
+                    for j in group:
+                        if not j.future.done():
+                            j.future.set_exception(e)
+                    continue
+                self.batches += 1
+                self.decoded += len(group)
+                for j, r in zip(group, results):
+                    if not j.future.done():
+                        j.future.set_result(r)
+
+
+def _status(e: HmerError) -> int:
+    """413 for input over a size limit, 422 for readable input with nothing to read, else 400."""
+    if "limit" in e.message:
+        return 413
+    return 422 if "no ink" in e.message else 400
+
+
+def to_mathml(latex: str) -> str | None:
+    """MathML for display (latex2mathml), or None when it cannot convert the LaTeX."""
+    try:
+        from latex2mathml.converter import convert
+    except ImportError:
+        return None
+    try:
+        return convert(latex)
+    except Exception:  # noqa: BLE001 - the converter raises assorted errors on unusual LaTeX
+        return None
+
+
+def create_app(model_dir: str | Path | None = None, provider: str = "auto", variant: str = "fp32",
+               threads: int = 0, batch_wait_ms: float = 5.0, max_batch: int = 16,
+               limits: Limits | None = None):
+    """The FastAPI application; the Recognizer is loaded at startup (one per worker process)."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI, Request
+    from fastapi.responses import HTMLResponse, JSONResponse
+
+    limits = limits or Limits()
+    state: dict = {}
+
+    @asynccontextmanager
+    async def lifespan(app):
+        rec = Recognizer(model_dir, provider=provider, variant=variant, threads=threads)
+        state["rec"] = rec
+        state["batcher"] = MicroBatcher(rec, batch_wait_ms, max_batch)
+        state["batcher"].start()
+        yield
+        await state["batcher"].stop()
+
+    app = FastAPI(title="hmer", summary="Handwritten mathematical expressions to LaTeX", lifespan=lifespan)
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> str:
+        return PAGE.read_text(encoding="utf-8")
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/model")
+    def model_info() -> dict:
+        rec: Recognizer = state["rec"]
+        spec = rec.spec
+        return {"architecture": spec.architecture, "parameters": spec.raw.get("parameters"),
+                "vocab_size": len(spec.vocab), "provider": rec.provider, "variant": rec.model.variant,
+                "max_len": spec.max_len, "checkpoint": spec.raw.get("checkpoint", {}),
+                "batching": {"wait_ms": batch_wait_ms, "max_batch": max_batch,
+                             "batches": state["batcher"].batches, "decoded": state["batcher"].decoded}}
+
+    def parse_options(params, body: dict | None = None) -> tuple[int, bool]:
+        src = {**dict(params), **(body or {})}
+        try:
+            beam = int(src.get("beam", 1))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"beam must be an integer, got {src.get('beam')!r}") from e
+        if not 1 <= beam <= limits.max_beam:
+            raise ValueError(f"beam must be between 1 and {limits.max_beam}")
+        attention = str(src.get("attention", "false")).lower() in ("1", "true", "yes")
+        return beam, attention
+
+    def ink_input(body: dict, rec: Recognizer) -> np.ndarray:
+        strokes = body.get("strokes")
+        if not isinstance(strokes, list) or not strokes:
+            raise InkError("strokes", "expected a non-empty list of strokes [[[x, y], ...], ...]")
+        if len(strokes) > limits.max_strokes:
+            raise InkError("strokes", f"{len(strokes)} strokes, over the limit of {limits.max_strokes}")
+        points = sum(len(s) if isinstance(s, list) else 0 for s in strokes)
+        if points > limits.max_points:
+            raise InkError("strokes", f"{points} points, over the limit of {limits.max_points}")
+        ink = Ink.from_strokes(strokes)
+        return preprocess(render_ink(ink, rec.spec.render), rec.spec.preprocess, "strokes")
+
+    @app.post("/v1/recognize")
+    async def recognize(request: Request):
+        """Recognise one expression: an image (multipart field ``file``, or the raw body) or JSON
+        ``{"strokes": [[[x, y], ...], ...], "beam": 1, "attention": false}``."""
+        rec: Recognizer = state["rec"]
+        t0 = time.perf_counter()
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
+            return error(413, f"request body of {declared} bytes is over the limit of {limits.max_body_bytes}")
+        body = await request.body()
+        if len(body) > limits.max_body_bytes:
+            return error(413, f"request body is over the limit of {limits.max_body_bytes} bytes")
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        try:
+            if ctype == "application/json":
+                try:
+                    payload = json.loads(body)
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    return error(400, f"malformed JSON: {e}")
+                if not isinstance(payload, dict):
+                    return error(400, "JSON body must be an object with 'strokes'")
+                beam, attention = parse_options(request.query_params, payload)
+                image = await asyncio.get_running_loop().run_in_executor(None, ink_input, payload, rec)
+            else:
+                if ctype == "multipart/form-data":
+                    form = await request.form()
+                    upload = form.get("file")
+                    if upload is None or isinstance(upload, str):
+                        return error(400, "multipart request without a 'file' field")
+                    data, name = await upload.read(), upload.filename or "upload"
+                    beam, attention = parse_options(request.query_params, {k: v for k, v in form.items()
+                                                                           if k != "file"})
+                else:
+                    data, name = body, "body"
+                    beam, attention = parse_options(request.query_params)
+                if not data:
+                    return error(400, "empty request body: send an image or JSON strokes")
+
+                def decode_image() -> np.ndarray:
+                    return preprocess(load_image(data, name, limits.max_pixels), rec.spec.preprocess, name)
+
+                image = await asyncio.get_running_loop().run_in_executor(None, decode_image)
+        except ValueError as e:
+            return error(422, str(e))
+        except (ImageError, InkError) as e:
+            return error(_status(e), str(e))
+        except HmerError as e:
+            return error(400, str(e))
+        try:
+            result = await asyncio.wait_for(state["batcher"].submit(image, beam, attention), limits.timeout_s)
+        except asyncio.TimeoutError:
+            return error(503, f"recognition took longer than {limits.timeout_s} s; try again")
+        out = {**result.to_dict(), "mathml": to_mathml(result.latex), "ms": (time.perf_counter() - t0) * 1000}
+        if attention and result.attention is not None:
+            out["attention"] = [np.round(a, 4).tolist() for a in result.attention]
+        return out
+
+    return app
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", "model_dir", type=click.Path(), help="Exported model directory (default: bundled model).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True)
+@click.option("--variant", default="fp32", show_default=True)
+@click.option("--threads", default=0, help="CPU threads per worker (0 = onnxruntime's choice).")
+@click.option("--workers", default=1, show_default=True, help="Worker processes, each with its own Recognizer.")
+@click.option("--batch-wait-ms", default=5.0, show_default=True, help="Micro-batching window (0 = off).")
+@click.option("--max-batch", default=16, show_default=True)
+@click.option("--debug", is_flag=True)
+def main(model_dir, host, port, provider, variant, threads, workers, batch_wait_ms, max_batch, debug) -> None:
+    """Serve the recognition API and the drawing pad."""
+    try:
+        import uvicorn
+    except ImportError as e:
+        raise click.ClickException("hmer-serve needs the serve extra: pip install 'hmer[serve]'") from e
+    Recognizer(model_dir, provider=provider, variant=variant, threads=threads)  # fail fast on a bad model
+    import os
+
+    os.environ.update({"HMER_SERVE_MODEL": str(model_dir or ""), "HMER_SERVE_PROVIDER": provider,
+                       "HMER_SERVE_VARIANT": variant, "HMER_SERVE_THREADS": str(threads),
+                       "HMER_SERVE_WAIT_MS": str(batch_wait_ms), "HMER_SERVE_MAX_BATCH": str(max_batch)})
+    uvicorn.run("hmer_runtime.serve:app_from_env", host=host, port=port, workers=workers, factory=True,
+                log_level="info" if debug else "warning")
+
+
+def app_from_env():
+    """uvicorn factory for worker processes: settings travel in HMER_SERVE_* variables."""
+    import os
+
+    env = os.environ
+    return create_app(env.get("HMER_SERVE_MODEL") or None, env.get("HMER_SERVE_PROVIDER", "auto"),
+                      env.get("HMER_SERVE_VARIANT", "fp32"), int(env.get("HMER_SERVE_THREADS", "0")),
+                      float(env.get("HMER_SERVE_WAIT_MS", "5")), int(env.get("HMER_SERVE_MAX_BATCH", "16")))
+
+
+def run() -> None:
+    run_cli(main)
+
+
+if __name__ == "__main__":
+    run()

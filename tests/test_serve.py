@@ -1,0 +1,118 @@
+"""hmer-serve: API behaviour and every bad input, micro-batching (FastAPI test client, no network)."""
+
+import asyncio
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from synth import expression_strokes
+from tiny import random_checkpoint
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from hmer_runtime.recognizer import Recognizer  # noqa: E402
+from hmer_runtime.serve import Limits, MicroBatcher, create_app  # noqa: E402
+
+STROKES = [s.tolist() for s in expression_strokes(list("x+1"))]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from hmer_export.exporter import export_checkpoint
+
+    tmp = tmp_path_factory.mktemp("serve")
+    export_checkpoint(random_checkpoint(tmp, "comer"), tmp / "model", log=lambda s: None)
+    return tmp / "model"
+
+
+@pytest.fixture(scope="module")
+def client(model_dir):
+    limits = Limits(max_body_bytes=200_000, max_pixels=1_000_000, max_strokes=50, max_points=5_000)
+    with TestClient(create_app(model_dir, provider="cpu", batch_wait_ms=2, limits=limits)) as c:
+        yield c
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def expression_png(model_dir) -> bytes:
+    from hmer_runtime.inkml import Ink
+    from hmer_runtime.render import RenderConfig, render_ink
+
+    return _png(render_ink(Ink.from_strokes(STROKES), RenderConfig(symbol_px=20, line_width=2)))
+
+
+def test_info_endpoints_and_page(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    info = client.get("/v1/model").json()
+    assert info["provider"] == "cpu" and info["vocab_size"] > 4 and info["architecture"]["decoder"]["type"] == "comer"
+    page = client.get("/")
+    assert page.status_code == 200 and "<canvas" in page.text and "http" not in page.text.split("<body>")[1]
+    assert "/v1/recognize" in client.get("/openapi.json").text
+
+
+def test_strokes_and_images_match_the_recognizer(client, model_dir, expression_png):
+    rec = Recognizer(model_dir, provider="cpu")
+    r = client.post("/v1/recognize", json={"strokes": STROKES, "beam": 2})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert {"latex", "tokens", "score", "mathml", "ms"} <= set(body)
+    assert body["tokens"] == rec.recognize(STROKES, beam=2).tokens
+    want = rec.recognize(Image.open(io.BytesIO(expression_png))).tokens
+    multipart = client.post("/v1/recognize", files={"file": ("x.png", expression_png, "image/png")})
+    raw = client.post("/v1/recognize", content=expression_png, headers={"Content-Type": "image/png"})
+    assert multipart.status_code == raw.status_code == 200
+    assert multipart.json()["tokens"] == raw.json()["tokens"] == want
+    att = client.post("/v1/recognize?attention=true", json={"strokes": STROKES}).json()
+    assert len(att["attention"]) == len(att["tokens"])
+
+
+def test_bad_requests_get_a_json_error_and_the_server_keeps_serving(client, expression_png):
+    blank = _png(np.full((40, 60), 255, dtype=np.uint8))
+    huge = _png(np.full((1200, 1000), 255, dtype=np.uint8))  # 1.2 MP, over the 1 MP test limit
+    cases = [
+        (dict(content=b"{not json", headers={"Content-Type": "application/json"}), 400, "malformed JSON"),
+        (dict(json=[1, 2]), 400, "object"),
+        (dict(json={"beam": 1}), 400, "strokes"),
+        (dict(json={"strokes": [[1, 2, 3]]}), 400, "stroke 0"),
+        (dict(json={"strokes": [[[0, 0]]] * 51}), 413, "51 strokes"),
+        (dict(json={"strokes": [[[i, i] for i in range(5001)]]}), 413, "5001 points"),
+        (dict(json={"strokes": STROKES, "beam": 0}), 422, "beam"),
+        (dict(json={"strokes": STROKES, "beam": "wide"}), 422, "beam"),
+        (dict(content=b"", headers={"Content-Type": "image/png"}), 400, "empty request body"),
+        (dict(content=b"GIF89a-but-not-really", headers={"Content-Type": "image/png"}), 400, "not a readable image"),
+        (dict(content=expression_png[:70], headers={"Content-Type": "image/png"}), 400, "image"),
+        (dict(content=blank, headers={"Content-Type": "image/png"}), 422, "no ink"),
+        (dict(content=huge, headers={"Content-Type": "image/png"}), 413, "limit"),
+        (dict(content=b"x" * 200_001, headers={"Content-Type": "image/png"}), 413, "over the limit"),
+        (dict(files={"other": ("a.txt", b"x", "text/plain")}), 400, "'file'"),
+    ]
+    for kwargs, status, message in cases:
+        r = client.post("/v1/recognize", **kwargs)
+        assert r.status_code == status, (kwargs.get("json"), r.text)
+        assert message in r.json()["error"], (message, r.json())
+    assert client.get("/healthz").status_code == 200
+    assert client.post("/v1/recognize", json={"strokes": STROKES}).status_code == 200
+
+
+def test_micro_batcher_gathers_concurrent_requests(model_dir):
+    rec = Recognizer(model_dir, provider="cpu")
+    images = [rec.load([[[0, 0], [10 + 5 * i, 8]], [[0, 10], [12, 2 + i]]]) for i in range(6)]
+
+    async def scenario(wait_ms):
+        batcher = MicroBatcher(rec, wait_ms=wait_ms, max_batch=16)
+        batcher.start()
+        results = await asyncio.gather(*(batcher.submit(im, 1, False) for im in images))
+        await batcher.stop()
+        return batcher.batches, [r.tokens for r in results]
+
+    batched, tokens = asyncio.run(scenario(50))
+    single, tokens_single = asyncio.run(scenario(0))
+    assert batched == 1 and single == len(images)
+    assert tokens == tokens_single == [rec.decode_images([im])[0].tokens for im in images]
