@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint clean contact-sheet
+.PHONY: run test lint clean contact-sheet browser-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,17 @@ $(VENV)/.train: $(VENV)/.runtime
 run: $(VENV)/.runtime
 	$(BIN)/hmer-data stats examples/ink
 
-test: $(VENV)/.train
+test: $(VENV)/.train browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Chromium for the drawing-pad browser test; where apt is unavailable the test skips itself.
+browser-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    (apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1)) || \
+	    echo "chromium not installed: the browser test will be skipped"; }
 
 lint: $(VENV)/.train
 	$(BIN)/ruff check .

@@ -1,0 +1,93 @@
+"""Bounded load test of ``hmer-serve`` on 127.0.0.1, with and without micro-batching.
+
+    python -m benchmarks.serve_load [--model DIR] [--requests 2000] [--concurrency 16] [--wait-ms 0,5]
+
+Starts a server per setting, sends the requests (ink strokes of the bundled examples, cycled) from
+``concurrency`` clients, checks that every request succeeded, and prints latency percentiles and
+throughput. Stops by itself; talks to nothing but 127.0.0.1.
+"""
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import httpx
+import numpy as np
+
+STROKES = Path(__file__).resolve().parents[1] / "examples" / "strokes"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _load(url: str, bodies: list[dict], n: int, concurrency: int) -> tuple[list[float], int]:
+    latencies: list[float] = []
+    failures = 0
+    counter = iter(range(n))
+    async with httpx.AsyncClient(timeout=60) as client:
+        async def worker():
+            nonlocal failures
+            for i in counter:
+                t0 = time.perf_counter()
+                r = await client.post(f"{url}/v1/recognize", json=bodies[i % len(bodies)])
+                latencies.append((time.perf_counter() - t0) * 1000)
+                failures += r.status_code != 200
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, failures
+
+
+def run_setting(model: str | None, wait_ms: float, n: int, concurrency: int, threads: int) -> dict:
+    port = _free_port()
+    cmd = [str(Path(sys.executable).parent / "hmer-serve"), "--port", str(port), "--provider", "cpu",
+           "--batch-wait-ms", str(wait_ms), "--threads", str(threads)] + (["--model", model] if model else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        bodies = [{"strokes": json.loads(p.read_text())["strokes"]} for p in sorted(STROKES.glob("*.json"))]
+        asyncio.run(_load(url, bodies, 2 * concurrency, concurrency))  # warm-up
+        t0 = time.perf_counter()
+        lat, failures = asyncio.run(_load(url, bodies, n, concurrency))
+        wall = time.perf_counter() - t0
+        info = httpx.get(f"{url}/v1/model").json()["batching"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    a = np.array(lat)
+    return {"wait_ms": wait_ms, "requests": len(a), "failed": failures, "p50_ms": float(np.percentile(a, 50)),
+            "p99_ms": float(np.percentile(a, 99)), "req_per_s": len(a) / wall,
+            "mean_batch": info["decoded"] / max(1, info["batches"])}
+
+
+@click.command()
+@click.option("--model", type=click.Path(file_okay=False))
+@click.option("--requests", "n", default=2000, show_default=True)
+@click.option("--concurrency", default=16, show_default=True)
+@click.option("--wait-ms", default="0,5", show_default=True)
+@click.option("--threads", default=2, show_default=True)
+def main(model, n, concurrency, wait_ms, threads) -> None:
+    rows = [run_setting(model, float(w), n, concurrency, threads) for w in wait_ms.split(",")]
+    click.echo("| batching window | requests | failed | p50 ms | p99 ms | requests/s | mean batch |")
+    click.echo("|---|---|---|---|---|---|---|")
+    for r in rows:
+        click.echo(f"| {r['wait_ms']:g} ms | {r['requests']} | {r['failed']} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
+                   f"{r['req_per_s']:.1f} | {r['mean_batch']:.1f} |")
+    if any(r["failed"] or r["requests"] != n for r in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""The drawing pad in a real browser: headless Chromium draws with pointer events on a served page.
+
+Needs Debian's chromium + chromium-driver (``make browser-deps`` installs them where apt works);
+skipped cleanly where they are absent.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from tiny import random_checkpoint
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium/chromedriver not installed")
+
+# A pen path "x + 1" in canvas pixels.
+DRAWING = [[(40, 60), (100, 160)], [(100, 60), (40, 160)], [(150, 110), (230, 110)], [(190, 70), (190, 150)],
+           [(270, 80), (300, 55), (300, 165)]]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from hmer_export.exporter import export_checkpoint
+
+    model = os.environ.get("HMER_BROWSER_MODEL")  # default: a tiny random model exported here
+    if not model:
+        tmp = tmp_path_factory.mktemp("browser")
+        export_checkpoint(random_checkpoint(tmp, "comer"), tmp / "model", log=lambda s: None)
+        model = str(tmp / "model")
+    port = _free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "hmer-serve"), "--model", model,
+                             "--port", str(port), "--provider", "cpu"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail(f"server did not start: {proc.stdout.read().decode()[-2000:]}")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_draw_on_the_canvas_and_read_the_latex(server, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,700"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    try:
+        driver.get(server + "/")
+        # Synthetic pointer events, as a pen or finger would send them.
+        driver.execute_script("""
+            const pad = document.getElementById('pad'), r = pad.getBoundingClientRect();
+            const fire = (type, [x, y]) => pad.dispatchEvent(new PointerEvent(type, {
+                clientX: r.left + x, clientY: r.top + y, pointerId: 1, pointerType: 'pen', bubbles: true,
+                isPrimary: true, pressure: 0.5}));
+            for (const stroke of arguments[0]) {
+                const pts = [];
+                for (let i = 0; i + 1 < stroke.length; i++)
+                    for (let t = 0; t < 1; t += 0.1)
+                        pts.push([stroke[i][0] + t * (stroke[i + 1][0] - stroke[i][0]),
+                                  stroke[i][1] + t * (stroke[i + 1][1] - stroke[i][1])]);
+                pts.push(stroke[stroke.length - 1]);
+                fire('pointerdown', pts[0]);
+                pts.slice(1).forEach(p => fire('pointermove', p));
+                fire('pointerup', pts[pts.length - 1]);
+            }""", DRAWING)
+        strokes = driver.execute_script("return strokes")
+        assert len(strokes) == len(DRAWING) and all(len(s) > 5 for s in strokes)
+        Select(driver.find_element(By.ID, "beam")).select_by_value("1")
+        driver.find_element(By.ID, "recognize").click()
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "latex").text.strip()
+                                        or d.find_element(By.ID, "error").text.strip())
+        assert driver.find_element(By.ID, "error").text == ""
+        shown = driver.find_element(By.ID, "latex").text.strip()
+        api = httpx.post(f"{server}/v1/recognize?beam=1", json={"strokes": strokes}, timeout=30).json()
+        assert shown == api["latex"]
+        assert driver.find_element(By.ID, "mathml").get_attribute("innerHTML").startswith("<math")
+        shot = os.environ.get("HMER_SCREENSHOT")  # docs/serve-page.png is taken this way with the bundled model
+        driver.save_screenshot(shot or str(tmp_path / "page.png"))
+    finally:
+        driver.quit()
