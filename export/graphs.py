@@ -39,17 +39,22 @@ class EncoderGraph(nn.Module):
 
 
 class StepGraph(nn.Module):
-    """tokens, memory.*, state_in.* -> logits, attention, state_out.*"""
+    """tokens, beam_index, memory.*, state_in.* -> logits, attention, state_out.*
+
+    ``beam_index`` (batch,) picks, for each output row, the state_in row it continues: beam search
+    reorders the state inside the graph, so the state can stay on the device between steps (CUDA
+    IO binding) whatever its names. Greedy decoding passes 0..batch-1.
+    """
 
     def __init__(self, model: HMERModel, memory_names: list[str], state_names: list[str]):
         super().__init__()
         self.model = model
         self.memory_names, self.state_names = memory_names, state_names
 
-    def forward(self, tokens: torch.Tensor, *tensors: torch.Tensor):
+    def forward(self, tokens: torch.Tensor, beam_index: torch.Tensor, *tensors: torch.Tensor):
         k = len(self.memory_names)
         memory = dict(zip(self.memory_names, tensors[:k]))
-        state = dict(zip(self.state_names, tensors[k:]))
+        state = {n: t.index_select(0, beam_index) for n, t in zip(self.state_names, tensors[k:])}
         logits, attention, new = self.model.decoder.step(tokens, state, memory)
         return (logits, attention) + tuple(new[n] for n in self.state_names)
 
@@ -109,9 +114,10 @@ def export_graphs(model: HMERModel, out_dir: Path, opset: int = DEFAULT_OPSET) -
     enc_axes |= {f"init.{n}": axes(layout[n]) for n in state_names}
 
     dec = StepGraph(model, memory_names, state_names).eval()
-    dec_in = ["tokens"] + [f"memory.{n}" for n in memory_names] + [f"state_in.{n}" for n in state_names]
+    dec_in = ["tokens", "beam_index"] + [f"memory.{n}" for n in memory_names] + [f"state_in.{n}" for n in state_names]
     dec_out = ["logits", "attention"] + [f"state_out.{n}" for n in state_names]
-    dec_axes = {"tokens": {0: "batch"}, "logits": {0: "batch"}, "attention": {0: "batch", 1: "height", 2: "width"}}
+    dec_axes = {"tokens": {0: "batch"}, "beam_index": {0: "batch"}, "logits": {0: "batch"},
+                "attention": {0: "batch", 1: "height", 2: "width"}}
     dec_axes |= {f"memory.{n}": axes(layout[n]) for n in memory_names}
     dec_axes |= {f"state_in.{n}": axes(layout[n]) for n in state_names}
     dec_axes |= {f"state_out.{n}": axes(layout[n], {"steps": "steps_next"}) for n in state_names}
@@ -121,7 +127,8 @@ def export_graphs(model: HMERModel, out_dir: Path, opset: int = DEFAULT_OPSET) -
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
         torch.onnx.export(enc, (images, mask), str(out_dir / "encoder.onnx"), dynamo=False, opset_version=opset,
                           input_names=["images", "pixel_mask"], output_names=enc_out, dynamic_axes=enc_axes)
-        args = (tokens, *(memory[n] for n in memory_names), *(state[n] for n in state_names))
+        index = torch.arange(images.shape[0]).flip(0)  # not the identity, so the gather is traced
+        args = (tokens, index, *(memory[n] for n in memory_names), *(state[n] for n in state_names))
         torch.onnx.export(dec, args, str(out_dir / "decoder.onnx"), dynamo=False, opset_version=opset,
                           input_names=dec_in, output_names=dec_out, dynamic_axes=dec_axes)
     for name in ("encoder.onnx", "decoder.onnx"):
@@ -158,7 +165,7 @@ def tensorrt_profiles(spec: dict, max_batch: int = 64, opt_batch: int = 10, opt_
     }
     enc_inputs = {"images": ["batch", 1, "image_height", "image_width"],
                   "pixel_mask": ["batch", "image_height", "image_width"]}
-    dec_inputs = {"tokens": ["batch"]}
+    dec_inputs = {"tokens": ["batch"], "beam_index": ["batch"]}
     dec_inputs |= {f"memory.{t['name']}": t["shape"] for t in spec["memory"]}
     dec_inputs |= {f"state_in.{t['name']}": t["shape"] for t in spec["state"]}
 

@@ -1,8 +1,10 @@
 """An exported model on ONNX Runtime: encoder once per image, then one decoder call per step.
 
 Nothing here knows a state name: they come from ``model.json``. Beam search expands every
-memory and initial-state tensor to ``beam`` rows per image and reorders state rows by index, the
-same code path for a GRU hidden state and a transformer key/value cache.
+memory and initial-state tensor to ``beam`` rows per image; after each step the surviving rows'
+indices go into the next step as ``beam_index`` and the graph gathers its state itself -- the
+same code path for a GRU hidden state and a transformer key/value cache, and one that lets the
+state stay on a GPU between steps (IO binding).
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ class Timings:
 class OnnxModel:
     """Encoder and one-step decoder sessions of one variant (fp32, fp16 or int8) of a model."""
 
-    def __init__(self, spec: ModelSpec, variant: str = "fp32", providers: ProviderConfig | None = None):
+    def __init__(self, spec: ModelSpec, variant: str = "fp32", providers: ProviderConfig | None = None,
+                 io_binding: bool | None = None):
+        """``io_binding``: keep the decoder state on the device between steps (default: on for
+        CUDA and TensorRT, where it saves two host copies of the whole state per step)."""
         self.spec = spec
         self.variant = variant
         config = providers or ProviderConfig()
@@ -42,6 +47,9 @@ class OnnxModel:
             config.trt_profiles = {k: tuple(v) for k, v in spec.raw.get("tensorrt_profiles", {}).items()}
         enc_path, dec_path = spec.graph_paths(variant)
         self.encoder, self.provider = create_session(enc_path, config)
+        self.io_binding = self.provider in ("cuda", "tensorrt") if io_binding is None else io_binding
+        self.device = "cuda" if self.provider in ("cuda", "tensorrt") else "cpu"
+        self.device_id = config.device_id
         self.decoder, _ = create_session(dec_path, config)
         for session, path in ((self.encoder, enc_path), (self.decoder, dec_path)):
             self._check_metadata(session, path)
@@ -51,6 +59,7 @@ class OnnxModel:
         self.state_names = [t.name for t in spec.state]
         self._state_out = [f"state_out.{n}" for n in self.state_names]
         missing = [f"state_in.{n}" for n in self.state_names if f"state_in.{n}" not in self._decoder_inputs]
+        missing += [n for n in ("tokens", "beam_index") if n not in self._decoder_inputs]
         if missing:
             raise ModelError(str(dec_path), f"decoder graph lacks inputs {missing} declared in model.json")
 
@@ -74,9 +83,15 @@ class OnnxModel:
         k = len(self.memory_names)
         return dict(zip(self.memory_names, outs[:k])), dict(zip(self.state_names, outs[k:]))
 
-    def step(self, tokens: np.ndarray, state: State, memory: State) -> tuple[np.ndarray, np.ndarray, State]:
-        """One decoding step for every row: logits (B, V), attention (B, h, w), next state."""
-        feeds = {"tokens": tokens.astype(np.int64, copy=False)}
+    def step(self, tokens: np.ndarray, state: State, memory: State,
+             index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, State]:
+        """One decoding step: logits (B, V), attention (B, h, w), next state. Row ``b`` continues
+        state row ``index[b]`` (beam reordering happens inside the graph; default: row b). With IO
+        binding, ``state`` and ``memory`` values are OrtValues that stay on the device."""
+        index = np.arange(len(tokens), dtype=np.int64) if index is None else index.astype(np.int64, copy=False)
+        if self.io_binding:
+            return self._step_bound(tokens, state, memory, index)
+        feeds = {"tokens": tokens.astype(np.int64, copy=False), "beam_index": index}
         for n, v in memory.items():
             if f"memory.{n}" in self._decoder_inputs:
                 feeds[f"memory.{n}"] = v
@@ -84,6 +99,32 @@ class OnnxModel:
             feeds[f"state_in.{n}"] = v
         outs = self.decoder.run(["logits", "attention"] + self._state_out, feeds)
         return outs[0], outs[1], dict(zip(self.state_names, outs[2:]))
+
+    def _step_bound(self, tokens, state, memory, index):
+        binding = self.decoder.io_binding()
+        binding.bind_cpu_input("tokens", tokens.astype(np.int64, copy=False))
+        binding.bind_cpu_input("beam_index", index)
+        for n, v in memory.items():
+            if f"memory.{n}" in self._decoder_inputs:
+                binding.bind_ortvalue_input(f"memory.{n}", v)
+        for n, v in state.items():
+            binding.bind_ortvalue_input(f"state_in.{n}", v)
+        binding.bind_output("logits", "cpu")
+        binding.bind_output("attention", "cpu")
+        for name in self._state_out:
+            binding.bind_output(name, self.device, self.device_id)
+        self.decoder.run_with_iobinding(binding)
+        outs = binding.get_outputs()
+        return outs[0].numpy(), outs[1].numpy(), dict(zip(self.state_names, outs[2:]))
+
+    def to_device(self, tensors: State) -> State:
+        """numpy arrays -> OrtValues on this model's device (identity without IO binding)."""
+        if not self.io_binding:
+            return tensors
+        import onnxruntime as ort
+
+        return {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v), self.device, self.device_id)
+                for k, v in tensors.items()}
 
     def decode(self, images: np.ndarray, mask: np.ndarray, beam: int = 1, max_len: int | None = None,
                length_penalty: float | None = None, keep_attention: bool = False,
@@ -102,22 +143,28 @@ class OnnxModel:
             rows = np.repeat(np.arange(n), beam)
             memory = {k: v[rows] for k, v in memory.items()}
             state = {k: v[rows] for k, v in state.items()}
+        host_memory, host_state = memory, state
+        memory, state = self.to_device(memory), self.to_device(state)
 
-        def step(tokens: np.ndarray, st: State):
+        # The search sees (state, pending reorder); the reorder is applied by the next step's graph.
+        def step(tokens: np.ndarray, st):
             s0 = time.perf_counter()
-            out = self.step(tokens, st, memory)
+            logits, attn, new = self.step(tokens, st[0], memory, st[1])
             t.decoder_ms += (time.perf_counter() - s0) * 1000
             t.steps += 1
-            return out
+            return logits, attn, (new, None)
+
+        def reorder(st, rows: np.ndarray):
+            return st[0], rows if st[1] is None else st[1][rows]
 
         sos, eos = spec.vocab.sos_id, spec.vocab.eos_id
         if beam <= 1:
-            return [[h] for h in greedy(step, state, n, sos, eos, max_len, keep_attention)]
-        hyps = beam_search(step, reorder_state, state, n, beam, sos, eos, max_len, length_penalty, keep_attention)
+            return [[h] for h in greedy(step, (state, None), n, sos, eos, max_len, keep_attention)]
+        hyps = beam_search(step, reorder, (state, None), n, beam, sos, eos, max_len, length_penalty, keep_attention)
         if spec.raw.get("decode", {}).get("rescore_r2l"):
             rows = np.repeat(np.arange(n * beam, step=beam), [len(hs) for hs in hyps])
-            r2l = self.sequence_logprob({k: v[rows] for k, v in memory.items()},
-                                        {k: v[rows] for k, v in state.items()},
+            r2l = self.sequence_logprob(self.to_device({k: v[rows] for k, v in host_memory.items()}),
+                                        self.to_device({k: v[rows] for k, v in host_state.items()}),
                                         [h.ids[::-1] for hs in hyps for h in hs], start=eos, end=sos)
             hyps = combine_r2l(hyps, r2l, length_penalty)
         return hyps
@@ -142,5 +189,6 @@ class OnnxModel:
 
 
 def reorder_state(state: State, rows: np.ndarray) -> State:
-    """State rows picked by hypothesis index, whatever the names and shapes."""
+    """State rows picked by hypothesis index, whatever the names and shapes (host-side numpy
+    state; exported decoders reorder inside the graph through ``beam_index`` instead)."""
     return {k: np.take(v, rows, axis=0) for k, v in state.items()}

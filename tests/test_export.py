@@ -48,7 +48,7 @@ def test_written_files_metadata_and_no_control_flow(exported):
     lo, opt, hi = raw["tensorrt_profiles"]["decoder"]
     for s in spec.state:
         assert f"state_in.{s.name}:" in lo
-    assert lo.count(":") == 1 + len(spec.memory) + len(spec.state)
+    assert lo.count(":") == 2 + len(spec.memory) + len(spec.state)
 
 
 @pytest.mark.parametrize("sizes", [[(40, 70)], [(30, 50), (64, 200), (48, 90)]])
@@ -68,13 +68,15 @@ def test_onnx_matches_pytorch_at_any_batch_and_size(exported, sizes):
         assert np.allclose(v, t_mem[k].numpy(), atol=1e-4)
     spec = ModelSpec.load(model_dir)
     assert spec.raw["decode"]["rescore_r2l"] == (spec.architecture["decoder"]["type"] == "comer")
+    bound = OnnxModel(spec, "fp32", CPU, io_binding=True)  # the CUDA code path, on CPU OrtValues
     for beam in (1, 3):
         want = decode(model, tx, tm, vocab.sos_id, vocab.eos_id, beam, 12)
         if beam > 1 and spec.raw["decode"]["rescore_r2l"]:
             want = rescore_r2l(model, tx, tm, want, vocab.sos_id, vocab.eos_id)
-        got = onnx_model.decode(x, m, beam, 12)
-        assert [h[0].ids for h in got] == [h[0].ids for h in want]
-        assert np.allclose([h[0].score for h in got], [h[0].score for h in want], atol=1e-3)
+        for runner in (onnx_model, bound):
+            got = runner.decode(x, m, beam, 12)
+            assert [h[0].ids for h in got] == [h[0].ids for h in want]
+            assert np.allclose([h[0].score for h in got], [h[0].score for h in want], atol=1e-3)
 
 
 def test_int8_variant_runs_close_to_fp32(exported):
