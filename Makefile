@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint clean contact-sheet browser-deps
+.PHONY: run test lint clean contact-sheet browser-deps bundle-model
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(VENV)/.train: $(VENV)/.runtime
 	touch $@
 
 run: $(VENV)/.runtime
-	$(BIN)/hmer-data stats examples/ink
+	$(BIN)/hmer-run examples/sample.png
 
 test: $(VENV)/.train browser-deps
 	$(BIN)/ruff check .
@@ -37,6 +37,11 @@ lint: $(VENV)/.train
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# The bundled default model (docs/MODEL.md): export the committed training checkpoint into the package.
+bundle-model: $(VENV)/.train
+	$(BIN)/hmer-export models/cpu-small/last.pt hmer_runtime/models/default --int8 --force \
+	  --check-data ../shared/data/crohme/crohme-2013.tar.gz --check-limit 200
 
 # CROHME is CC BY-NC-SA: renders of it stay local (git-ignored), never committed.
 contact-sheet: $(VENV)/.runtime

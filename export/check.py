@@ -104,8 +104,10 @@ def compare(model: HMERModel, onnx_model: OnnxModel, images: list[np.ndarray], b
 
 
 def check_fp32(model: HMERModel, onnx_model: OnnxModel, images: list[np.ndarray], beam: int = 3,
-               tolerance: float = 1e-3, batch_size: int = 8) -> CheckReport:
-    """Raise ExportCheckError unless outputs match within ``tolerance`` and sequences are identical."""
+               tolerance: float = 1e-3, batch_size: int = 8, min_agreement: float = 0.99) -> CheckReport:
+    """Raise ExportCheckError unless every output matches within ``tolerance`` and at least
+    ``min_agreement`` of greedy and of beam sequences are identical (float rounding can flip a
+    near-tie between two hypotheses; anything more is a broken graph)."""
     total = None
     for i in range(0, len(images), batch_size):
         r, _, _ = compare(model, onnx_model, images[i:i + batch_size], beam)
@@ -117,6 +119,6 @@ def check_fp32(model: HMERModel, onnx_model: OnnxModel, images: list[np.ndarray]
     if total.encoder_max_abs > tolerance or total.logits_max_abs > tolerance:
         raise ExportCheckError("export check",
                                f"exported graphs differ from PyTorch: {total.summary()} (tolerance {tolerance})")
-    if total.greedy_equal != total.images or total.beam_equal != total.images:
+    if min(total.greedy_equal, total.beam_equal) < min_agreement * total.images:
         raise ExportCheckError("export check", f"decoded sequences differ from PyTorch: {total.summary()}")
     return total

@@ -168,3 +168,20 @@ def test_hmer_bench_measures_every_variant_and_baseline(exported, tmp_path, monk
     if ckpt.name.startswith("comer"):
         assert set(sweep["no-cache fp32"]) == {"3", "6"}
     assert "| fp32 | cpu | 1 | 1 |" in (tmp_path / "bench.md").read_text()
+
+
+def test_check_catches_a_wrong_graph(tmp_path, monkeypatch):
+    """A step graph that is slightly off (as a bad lowering would be) fails the export."""
+    from hmer_export import graphs
+    from hmer_export.check import ExportCheckError
+
+    original = graphs.StepGraph.forward
+
+    def skewed(self, tokens, beam_index, *tensors):
+        logits, *rest = original(self, tokens, beam_index, *tensors)
+        return (logits + 0.01 * torch.arange(logits.shape[-1]), *rest)
+
+    monkeypatch.setattr(graphs.StepGraph, "forward", skewed)
+    with pytest.raises(ExportCheckError, match="differ from PyTorch"):
+        export_checkpoint(random_checkpoint(tmp_path, "wap"), tmp_path / "out", log=lambda s: None)
+    assert not (tmp_path / "out").exists()
