@@ -138,8 +138,10 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
 
     out = Path(cfg["out"])
     log_path = out / "log.csv"
+    tb = None
     if master:
         out.mkdir(parents=True, exist_ok=True)
+        tb = _tensorboard(out)
 
     def checkpoint(name: str, metrics: dict | None = None) -> None:
         save_checkpoint(out / name, {
@@ -190,7 +192,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
             if master and (step % tc["log_every"] == 0 or step == total):
                 _log(log_path, {"step": step, "epoch": epoch, "loss": round(loss.item(), 5),
                                 "lr": lr_at(step - 1, total, tc), "images_per_s": round(rate, 2),
-                                "time": round(time.time(), 1)})
+                                "time": round(time.time(), 1)}, tb, "train/")
                 checkpoint("last.pt")
             if step >= stop:
                 break
@@ -206,7 +208,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
                 tqdm.write(f"epoch {epoch} step {step} val {format_summary(summary)}")
                 _log(out / "val.csv", {"step": step, "epoch": epoch, "exprate": round(summary["exprate"], 3),
                                        "le1": round(summary["le1"], 3), "le2": round(summary["le2"], 3),
-                                       "wer": round(summary["wer"], 3), "time": round(time.time(), 1)})
+                                       "wer": round(summary["wer"], 3), "time": round(time.time(), 1)}, tb, "val/")
             checkpoint("last.pt", summary)
             if summary and summary["exprate"] > best:
                 best = summary["exprate"]
@@ -222,7 +224,22 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
     return summary
 
 
-def _log(path: Path, row: dict) -> None:
+def _tensorboard(out: Path):
+    """A TensorBoard writer under OUT/tb when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tb"))
+
+
+def _log(path: Path, row: dict, tb=None, prefix: str = "") -> None:
+    """Append ``row`` to a CSV log (and its numbers to TensorBoard, keyed by step)."""
+    if tb is not None:
+        for k, v in row.items():
+            if k not in ("step", "time", "epoch") and isinstance(v, (int, float)):
+                tb.add_scalar(f"{prefix}{k}", v, row["step"])
+        tb.flush()
     new = not path.exists()
     with open(path, "a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(row))

@@ -71,6 +71,18 @@ def _losses(path: Path) -> dict[int, float]:
         return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f)}
 
 
+def test_tensorboard_log_when_installed(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny_config(tmp_path, "wap", max_steps=2, epochs=5)
+    train(cfg, progress=False)
+    events = EventAccumulator(str(tmp_path / "out" / "tb"))
+    events.Reload()
+    assert {"train/loss", "train/lr"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+
+
 def test_resume_reproduces_uninterrupted_run(tmp_path):
     full = tiny_config(tmp_path / "a", "comer", max_steps=6, epochs=100)
     full["model"]["decoder"]["dropout"] = 0.1  # exercise the saved RNG state
