@@ -26,17 +26,18 @@ CPU = ProviderConfig("cpu")
 def exported(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(request.param)
     ckpt = random_checkpoint(tmp, request.param)
-    raw = export_checkpoint(ckpt, tmp / "model", int8=True, log=lambda s: None)
+    raw = export_checkpoint(ckpt, tmp / "model", int8=True, fp16=True, log=lambda s: None)
     return ckpt, tmp / "model", raw
 
 
 def test_written_files_metadata_and_no_control_flow(exported):
     ckpt, model_dir, raw = exported
-    assert {p.name for p in model_dir.iterdir()} == {"model.json", "encoder.onnx", "decoder.onnx", "decoder.int8.onnx"}
+    assert {p.name for p in model_dir.iterdir()} == {"model.json", "encoder.onnx", "decoder.onnx", "decoder.int8.onnx",
+                                                     "encoder.fp16.onnx", "decoder.fp16.onnx"}
     assert raw["variants"]["int8"]["encoder"] == "encoder.onnx"  # convolutions stay fp32
     spec = ModelSpec.load(model_dir)
     assert spec.vocab.tokens == raw["vocab"] and spec.state and spec.memory
-    for name in ("encoder.onnx", "decoder.onnx", "decoder.int8.onnx"):
+    for name in ("encoder.onnx", "decoder.onnx", "decoder.int8.onnx", "encoder.fp16.onnx", "decoder.fp16.onnx"):
         graph = onnx.load(str(model_dir / name))
         onnx.checker.check_model(graph)
         assert not {n.op_type for n in graph.graph.node} & {"If", "Loop", "Scan"}
@@ -77,6 +78,15 @@ def test_onnx_matches_pytorch_at_any_batch_and_size(exported, sizes):
             got = runner.decode(x, m, beam, 12)
             assert [h[0].ids for h in got] == [h[0].ids for h in want]
             assert np.allclose([h[0].score for h in got], [h[0].score for h in want], atol=1e-3)
+
+
+def test_fp16_variant_runs_close_to_fp32(exported):
+    _, model_dir, raw = exported
+    rep = raw["variants"]["fp16"]["check"]  # fp16 runs on the CPU provider too (slowly), so it is checked
+    assert rep["logits_max_abs"] < 0.05 and rep["greedy_agreement"] >= 0.5
+    graph = onnx.load(str(model_dir / "decoder.fp16.onnx"))
+    weights = [t for t in graph.graph.initializer if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
+    assert sum(t.data_type == onnx.TensorProto.FLOAT16 for t in weights) > 0.9 * len(weights)
 
 
 def test_int8_variant_runs_close_to_fp32(exported):
