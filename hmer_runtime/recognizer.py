@@ -29,7 +29,6 @@ from hmer_runtime.render import render_ink
 #: Where the default model lives inside the installed package.
 BUNDLED_MODEL = Path(__file__).parent / "models" / "default"
 
-Input = "str | Path | Image.Image | np.ndarray | Ink | list"
 
 
 @dataclass
