@@ -73,7 +73,7 @@ def main(paths, model_dir, beam, provider, variant, batch_size, threads, as_json
         errors: list[HmerError] = []
         results = rec.recognize_batch(chunk, attention=bool(attention_dir), errors=errors)
         errs = iter(errors)
-        for path, res in zip(chunk, results):
+        for offset, (path, res) in enumerate(zip(chunk, results)):
             if res is None:
                 failed += 1
                 click.echo(f"error: {next(errs)}", err=True)
@@ -86,7 +86,7 @@ def main(paths, model_dir, beam, provider, variant, batch_size, threads, as_json
                 from hmer_runtime.attention import attention_strip
 
                 strip = attention_strip(res.image, res.attention or [], res.tokens, rec.spec.stride)
-                strip.save(Path(attention_dir) / f"{start + chunk.index(path):04d}-{Path(path).stem}.png")
+                strip.save(Path(attention_dir) / f"{start + offset:04d}-{Path(path).stem}.png")
     if failed:
         click.echo(f"{failed} input(s) failed", err=True)
         sys.exit(1)
