@@ -40,7 +40,7 @@ def main(model_dir: str, checkpoint: str | None, beam: int, splits: str, data_di
         src = str(Path(data_dir) / f"crohme-{split}.tar.gz")
         runs = [("onnx fp32", model_dir, "fp32", 1), ("onnx fp32", model_dir, "fp32", beam)]
         if "int8" in spec["variants"]:
-            runs += [("onnx int8", model_dir, "int8", 1), ("onnx int8", model_dir, "int8", beam)]
+            runs += [("onnx int8", model_dir, "int8", 1)]
         if checkpoint and split == "2014":
             runs.append(("pytorch", checkpoint, "fp32", 1))
         for label, model, variant, b in runs:
