@@ -57,9 +57,8 @@ def peak_rss_mb() -> float:
 
 def load_inputs(spec: ModelSpec, data: str | None, limit: int) -> list[np.ndarray]:
     """Model inputs: the bundled sample images, or the first ``limit`` expressions of a source."""
-    from hmer_runtime.inkml import Ink
     from hmer_runtime.preprocess import load_image, preprocess
-    from hmer_runtime.render import render_ink
+    from hmer_runtime.render import model_input
     from hmer_runtime.sources import iter_source
 
     if data is None:
@@ -68,9 +67,7 @@ def load_inputs(spec: ModelSpec, data: str | None, limit: int) -> list[np.ndarra
     out = []
     for sample in iter_source(data):
         try:
-            obj = sample.load()
-            image = render_ink(obj, spec.render) if isinstance(obj, Ink) else obj
-            out.append(preprocess(image, spec.preprocess, sample.name))
+            out.append(model_input(sample.load(), spec.render, spec.preprocess, sample.name))
         except Exception:  # noqa: BLE001 - a benchmark skips unreadable samples
             continue
         if len(out) >= limit:
@@ -110,13 +107,14 @@ def time_onnx(model: OnnxModel, images: list[np.ndarray], beam: int, batch: int,
     return _row(model.variant, model.provider, beam, batch, per_expr, tokens, enc, dec, len(images))
 
 
-def time_torch(ckpt: str, images: list[np.ndarray], beam: int, batch: int, runs: int) -> Row:
+def time_torch(loaded: tuple, images: list[np.ndarray], beam: int, batch: int, runs: int) -> Row:
+    """PyTorch eager on ``loaded`` = load_model(checkpoint). The encoder split comes from a
+    separate, untimed-in-total encode call per batch."""
     import torch
 
-    from hmer_train.checkpoint import load_model
     from hmer_train.decoding import decode, rescore_r2l
 
-    model, vocab, raw = load_model(ckpt)
+    model, vocab, raw = loaded
     dec_cfg = raw["config"]["decode"]
     rescore = beam > 1 and model.kind == "comer" and dec_cfg.get("rescore") and raw["config"]["train"].get(
         "bidirectional")
@@ -279,11 +277,14 @@ def main(model_dir, checkpoint, data, limit, providers, variants, beams, batches
         except ImportError:
             click.echo("torch not installed: no PyTorch eager baseline", err=True)
         else:
+            from hmer_train.checkpoint import load_model
+
             torch.set_num_threads(threads)
+            loaded = load_model(checkpoint)
             for beam in _ints(beams):
                 for batch in _ints(batches):
                     click.echo(f"pytorch eager beam {beam} batch {batch}", err=True)
-                    eager[(beam, batch)] = time_torch(checkpoint, images, beam, batch, runs)
+                    eager[(beam, batch)] = time_torch(loaded, images, beam, batch, runs)
                     rows.append(eager[(beam, batch)])
     first = None
     for provider in providers.split(","):

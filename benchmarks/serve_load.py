@@ -9,8 +9,6 @@ throughput. Stops by itself; talks to nothing but 127.0.0.1.
 
 import asyncio
 import json
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,12 +18,6 @@ import httpx
 import numpy as np
 
 STROKES = Path(__file__).resolve().parents[1] / "examples" / "strokes"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _load(url: str, bodies: list[dict], n: int, concurrency: int) -> tuple[list[float], int]:
@@ -45,18 +37,11 @@ async def _load(url: str, bodies: list[dict], n: int, concurrency: int) -> tuple
 
 
 def run_setting(model: str | None, wait_ms: float, n: int, concurrency: int, threads: int) -> dict:
-    port = _free_port()
-    cmd = [str(Path(sys.executable).parent / "hmer-serve"), "--port", str(port), "--provider", "cpu",
-           "--batch-wait-ms", str(wait_ms), "--threads", str(threads)] + (["--model", model] if model else [])
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    from hmer_runtime.serve import launch
+
+    args = ["--provider", "cpu", "--batch-wait-ms", str(wait_ms), "--threads", str(threads)]
+    proc, url = launch(args + (["--model", model] if model else []))
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         bodies = [{"strokes": json.loads(p.read_text())["strokes"]} for p in sorted(STROKES.glob("*.json"))]
         asyncio.run(_load(url, bodies, 2 * concurrency, concurrency))  # warm-up
         t0 = time.perf_counter()

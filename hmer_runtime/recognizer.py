@@ -22,9 +22,9 @@ from hmer_runtime.inkml import Ink, read_inkml
 from hmer_runtime.latex import detokenize
 from hmer_runtime.model_spec import ModelSpec
 from hmer_runtime.onnx_model import OnnxModel, Timings
-from hmer_runtime.preprocess import load_image, pad_batch, preprocess
+from hmer_runtime.preprocess import load_image, pad_batch
 from hmer_runtime.providers import ProviderConfig
-from hmer_runtime.render import render_ink
+from hmer_runtime.render import model_input
 
 #: Where the default model lives inside the installed package.
 BUNDLED_MODEL = Path(__file__).parent / "models" / "default"
@@ -66,19 +66,16 @@ class Recognizer:
 
     def load(self, item, name: str | None = None) -> np.ndarray:
         """Model input (H, W) float32 for one input of any supported kind."""
-        spec = self.spec
+        render, pre = self.spec.render, self.spec.preprocess
         if isinstance(item, Ink):
-            return preprocess(render_ink(item, spec.render), spec.preprocess, item.id)
+            return model_input(item, render, pre, item.id)
         if isinstance(item, list):
-            ink = Ink.from_strokes(item, id=name or "strokes")
-            return preprocess(render_ink(ink, spec.render), spec.preprocess, ink.id)
+            return model_input(Ink.from_strokes(item, id=name or "strokes"), render, pre, name or "strokes")
         if isinstance(item, (Image.Image, np.ndarray)):
-            return preprocess(item, spec.preprocess, name or "<image>")
+            return model_input(item, render, pre, name or "<image>")
         path = Path(item)
-        if path.suffix.lower() == ".inkml":
-            ink = read_inkml(path)
-            return preprocess(render_ink(ink, spec.render), spec.preprocess, str(path))
-        return preprocess(load_image(path), spec.preprocess, str(path))
+        obj = read_inkml(path) if path.suffix.lower() == ".inkml" else load_image(path)
+        return model_input(obj, render, pre, str(path))
 
     def recognize(self, item, beam: int | None = None, attention: bool = False) -> Result:
         """Recognise one image, path, InkML file, Ink or stroke list; raises HmerError on bad input."""

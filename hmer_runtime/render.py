@@ -90,3 +90,12 @@ def render_ink(ink: Ink, config: RenderConfig = RenderConfig()) -> np.ndarray:
             x, y = xy[0]
             draw.ellipse((x - r, y - r, x + r, y + r), fill=0)
     return np.asarray(canvas.reduce(ss), dtype=np.uint8)
+
+
+def model_input(obj, render: RenderConfig, pre, name: str) -> np.ndarray:
+    """Model input (H, W) float32 of ink (rendered with ``render`` first) or an image, through
+    ``hmer_runtime.preprocess`` with ``pre``: the one path training, runtime and benchmarks share."""
+    from hmer_runtime.preprocess import preprocess
+
+    image = render_ink(obj, render) if isinstance(obj, Ink) else obj
+    return preprocess(image, pre, name=name)

@@ -278,6 +278,33 @@ def main(model_dir, host, port, provider, variant, threads, workers, batch_wait_
                 log_level="info" if debug else "warning")
 
 
+def launch(args: list[str], timeout_s: float = 30.0):
+    """Start ``hmer-serve ARGS`` on a free 127.0.0.1 port and wait until /healthz answers (for
+    tests and load tests). Returns the process and its base URL; RuntimeError with the server's
+    output if it does not come up."""
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [str(Path(sys.executable).parent / "hmer-serve"), "--port", str(port), *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"hmer-serve did not start: {proc.stdout.read().decode()[-2000:]}")
+
+
 def app_from_env():
     """uvicorn factory for worker processes: settings travel in HMER_SERVE_* variables."""
     import os

@@ -21,9 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from hmer_runtime.errors import HmerError
-from hmer_runtime.inkml import Ink
-from hmer_runtime.preprocess import PreprocessConfig, preprocess
-from hmer_runtime.render import RenderConfig, render_ink
+from hmer_runtime.preprocess import PreprocessConfig
+from hmer_runtime.render import RenderConfig, model_input
 from hmer_runtime.sources import iter_source, load_labelled, source_fingerprint
 
 PREPARED_FORMAT = 1
@@ -56,12 +55,6 @@ class PreparedSet:
         keep = np.asarray(keep, dtype=np.int64)
         return PreparedSet([self.names[i] for i in keep], [self.tokens[i] for i in keep],
                            self.shapes[keep], self.offsets[keep], self.pixels, self.errors, self.path)
-
-
-def model_input(obj, render: RenderConfig, pre: PreprocessConfig, name: str) -> np.ndarray:
-    """Model input of ink (rendered first) or an image."""
-    image = render_ink(obj, render) if isinstance(obj, Ink) else obj
-    return preprocess(image, pre, name=name)
 
 
 def sample_image(sample, render: RenderConfig, pre: PreprocessConfig) -> np.ndarray:

@@ -6,11 +6,6 @@ skipped cleanly where they are absent.
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -24,12 +19,6 @@ DRAWING = [[(40, 60), (100, 160)], [(100, 60), (40, 160)], [(150, 110), (230, 11
            [(270, 80), (300, 55), (300, 165)]]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from hmer_export.exporter import export_checkpoint
@@ -39,20 +28,9 @@ def server(tmp_path_factory):
         tmp = tmp_path_factory.mktemp("browser")
         export_checkpoint(random_checkpoint(tmp, "comer"), tmp / "model", log=lambda s: None)
         model = str(tmp / "model")
-    port = _free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "hmer-serve"), "--model", model,
-                             "--port", str(port), "--provider", "cpu"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail(f"server did not start: {proc.stdout.read().decode()[-2000:]}")
+    from hmer_runtime.serve import launch
+
+    proc, url = launch(["--model", model, "--provider", "cpu"])
     yield url
     proc.terminate()
     proc.wait(10)
