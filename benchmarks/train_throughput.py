@@ -33,6 +33,7 @@ def main(config_path: str | None, model_type: str | None, steps: int, threads: i
     data = load_split(cfg, cfg["train_split"])
     vocab = Vocab.build(data.tokens)
     model = HMERModel(cfg["model"], len(vocab)).train()
+    model.encoder.to(memory_format=torch.channels_last)  # as hmer_train.train does
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loader = BatchLoader(data, vocab, tc["batch_size"], tc["max_pixels"], 0, tc["augment"], tc["bidirectional"],
                          (cfg["preprocess"]["max_height"], cfg["preprocess"]["max_width"]))
