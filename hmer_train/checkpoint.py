@@ -47,7 +47,16 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
     for key in ("model", "config", "vocab"):
         if key not in ckpt:
             raise ModelError(str(path), f"checkpoint lacks '{key}'")
+    _upgrade(ckpt)
     return ckpt
+
+
+def _upgrade(ckpt: dict) -> None:
+    """Name the architecture options an older checkpoint was trained with where their default
+    has changed since, so it rebuilds (and resumes) as the model it holds."""
+    decoder = ckpt["config"].get("model", {}).get("decoder", {})
+    if decoder.get("type", "comer") == "comer" and "embed_norm" not in decoder:
+        decoder["embed_norm"] = "decoder.embed_norm.weight" in ckpt["model"]
 
 
 def slim_checkpoint(src: str | Path, dst: str | Path) -> None:

@@ -25,7 +25,8 @@ DEFAULTS: dict = {
     "device": "cpu",
     "model": {
         "encoder": {"growth": 24, "depth": 16, "dropout": 0.0},
-        "decoder": {"type": "comer", "d_model": 256, "heads": 8, "layers": 3, "ffn": 1024, "dropout": 0.3},
+        "decoder": {"type": "comer", "d_model": 256, "heads": 8, "layers": 3, "ffn": 1024, "dropout": 0.3,
+                    "embed_norm": True},
     },
     "render": {"symbol_px": 32.0, "line_width": 3.0, "pad": 8, "max_height": 256, "max_width": 1024,
                "supersample": 4},

@@ -124,7 +124,12 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
     step, epoch, batch_in_epoch, best = 0, 0, 0, -1.0
     history: list[dict] = []
     if ckpt:
-        model.load_state_dict(ckpt["model"])
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            detail = str(e).splitlines()[0][:120]
+            raise TrainingError(str(resume), "its weights do not fit the configured model; resume without "
+                                f"--config to continue with the checkpoint's own ({detail})") from e
         if "optimizer" in ckpt:
             opt.load_state_dict(ckpt["optimizer"])
         else:  # a slimmed checkpoint (see slim_checkpoint): weights and position only

@@ -114,6 +114,32 @@ def test_resume_from_cli_keeps_the_checkpoint_config(tmp_path):
     assert got["model"]["decoder"]["d_model"] == 64 and got["model"]["encoder"]["growth"] == 8
 
 
+def test_checkpoint_from_before_embed_norm_rebuilds_and_resumes_as_trained(tmp_path):
+    """Checkpoints trained with the earlier embedding scheme (no ``embed_norm`` key, and the
+    default has changed since) rebuild as that model; a config that does not fit is refused."""
+    from hmer_train.checkpoint import load_model
+    from hmer_train.cli_train import resolve_config
+    from hmer_train.train import TrainingError
+
+    cfg = tiny_config(tmp_path, "comer", max_steps=1)
+    vocab = Vocab(sorted({t for e in EXPRESSIONS for t in e}))
+    torch.manual_seed(0)
+    old = HMERModel({**cfg["model"], "decoder": {**cfg["model"]["decoder"], "embed_norm": False}}, len(vocab)).eval()
+    assert "embed_norm" not in cfg["model"]["decoder"]
+    save_checkpoint(tmp_path / "old.pt", {"model": old.state_dict(), "config": cfg, "vocab": vocab.tokens,
+                                          "step": 0, "epoch": 0, "batch_in_epoch": 0, "rng": torch.get_rng_state()})
+    model, _, _ = load_model(tmp_path / "old.pt")
+    images, mask = torch.rand(1, 1, 32, 64), torch.ones(1, 32, 64, dtype=torch.bool)
+    tokens = torch.tensor([[1, 5, 6, 7]])
+    with torch.no_grad():
+        assert torch.equal(model(images, mask, tokens), old(images, mask, tokens))
+    assert resolve_config(None, {}, str(tmp_path / "old.pt"))["model"]["decoder"]["embed_norm"] is False
+    new_arch = copy.deepcopy(cfg)
+    new_arch["model"]["decoder"]["embed_norm"] = True
+    with pytest.raises(TrainingError, match="old.pt: its weights do not fit the configured model"):
+        train(new_arch, resume=str(tmp_path / "old.pt"), progress=False)
+
+
 def test_ddp_gloo_two_processes(tmp_path):
     cfg = tiny_config(tmp_path, "comer", max_steps=2, epochs=100, batch_size=2)
     import yaml

@@ -77,10 +77,14 @@ class ComerLayer(nn.Module):
 class ComerDecoder(Decoder):
     def __init__(self, in_channels: int, vocab_size: int, d_model: int = 256, heads: int = 8,
                  layers: int = 3, ffn: int = 1024, dropout: float = 0.3, arm_channels: int = 32,
-                 arm_kernel: int = 5):
+                 arm_kernel: int = 5, embed_norm: bool = True):
         super().__init__()
         self.d, self.heads, self.n_layers = d_model, heads, layers
         self.embed = nn.Embedding(vocab_size, d_model)
+        # CoMER normalises token embeddings so they and the positional encoding have comparable
+        # size. embed_norm=False is the earlier scheme (embedding x sqrt(d), ~20x the position
+        # signal), kept so checkpoints trained with it still load (see checkpoint._upgrade).
+        self.embed_norm = nn.LayerNorm(d_model) if embed_norm else None
         self.feat_proj = nn.Linear(in_channels, d_model)
         self.feat_norm = nn.LayerNorm(d_model)
         self.layers = nn.ModuleList(ComerLayer(d_model, heads, ffn, dropout, arm_channels, arm_kernel)
@@ -123,7 +127,9 @@ class ComerDecoder(Decoder):
 
     def _embed(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """tokens (N, T), positions broadcastable to (N, T)."""
-        return self.dropout(self.embed(tokens) * math.sqrt(self.d) + sinusoid(pos, self.d))
+        e = self.embed(tokens)
+        e = self.embed_norm(e) if self.embed_norm is not None else e * math.sqrt(self.d)
+        return self.dropout(e + sinusoid(pos, self.d))
 
     def step(self, tokens: torch.Tensor, state: State, memory: Memory):
         mask = memory["mask"]
