@@ -112,8 +112,8 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
     # --- model and optimiser --------------------------------------------------------------------
     torch.manual_seed(tc["seed"])
     model = HMERModel(cfg["model"], len(vocab)).to(device)
-    # oneDNN/cuDNN run the DenseNet's convolutions faster channels-last (~15 % per step on the
-    # 2-core CPU); only the memory layout changes, not the maths.
+    # oneDNN/cuDNN run the DenseNet's convolutions faster channels-last (7.2 -> 8.7 images/s for
+    # cpu-small on the 2-core CPU, docs/BENCHMARKS.md); only the memory layout changes.
     model.encoder.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
     loader = BatchLoader(train_set, vocab, tc["batch_size"], tc["max_pixels"], tc["seed"],

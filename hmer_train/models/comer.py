@@ -82,8 +82,9 @@ class ComerDecoder(Decoder):
         self.d, self.heads, self.n_layers = d_model, heads, layers
         self.embed = nn.Embedding(vocab_size, d_model)
         # CoMER normalises token embeddings so they and the positional encoding have comparable
-        # size. embed_norm=False is the earlier scheme (embedding x sqrt(d), ~20x the position
-        # signal), kept so checkpoints trained with it still load (see checkpoint._upgrade).
+        # size. embed_norm=False is the earlier scheme: N(0, 1) embeddings x sqrt(d) have norm ~d
+        # (256) against sqrt(d/2) (11) for the sinusoid; kept so checkpoints trained with it still
+        # load (see checkpoint._upgrade).
         self.embed_norm = nn.LayerNorm(d_model) if embed_norm else None
         self.feat_proj = nn.Linear(in_channels, d_model)
         self.feat_norm = nn.LayerNorm(d_model)
