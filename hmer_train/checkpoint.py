@@ -60,8 +60,8 @@ def _upgrade(ckpt: dict) -> None:
 
 
 def slim_checkpoint(src: str | Path, dst: str | Path) -> None:
-    """Copy of a checkpoint without the optimizer state (about a third of the size), for
-    committing a run to resume from; resuming from it restarts AdamW's moments."""
+    """Copy of a checkpoint without the optimizer state, for committing a run to resume from;
+    resuming from it restarts AdamW's moments. The weights and their moving average stay."""
     ckpt = load_checkpoint(src)
     ckpt.pop("optimizer", None)
     ckpt.pop("format", None)
@@ -70,7 +70,11 @@ def slim_checkpoint(src: str | Path, dst: str | Path) -> None:
 
 def load_model(path: str | Path, map_location: str = "cpu"):
     """(model in eval mode, vocabulary, checkpoint dict) from a checkpoint; ModelError when the
-    weights do not fit the architecture the checkpoint describes."""
+    weights do not fit the architecture the checkpoint describes.
+
+    The model holds the run's moving-average weights when the checkpoint has them (train.ema),
+    as validation and best.pt selection used, else the trained weights.
+    """
     from hmer_runtime.vocab import Vocab
     from hmer_train.models.base import HMERModel
 
@@ -78,7 +82,7 @@ def load_model(path: str | Path, map_location: str = "cpu"):
     vocab = Vocab(ckpt["vocab"][4:])
     try:
         model = HMERModel(ckpt["config"]["model"], len(vocab))
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt["ema"]["weights"] if "ema" in ckpt else ckpt["model"])
     except (RuntimeError, ValueError, TypeError, KeyError) as e:
         raise ModelError(str(path), f"weights do not match the stored architecture: {str(e)[:120]}") from e
     return model.eval(), vocab, ckpt

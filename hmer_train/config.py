@@ -42,6 +42,7 @@ DEFAULTS: dict = {
         "max_steps": None,
         "grad_clip": 1.0,
         "label_smoothing": 0.0,
+        "ema": 0.999,
         "amp": "bf16",
         "seed": 0,
         "bidirectional": True,

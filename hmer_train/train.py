@@ -25,6 +25,7 @@ from hmer_runtime.vocab import Vocab
 from hmer_train.checkpoint import load_checkpoint, save_checkpoint
 from hmer_train.data import BatchLoader, collate
 from hmer_train.decoding import decode
+from hmer_train.ema import ema_model, ema_state, load_ema_state
 from hmer_train.models.base import HMERModel
 from hmer_train.prepared import DEFAULT_CACHE, PreparedSet, prepare
 
@@ -137,6 +138,10 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
         step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
         best = ckpt.get("best", -1.0)
         torch.set_rng_state(ckpt["rng"])
+    # Validation, best.pt selection and export use the weights' moving average when train.ema is set.
+    ema = ema_model(model, tc["ema"]) if tc["ema"] else None
+    if ema is not None and ckpt and "ema" in ckpt:
+        load_ema_state(ema, ckpt["ema"])
     raw_model = model
     if distributed:
         model = torch.nn.parallel.DistributedDataParallel(model)
@@ -157,6 +162,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
             "batch_in_epoch": batch_in_epoch, "rng": torch.get_rng_state(), "config": cfg,
             "vocab": vocab.tokens, "metrics": metrics or {}, "best": best,
             "scheduler": {"kind": "warmup-cosine", "total": total, "warmup": tc["warmup_steps"]},
+            **({"ema": ema_state(ema)} if ema is not None else {}),
         })
 
     # --- loop -----------------------------------------------------------------------------------
@@ -192,6 +198,8 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
             scaler.step(opt)
             scaler.update()
             opt.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update_parameters(raw_model)
             step += 1
             batch_in_epoch += 1
             rate = seen * world / max(1e-9, time.time() - t0)
@@ -211,7 +219,8 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
                 # Cap decoding near the longest reference so an untrained model's endless output
                 # doesn't dominate the epoch; reported test figures use hmer-eval's full max_len.
                 cap = max(len(t) for t in val_set.tokens) + 10
-                summary = evaluate(raw_model, val_set, vocab, device, max_len=cap, limit=tc["val_max"])
+                summary = evaluate(ema.module if ema is not None else raw_model, val_set, vocab, device,
+                                   max_len=cap, limit=tc["val_max"])
                 history.append(summary)
                 tqdm.write(f"epoch {epoch} step {step} val {format_summary(summary)}")
                 _log(out / "val.csv", {"step": step, "epoch": epoch, "exprate": round(summary["exprate"], 3),

@@ -98,6 +98,42 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     a, b = _losses(tmp_path / "a" / "out" / "log.csv"), _losses(tmp_path / "b" / "log.csv")
     assert sorted(b) == [1, 2, 3, 4, 5, 6]
     assert [a[s] for s in (4, 5, 6)] == [b[s] for s in (4, 5, 6)]
+    ema_a = load_checkpoint(tmp_path / "a" / "out" / "last.pt")["ema"]
+    ema_b = load_checkpoint(tmp_path / "b" / "last.pt")["ema"]
+    assert ema_a["updates"] == ema_b["updates"] == 6
+    assert all(torch.equal(ema_a["weights"][k], ema_b["weights"][k]) for k in ema_a["weights"])
+
+
+def test_ema_averages_weights_with_warm_up():
+    from hmer_train.ema import ema_model
+
+    lin = torch.nn.Linear(1, 1, bias=False)
+    ema = ema_model(lin, decay=0.5)
+    expected = None
+    for n, w in enumerate([1.0, 2.0, 4.0, 8.0]):
+        lin.weight.data.fill_(w)
+        ema.update_parameters(lin)
+        d = min(0.5, (1 + n) / (10 + n))  # n updates before this one
+        expected = w if expected is None else d * expected + (1 - d) * w
+    assert ema.module.weight.item() == pytest.approx(expected)
+    assert 4.0 < expected < 8.0
+
+
+def test_exported_and_evaluated_weights_are_the_moving_average(tmp_path):
+    from hmer_train.checkpoint import load_model
+
+    cfg = tiny_config(tmp_path, "comer", max_steps=3, epochs=5, lr=0.01)
+    train(cfg, progress=False)
+    ckpt = load_checkpoint(tmp_path / "out" / "last.pt")
+    model, _, _ = load_model(tmp_path / "out" / "last.pt")
+    weights = model.state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in ckpt["ema"]["weights"].items())
+    assert not all(torch.equal(weights[k], v) for k, v in ckpt["model"].items())
+
+    cfg = tiny_config(tmp_path / "off", "comer", max_steps=3, epochs=5)
+    cfg["train"]["ema"] = None
+    train(cfg, progress=False)
+    assert "ema" not in load_checkpoint(tmp_path / "off" / "out" / "last.pt")
 
 
 def test_resume_from_cli_keeps_the_checkpoint_config(tmp_path):
