@@ -14,11 +14,16 @@ def ema_model(model: torch.nn.Module, decay: float) -> AveragedModel:
     a short run's average is not dominated by its random initialisation.
     """
 
-    def average(avg: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        d = min(decay, float((1 + n) / (10 + n)))
-        return avg.lerp(current, 1 - d) if avg.is_floating_point() else current
+    @torch.no_grad()
+    def average(avg: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        # Called once per (device, dtype) group: one fused lerp instead of a loop over tensors.
+        if avg[0].is_floating_point():
+            d = min(decay, (1 + int(n)) / (10 + int(n)))
+            torch._foreach_lerp_(avg, current, 1 - d)
+        else:  # BatchNorm's batch counters
+            torch._foreach_copy_(avg, current)
 
-    return AveragedModel(model, avg_fn=average, use_buffers=True)
+    return AveragedModel(model, multi_avg_fn=average, use_buffers=True)
 
 
 def ema_state(ema: AveragedModel) -> dict:
