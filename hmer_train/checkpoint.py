@@ -68,13 +68,16 @@ def slim_checkpoint(src: str | Path, dst: str | Path) -> None:
     save_checkpoint(dst, ckpt)
 
 
-def load_model(path: str | Path, map_location: str = "cpu"):
+def load_model(path: str | Path, map_location: str = "cpu", weights: str = "average"):
     """(model in eval mode, vocabulary, checkpoint dict) from a checkpoint; ModelError when the
     weights do not fit the architecture the checkpoint describes.
 
-    The model holds the run's moving-average weights when the checkpoint has them (train.ema),
-    as validation and best.pt selection used, else the trained weights.
+    ``weights="average"`` gives the run's moving-average weights when the checkpoint has them
+    (train.ema; what validation and best.pt selection used), else the trained weights;
+    ``"trained"`` always the optimiser's own weights.
     """
+    if weights not in ("average", "trained"):
+        raise ValueError(f"weights must be 'average' or 'trained', not {weights!r}")
     from hmer_runtime.vocab import Vocab
     from hmer_train.models.base import HMERModel
 
@@ -82,7 +85,8 @@ def load_model(path: str | Path, map_location: str = "cpu"):
     vocab = Vocab(ckpt["vocab"][4:])
     try:
         model = HMERModel(ckpt["config"]["model"], len(vocab))
-        model.load_state_dict(ckpt["ema"]["weights"] if "ema" in ckpt else ckpt["model"])
+        average = weights == "average" and "ema" in ckpt
+        model.load_state_dict(ckpt["ema"]["weights"] if average else ckpt["model"])
     except (RuntimeError, ValueError, TypeError, KeyError) as e:
         raise ModelError(str(path), f"weights do not match the stored architecture: {str(e)[:120]}") from e
     return model.eval(), vocab, ckpt

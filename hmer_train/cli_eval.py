@@ -13,10 +13,11 @@ from hmer_runtime.metrics import Metrics, format_summary
 
 def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, beam: int, out: str | None,
                         limit: int | None, batch_size: int, config_path: str | None = None,
-                        variant: str = "fp32", provider: str = "auto") -> dict:
+                        variant: str = "fp32", provider: str = "auto", weights: str = "average") -> dict:
     """Metrics of a checkpoint (PyTorch) or an exported model directory (ONNX Runtime) on a source.
 
-    Both go through the same data, batching and scoring; only the decoder differs.
+    Both go through the same data, batching and scoring; only the decoder differs. ``weights``
+    picks a checkpoint's moving-average or trained weights (see ``load_model``).
     """
     from hmer_runtime.preprocess import PreprocessConfig, pad_batch
     from hmer_runtime.render import RenderConfig
@@ -35,7 +36,7 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
             x, m = pad_batch(images, stride)
             return rec.model.decode(x, m, beam)
     else:
-        run, vocab, cfg = _torch_decoder(model_path, beam)
+        run, vocab, cfg = _torch_decoder(model_path, beam, weights)
         render, pre = RenderConfig.from_dict(cfg["render"]), PreprocessConfig.from_dict(cfg["preprocess"])
         roots, cache = cfg["data_roots"], cfg.get("cache_dir") or DEFAULT_CACHE
     src = resolve_split(source, split, roots) if split else Path(source)
@@ -60,7 +61,7 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
     return summary
 
 
-def _torch_decoder(ckpt_path: str, beam: int):
+def _torch_decoder(ckpt_path: str, beam: int, weights: str = "average"):
     """(batch -> hypotheses, vocabulary, config) for a checkpoint; CoMER's bidirectional
     rescoring when the model was trained both ways and the config asks for it."""
     import torch
@@ -69,7 +70,7 @@ def _torch_decoder(ckpt_path: str, beam: int):
     from hmer_train.checkpoint import load_model
     from hmer_train.decoding import decode, rescore_r2l
 
-    model, vocab, ckpt = load_model(ckpt_path)
+    model, vocab, ckpt = load_model(ckpt_path, weights=weights)
     cfg = ckpt["config"]
     dec = cfg["decode"]
     rescore = dec.get("rescore") and beam > 1 and cfg["model"]["decoder"].get("type") == "comer" \
@@ -98,9 +99,11 @@ def _torch_decoder(ckpt_path: str, beam: int):
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--variant", default="fp32", show_default=True, help="Exported model: fp32, int8 or fp16 graphs.")
 @click.option("--provider", default="auto", show_default=True, help="Exported model: auto, cpu, cuda, tensorrt.")
+@click.option("--weights", type=click.Choice(["average", "trained"]), default="average", show_default=True,
+              help="Checkpoint: the moving average of the weights (train.ema) or the trained weights.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_json, variant, provider,
-         debug) -> None:
+         weights, debug) -> None:
     """Evaluate MODEL (a checkpoint, or a directory from hmer-export) on DATA (InkML folder/archive or
     image folder).
 
@@ -132,7 +135,8 @@ def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_jso
             raise click.UsageError("give MODEL and DATA, or --dataset NAME")
         jobs.append((model, data, None))
     for ckpt, src, split in jobs:
-        s = evaluate_checkpoint(ckpt, src, split, beam, out, limit, batch_size, variant=variant, provider=provider)
+        s = evaluate_checkpoint(ckpt, src, split, beam, out, limit, batch_size, variant=variant, provider=provider,
+                                weights=weights)
         label = f"{src}:{split}" if split else src
         if as_json:
             click.echo(json.dumps({"data": label, "beam": beam, **s}))

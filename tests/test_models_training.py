@@ -129,6 +129,8 @@ def test_exported_and_evaluated_weights_are_the_moving_average(tmp_path):
     weights = model.state_dict()
     assert all(torch.equal(weights[k], v) for k, v in ckpt["ema"]["weights"].items())
     assert not all(torch.equal(weights[k], v) for k, v in ckpt["model"].items())
+    trained = load_model(tmp_path / "out" / "last.pt", weights="trained")[0].state_dict()
+    assert all(torch.equal(trained[k], v) for k, v in ckpt["model"].items())
 
     cfg = tiny_config(tmp_path / "off", "comer", max_steps=3, epochs=5)
     cfg["train"]["ema"] = None
