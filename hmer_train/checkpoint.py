@@ -60,10 +60,16 @@ def _upgrade(ckpt: dict) -> None:
 
 
 def slim_checkpoint(src: str | Path, dst: str | Path) -> None:
-    """Copy of a checkpoint without the optimizer state, for committing a run to resume from;
-    resuming from it restarts AdamW's moments. The weights and their moving average stay."""
+    """A checkpoint to commit, a third of the size: the weights only, without the optimizer state.
+
+    Where the run keeps a moving average (train.ema), that is the one kept, as the model: it is
+    what was validated and what export uses. Resuming from a slim checkpoint continues training
+    from those weights with AdamW's moments (and the average) restarted.
+    """
     ckpt = load_checkpoint(src)
     ckpt.pop("optimizer", None)
+    if "ema" in ckpt:
+        ckpt["model"] = ckpt.pop("ema")["weights"]
     ckpt.pop("format", None)
     save_checkpoint(dst, ckpt)
 

@@ -132,6 +132,16 @@ def test_exported_and_evaluated_weights_are_the_moving_average(tmp_path):
     trained = load_model(tmp_path / "out" / "last.pt", weights="trained")[0].state_dict()
     assert all(torch.equal(trained[k], v) for k, v in ckpt["model"].items())
 
+    from hmer_train.checkpoint import slim_checkpoint
+
+    slim_checkpoint(tmp_path / "out" / "last.pt", tmp_path / "slim.pt")
+    slim = load_checkpoint(tmp_path / "slim.pt")
+    assert "optimizer" not in slim and "ema" not in slim and slim["step"] == 3
+    assert all(torch.equal(slim["model"][k], v) for k, v in ckpt["ema"]["weights"].items())
+    cfg["train"]["max_steps"] = 4
+    train(cfg, resume=str(tmp_path / "slim.pt"), progress=False)
+    assert load_checkpoint(tmp_path / "out" / "last.pt")["step"] == 4
+
     cfg = tiny_config(tmp_path / "off", "comer", max_steps=3, epochs=5)
     cfg["train"]["ema"] = None
     train(cfg, progress=False)
