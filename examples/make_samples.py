@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from hmer_bench.robustness import photo
 from hmer_runtime.inkml import Ink
 from hmer_runtime.render import RenderConfig, render_ink
 
@@ -74,20 +75,6 @@ def strokes_of(placements, unit=60.0, seed=0) -> list[list[list[float]]]:
             pts = pts + rng.normal(0, 0.012, pts.shape).cumsum(0) * 0.5
             strokes.append((pts * unit).round(1).tolist())
     return strokes
-
-
-def photo(image: np.ndarray, seed: int = 0) -> Image.Image:
-    """The render as a phone photo: 3x resolution and stroke, wide margins, tinted paper, a
-    lighting gradient and sensor noise."""
-    rng = np.random.default_rng(seed)
-    big = np.asarray(Image.fromarray(image).resize((image.shape[1] * 3, image.shape[0] * 3),
-                                                   Image.Resampling.BICUBIC), dtype=np.float32) / 255
-    big = np.pad(big, ((180, 240), (260, 300)), constant_values=1.0)
-    h, w = big.shape
-    light = np.linspace(0.7, 1.0, w)[None, :] * np.linspace(0.9, 1.0, h)[:, None]
-    rgb = np.stack([big * 0.93, big * 0.90, big * 0.80], -1) * light[..., None]
-    rgb = np.clip(rgb + rng.normal(0, 0.02, rgb.shape), 0, 1)
-    return Image.fromarray((rgb * 255).astype(np.uint8))
 
 
 def main() -> None:

@@ -256,3 +256,17 @@ def test_model_spec_describes_state(model_dir):
     names = {t.name for t in spec.state}
     assert {"pos", "k0", "v0", "cov0"} <= names
     assert next(t for t in spec.state if t.name == "k0").shape[2] == "steps"
+
+
+def test_robustness_benchmark_reads_every_capture(model_dir, inputs):
+    """benchmarks.robustness: each capture condition yields an input the runtime reads, and the
+    table has a row per condition over all expressions."""
+    from click.testing import CliRunner
+
+    from hmer_bench.robustness import CONDITIONS, main
+
+    result = CliRunner().invoke(main, ["--model", str(model_dir), "--data", str(inputs / "ink"), "--limit", "3"])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("| ") and "ExpRate" not in line]
+    assert [r.split(" | ")[0][2:] for r in rows] == list(CONDITIONS)
+    assert "3 expressions" in result.output

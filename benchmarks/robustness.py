@@ -1,0 +1,110 @@
+"""ExpRate of a model on handwriting captured other ways than its training renders.
+
+    python -m benchmarks.robustness                        # bundled model, first 200 of CROHME 2014
+    python -m benchmarks.robustness --model DIR --limit 985 --beam 5
+
+The same CROHME ink is drawn as the training renderer draws it and as a user's input might look:
+photographed at higher resolution on tinted, unevenly lit paper, scanned (tilted, blurred, JPEG),
+written with a much thinner or thicker pen, small on a wide page, or on ruled paper. Every image
+goes through the runtime's own preprocessing (``Recognizer``), as ``hmer-run`` would read it.
+Nothing is written to disk: CROHME renders stay in memory.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import numpy as np
+from PIL import Image, ImageFilter
+
+from hmer_runtime.errors import HmerError
+from hmer_runtime.inkml import Ink
+from hmer_runtime.metrics import Metrics
+from hmer_runtime.recognizer import Recognizer
+from hmer_runtime.render import RenderConfig, render_ink
+from hmer_runtime.sources import iter_source, load_labelled
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "crohme" / "crohme-2014.tar.gz"
+BIG = {"max_height": 4000, "max_width": 8000}  # renders here are not limited to the model's input size
+
+
+def _render(ink: Ink, symbol_px: float, line_width: float, pad: int = 8) -> np.ndarray:
+    return render_ink(ink, RenderConfig(symbol_px=symbol_px, line_width=line_width, pad=pad, **BIG))
+
+
+def photo(image: np.ndarray, seed: int = 0) -> Image.Image:
+    """The render as a phone photo: 3x resolution and stroke, wide margins, tinted paper, a
+    lighting gradient and sensor noise."""
+    rng = np.random.default_rng(seed)
+    big = np.asarray(Image.fromarray(image).resize((image.shape[1] * 3, image.shape[0] * 3),
+                                                   Image.Resampling.BICUBIC), dtype=np.float32) / 255
+    big = np.pad(big, ((180, 240), (260, 300)), constant_values=1.0)
+    h, w = big.shape
+    light = np.linspace(0.7, 1.0, w)[None, :] * np.linspace(0.9, 1.0, h)[:, None]
+    rgb = np.stack([big * 0.93, big * 0.90, big * 0.80], -1) * light[..., None]
+    rgb = np.clip(rgb + rng.normal(0, 0.02, rgb.shape), 0, 1)
+    return Image.fromarray((rgb * 255).astype(np.uint8))
+
+
+def scan(ink: Ink, seed: int) -> Image.Image:
+    """200 dpi-like scan: grey paper, tilted 1.5 degrees, slightly blurred, JPEG quality 35."""
+    img = Image.fromarray(_render(ink, 40, 3.5, pad=30)).rotate(1.5, Image.Resampling.BILINEAR, fillcolor=255)
+    arr = np.asarray(img.filter(ImageFilter.GaussianBlur(0.8)), dtype=np.float32) * 0.92
+    buf = io.BytesIO()
+    Image.fromarray(arr.astype(np.uint8)).save(buf, "JPEG", quality=35)
+    return Image.open(buf)
+
+
+def ruled(ink: Ink, seed: int) -> Image.Image:
+    """Written on ruled paper: light blue lines every 1.4 symbol heights, under the ink."""
+    arr = _render(ink, 32, 3.0, pad=40).astype(np.float32) / 255
+    rgb = np.stack([arr, arr, arr], -1)
+    for y in range(20, arr.shape[0], 45):
+        rgb[y:y + 2] *= np.array([0.75, 0.85, 1.0])
+    return Image.fromarray((rgb * 255).astype(np.uint8))
+
+
+CONDITIONS: dict[str, Callable[[Ink, int], object]] = {
+    "training render (24 px symbols, 2.5 px pen)": lambda ink, seed: ink,
+    "phone photo (3x resolution, tinted paper, light gradient, noise, wide margins)":
+        lambda ink, seed: photo(_render(ink, 32, 3.0), seed),
+    "scan (tilt 1.5 deg, blur, JPEG q35, grey paper)": scan,
+    "thin pen (48 px symbols, 1.5 px pen)": lambda ink, seed: _render(ink, 48, 1.5),
+    "thick pen (32 px symbols, 6 px pen)": lambda ink, seed: _render(ink, 32, 6.0),
+    "small on a wide page (16 px symbols, 300 px margins)": lambda ink, seed: _render(ink, 16, 1.6, pad=300),
+    "ruled paper (blue lines under the ink)": ruled,
+}
+
+
+@click.command()
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), help="Default: bundled.")
+@click.option("--data", default=str(DATA), show_default=True, help="InkML source with truth.")
+@click.option("--limit", default=200, show_default=True, help="First N readable expressions.")
+@click.option("--beam", default=1, show_default=True)
+def main(model_dir: str | None, data: str, limit: int, beam: int) -> None:
+    rec = Recognizer(model_dir, provider="cpu")
+    samples = []
+    for sample in iter_source(data):
+        try:
+            ink, tokens = load_labelled(sample)
+        except HmerError:
+            continue
+        samples.append((ink, tokens))
+        if len(samples) == limit:
+            break
+    click.echo(f"{len(samples)} expressions of {data}, beam {beam}", err=True)
+    click.echo("| capture | ExpRate | ≤1 | ≤2 | WER |\n|---|---|---|---|---|")
+    for name, make in CONDITIONS.items():
+        metrics = Metrics()
+        for i, (ink, tokens) in enumerate(samples):
+            result = rec.recognize(make(ink, i), beam=beam)
+            metrics.add(tokens, result.tokens)
+        s = metrics.summary()
+        click.echo(f"| {name} | {s['exprate']:.2f} | {s['le1']:.2f} | {s['le2']:.2f} | {s['wer']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
