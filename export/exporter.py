@@ -60,7 +60,9 @@ def describe(model, vocab, ckpt: dict, ckpt_path: Path, layout: dict, opset: int
         **layout,
         "metrics": ckpt.get("metrics", {}),
         "checkpoint": {"file": ckpt_path.name, "sha256": file_sha256(ckpt_path), "step": ckpt.get("step"),
-                       "epoch": ckpt.get("epoch")},
+                       "epoch": ckpt.get("epoch"),
+                       # load_model's choice: the run's moving average when the checkpoint has one.
+                       "weights": "moving average" if "ema" in ckpt or ckpt.get("averaged") else "trained"},
         "opset": opset,
         "exporter": f"torch {torch.__version__} (TorchScript-based torch.onnx.export)",
     }

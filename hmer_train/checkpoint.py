@@ -70,6 +70,7 @@ def slim_checkpoint(src: str | Path, dst: str | Path) -> None:
     ckpt.pop("optimizer", None)
     if "ema" in ckpt:
         ckpt["model"] = ckpt.pop("ema")["weights"]
+        ckpt["averaged"] = True
     ckpt.pop("format", None)
     save_checkpoint(dst, ckpt)
 

@@ -35,6 +35,7 @@ def test_written_files_metadata_and_no_control_flow(exported):
     assert {p.name for p in model_dir.iterdir()} == {"model.json", "encoder.onnx", "decoder.onnx", "decoder.int8.onnx",
                                                      "encoder.fp16.onnx", "decoder.fp16.onnx"}
     assert raw["variants"]["int8"]["encoder"] == "encoder.onnx"  # convolutions stay fp32
+    assert raw["checkpoint"]["weights"] == "trained"  # a checkpoint without a moving average
     spec = ModelSpec.load(model_dir)
     assert spec.vocab.tokens == raw["vocab"] and spec.state and spec.memory
     for name in ("encoder.onnx", "decoder.onnx", "decoder.int8.onnx", "encoder.fp16.onnx", "decoder.fp16.onnx"):

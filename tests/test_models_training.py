@@ -136,7 +136,7 @@ def test_exported_and_evaluated_weights_are_the_moving_average(tmp_path):
 
     slim_checkpoint(tmp_path / "out" / "last.pt", tmp_path / "slim.pt")
     slim = load_checkpoint(tmp_path / "slim.pt")
-    assert "optimizer" not in slim and "ema" not in slim and slim["step"] == 3
+    assert "optimizer" not in slim and "ema" not in slim and slim["step"] == 3 and slim["averaged"]
     assert all(torch.equal(slim["model"][k], v) for k, v in ckpt["ema"]["weights"].items())
     cfg["train"]["max_steps"] = 4
     train(cfg, resume=str(tmp_path / "slim.pt"), progress=False)
