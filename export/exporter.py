@@ -23,7 +23,7 @@ from hmer_runtime.onnx_model import OnnxModel
 from hmer_runtime.preprocess import PreprocessConfig
 from hmer_runtime.providers import ProviderConfig
 from hmer_runtime.render import RenderConfig
-from hmer_train.checkpoint import load_model
+from hmer_train.checkpoint import holds_average, load_model
 
 from .check import check_fp32, compare, scribble_images
 from .graphs import DEFAULT_OPSET, attach_metadata, export_graphs, tensorrt_profiles
@@ -61,8 +61,7 @@ def describe(model, vocab, ckpt: dict, ckpt_path: Path, layout: dict, opset: int
         "metrics": ckpt.get("metrics", {}),
         "checkpoint": {"file": ckpt_path.name, "sha256": file_sha256(ckpt_path), "step": ckpt.get("step"),
                        "epoch": ckpt.get("epoch"),
-                       # load_model's choice: the run's moving average when the checkpoint has one.
-                       "weights": "moving average" if "ema" in ckpt or ckpt.get("averaged") else "trained"},
+                       "weights": "moving average" if holds_average(ckpt) else "trained"},
         "opset": opset,
         "exporter": f"torch {torch.__version__} (TorchScript-based torch.onnx.export)",
     }

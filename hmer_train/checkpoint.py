@@ -75,6 +75,11 @@ def slim_checkpoint(src: str | Path, dst: str | Path) -> None:
     save_checkpoint(dst, ckpt)
 
 
+def holds_average(ckpt: dict) -> bool:
+    """Whether ``load_model``'s default weights are the run's moving average."""
+    return "ema" in ckpt or bool(ckpt.get("averaged"))
+
+
 def load_model(path: str | Path, map_location: str = "cpu", weights: str = "average"):
     """(model in eval mode, vocabulary, checkpoint dict) from a checkpoint; ModelError when the
     weights do not fit the architecture the checkpoint describes.
@@ -89,11 +94,12 @@ def load_model(path: str | Path, map_location: str = "cpu", weights: str = "aver
     from hmer_train.models.base import HMERModel
 
     ckpt = load_checkpoint(path, map_location)
+    if weights == "trained" and ckpt.get("averaged"):
+        raise ModelError(str(path), "a slimmed checkpoint: it holds only the moving average of the weights")
     vocab = Vocab(ckpt["vocab"][4:])
     try:
         model = HMERModel(ckpt["config"]["model"], len(vocab))
-        average = weights == "average" and "ema" in ckpt
-        model.load_state_dict(ckpt["ema"]["weights"] if average else ckpt["model"])
+        model.load_state_dict(ckpt["ema"]["weights"] if weights == "average" and "ema" in ckpt else ckpt["model"])
     except (RuntimeError, ValueError, TypeError, KeyError) as e:
         raise ModelError(str(path), f"weights do not match the stored architecture: {str(e)[:120]}") from e
     return model.eval(), vocab, ckpt

@@ -138,6 +138,8 @@ def test_exported_and_evaluated_weights_are_the_moving_average(tmp_path):
     slim = load_checkpoint(tmp_path / "slim.pt")
     assert "optimizer" not in slim and "ema" not in slim and slim["step"] == 3 and slim["averaged"]
     assert all(torch.equal(slim["model"][k], v) for k, v in ckpt["ema"]["weights"].items())
+    with pytest.raises(ModelError, match="only the moving average"):
+        load_model(tmp_path / "slim.pt", weights="trained")
     cfg["train"]["max_steps"] = 4
     train(cfg, resume=str(tmp_path / "slim.pt"), progress=False)
     assert load_checkpoint(tmp_path / "out" / "last.pt")["step"] == 4
