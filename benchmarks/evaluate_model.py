@@ -45,7 +45,10 @@ def main(model_dir: str, checkpoint: str | None, beam: int, splits: str, data_di
             runs.append(("pytorch", checkpoint, "fp32", 1))
         for label, model, variant, b in runs:
             out = tmp / f"{split}-{label.replace(' ', '_')}-{b}.jsonl"
-            s = evaluate_checkpoint(model, src, None, b, str(out), None, 16, variant=variant, provider="cpu")
+            # The checkpoint reads at the exported model's input scale, so both see the same images.
+            scale = spec["decode"].get("input_scale", 1.0) if label == "pytorch" else None
+            s = evaluate_checkpoint(model, src, None, b, str(out), None, 16, variant=variant, provider="cpu",
+                                    input_scale=scale)
             key = f"crohme-{split} {label} beam {b}"
             evaluation[key] = {k: round(s[k], 2) for k in ("n", "exprate", "le1", "le2", "wer")}
             rows.append((split, label, b, s))

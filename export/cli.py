@@ -7,18 +7,19 @@ import click
 from hmer_runtime.cli_util import run_cli
 
 
-def _check_data(source: str, ckpt_path: str, limit: int):
-    """Model inputs and token ids of up to ``limit`` labelled expressions of ``source``."""
-    from hmer_runtime.preprocess import PreprocessConfig
-    from hmer_runtime.render import RenderConfig
+def _check_data(source: str, ckpt_path: str, limit: int, input_scale: float | None):
+    """Model inputs (as the exported model will read them) and token ids of up to ``limit``
+    labelled expressions of ``source``."""
     from hmer_train.checkpoint import load_checkpoint
+    from hmer_train.config import image_configs
     from hmer_train.prepared import DEFAULT_CACHE, prepare
 
     ckpt = load_checkpoint(ckpt_path)
     cfg = ckpt["config"]
+    if input_scale is not None:
+        cfg["decode"]["input_scale"] = input_scale
     index = {t: i for i, t in enumerate(ckpt["vocab"])}
-    data = prepare(source, RenderConfig.from_dict(cfg["render"]), PreprocessConfig.from_dict(cfg["preprocess"]),
-                   cfg.get("cache_dir") or DEFAULT_CACHE)
+    data = prepare(source, *image_configs(cfg, inference=True), cfg.get("cache_dir") or DEFAULT_CACHE)
     data = data.select(range(min(limit, len(data))))
     truth = [[index.get(t, 3) for t in toks] for toks in data.tokens]
     return [data.image(i) for i in range(len(data))], truth
@@ -36,15 +37,19 @@ def _check_data(source: str, ckpt_path: str, limit: int):
               help="Also check on this labelled source (InkML folder/archive, image folder); reports the "
                    "int8/fp16 ExpRate change on it.")
 @click.option("--check-limit", default=64, show_default=True, help="Expressions of --check-data to use.")
+@click.option("--input-scale", type=float,
+              help="Read inputs at this multiple of the training symbol size (default: the checkpoint's "
+                   "decode.input_scale); pick it on validation data with hmer-eval --input-scale.")
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it exists.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(checkpoint, out_dir, opset, fp16, int8, check, check_data, check_limit, force, debug) -> None:
+def main(checkpoint, out_dir, opset, fp16, int8, check, check_data, check_limit, input_scale, force,
+         debug) -> None:
     """Export CHECKPOINT (from hmer-train) to OUT_DIR for the torch-free runtime."""
     from .exporter import export_checkpoint
 
-    images, truth = _check_data(check_data, checkpoint, check_limit) if check_data else (None, None)
+    images, truth = _check_data(check_data, checkpoint, check_limit, input_scale) if check_data else (None, None)
     raw = export_checkpoint(checkpoint, out_dir, opset, fp16, int8, check, images, truth, force,
-                            log=lambda s: click.echo(s, err=True))
+                            log=lambda s: click.echo(s, err=True), input_scale=input_scale)
     click.echo(f"wrote {out_dir}: {', '.join(sorted(raw['variants']))} ({raw['parameters']:,} parameters)")
 
 

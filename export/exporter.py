@@ -24,6 +24,7 @@ from hmer_runtime.preprocess import PreprocessConfig
 from hmer_runtime.providers import ProviderConfig
 from hmer_runtime.render import RenderConfig
 from hmer_train.checkpoint import holds_average, load_model
+from hmer_train.config import image_configs
 
 from .check import check_fp32, compare, scribble_images
 from .graphs import DEFAULT_OPSET, attach_metadata, export_graphs, tensorrt_profiles
@@ -41,8 +42,7 @@ def file_sha256(path: Path) -> str:
 def describe(model, vocab, ckpt: dict, ckpt_path: Path, layout: dict, opset: int) -> dict:
     """The model description stored as model.json and in the graphs' metadata."""
     cfg = ckpt["config"]
-    pre = dict(cfg["preprocess"])
-    pre.setdefault("stroke_width", cfg["render"]["line_width"])  # configs older than the option: the renders' width
+    render, pre = image_configs(cfg, inference=True)
     return {
         "format": MODEL_FORMAT,
         "hmer_version": __version__,
@@ -50,10 +50,11 @@ def describe(model, vocab, ckpt: dict, ckpt_path: Path, layout: dict, opset: int
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab": vocab.tokens,
         "special_ids": {"pad": vocab.pad_id, "sos": vocab.sos_id, "eos": vocab.eos_id, "unk": vocab.unk_id},
-        "preprocess": PreprocessConfig.from_dict(pre).to_dict(),
-        "render": RenderConfig.from_dict(cfg["render"]).to_dict(),
+        "preprocess": pre.to_dict(),
+        "render": render.to_dict(),
         "decode": {"max_len": int(cfg["decode"]["max_len"]), "length_penalty": float(cfg["decode"]["length_penalty"]),
                    "beam": int(cfg["decode"].get("beam", 1)),
+                   "input_scale": float(cfg["decode"].get("input_scale", 1.0)),
                    # Beam results re-ranked by the right-to-left reading, as CoMER does (bidirectional models).
                    "rescore_r2l": bool(cfg["decode"].get("rescore") and cfg["train"].get("bidirectional")
                                        and cfg["model"]["decoder"].get("type") == "comer")},
@@ -92,14 +93,17 @@ def _variant_report(model, onnx_model: OnnxModel, images: list[np.ndarray], trut
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opset: int = DEFAULT_OPSET, fp16: bool = False,
                       int8: bool = False, check: bool = True, check_images: list[np.ndarray] | None = None,
                       check_truth: list[list[int]] | None = None, force: bool = False,
-                      log: Callable[[str], None] = print) -> dict:
+                      log: Callable[[str], None] = print, input_scale: float | None = None) -> dict:
     """Export, check and (optionally) quantize; returns the written model.json as a dict.
 
     ``check_images`` (model inputs) and ``check_truth`` (token ids) add real data to the synthetic
     fixtures; with truth, reduced-precision variants report their ExpRate change on it.
+    ``input_scale`` replaces the checkpoint's ``decode.input_scale`` (see ``image_configs``).
     """
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     model, vocab, ckpt = load_model(checkpoint)
+    if input_scale is not None:
+        ckpt["config"]["decode"]["input_scale"] = input_scale
     if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())) and not force:
         raise ModelError(str(out_dir), "already exists; use --force to replace it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)

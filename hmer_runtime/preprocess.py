@@ -4,11 +4,17 @@ Model input is float32 (H, W) with **ink = 1.0 and background = 0.0**, so zero p
 background. Any PIL image mode works: alpha is composited on white, colour is converted to
 luminance, light-on-dark images are detected and inverted, the background level is subtracted
 (per region when the lighting is uneven, after a median filter when the paper is noisy), the
-image is cropped to its ink, rescaled so strokes are as wide as in training (``stroke_width``),
-and padded with ``pad`` pixels.
+image is cropped to its ink, brought to the training scale, and padded with ``pad`` pixels.
 
-Clean renders (uniform paper, training stroke width) pass through the photo steps unchanged, so
-training data and a drawing pad's strokes see exactly the classic pipeline.
+Scale: the training renders have symbols of ``symbol_px`` and strokes of ``stroke_width`` pixels.
+A photo or scan differs in both, and not by the same factor: a fine pen at high resolution has
+big symbols and thin strokes. Symbols are measured as the renderer measures them (the median
+extent of the connected ink components), the image is resized to the training symbol size, and
+then strokes far from the training width are thickened or thinned. Models exported before
+``symbol_px`` existed are resized by stroke width alone.
+
+Clean renders (uniform paper, training stroke width and symbol size) pass through the photo
+steps unchanged, so training data and a drawing pad's strokes see exactly the classic pipeline.
 """
 
 from __future__ import annotations
@@ -34,8 +40,11 @@ class PreprocessConfig:
     max_width: int = 1024
     ink_threshold: float = 0.2
     #: Stroke width (px) of the training images; inputs whose strokes are more than 1.5x wider or
-    #: narrower are rescaled to it (a phone photo's 12 px pen becomes a render's 3 px). 0 = off.
+    #: narrower are brought to it (a phone photo's 12 px pen becomes a render's 3 px). 0 = off.
     stroke_width: float = 0.0
+    #: Symbol size (px) of the training images (the renders' ``symbol_px``). With ``stroke_width``,
+    #: images are resized by symbol size, then their strokes matched. 0 = resize by stroke width.
+    symbol_px: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,30 +136,146 @@ def stroke_width(ink: np.ndarray, threshold: float = 0.2) -> float:
     return 2.0 * area / max(perimeter, 1)
 
 
+#: Median component extent of a training render, in its ``symbol_px``: components join strokes
+#: that touch, so they run a little larger than the renderer's median stroke (1.05-1.13 on 300
+#: CROHME 2013 renders at 24, 32 and 48 px; 98 % of renders within x1.6 of it).
+COMPONENT_PER_SYMBOL = 1.08
+
+
+def component_extents(mask: np.ndarray) -> np.ndarray:
+    """Extent (max of height, width) of each 8-connected component of a boolean mask.
+
+    Label propagation with pointer jumping: every ink pixel takes the smallest label around it,
+    then follows labels to their own labels, until nothing changes."""
+    h, w = mask.shape
+    none = h * w
+    labels = np.where(mask, np.arange(none, dtype=np.int64).reshape(h, w), none)
+    while True:
+        padded = np.pad(labels, 1, constant_values=none)
+        new = labels.copy()
+        for dy in (0, 1, 2):
+            for dx in (0, 1, 2):
+                np.minimum(new, padded[dy:dy + h, dx:dx + w], out=new)
+        new[~mask] = none
+        flat = new.ravel()
+        ink = flat < none
+        for _ in range(4):
+            flat[ink] = flat[flat[ink]]
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    ys, xs = np.nonzero(mask)
+    _, comp = np.unique(labels[ys, xs], return_inverse=True)
+    n = int(comp.max()) + 1 if len(comp) else 0
+    lo_y, hi_y = np.full(n, h), np.zeros(n, np.int64)
+    lo_x, hi_x = np.full(n, w), np.zeros(n, np.int64)
+    np.minimum.at(lo_y, comp, ys)
+    np.maximum.at(hi_y, comp, ys)
+    np.minimum.at(lo_x, comp, xs)
+    np.maximum.at(hi_x, comp, xs)
+    return np.maximum(hi_y - lo_y, hi_x - lo_x) + 1
+
+
+def written_symbol_size(ink: np.ndarray, threshold: float = 0.2, stroke: float | None = None,
+                        min_components: int = 3) -> float:
+    """Symbol size in pixels as the renderer defines it (``render.symbol_size``: the median extent
+    of the strokes that are not dots), from the image: the median extent of its ink components
+    that are not dots, less one stroke width, over ``COMPONENT_PER_SYMBOL``. 0.0 when fewer than
+    ``min_components`` are left (one square root around everything tells nothing). Large images
+    are measured at most 1024 px wide; ink gaps narrower than the reduction factor join up."""
+    stroke = stroke_width(ink, threshold) if stroke is None else stroke
+    mask = ink >= threshold
+    f = max(1, -(-max(mask.shape) // 1024))
+    if f > 1:  # max-pool: ink stays ink
+        h, w = -(-mask.shape[0] // f) * f, -(-mask.shape[1] // f) * f
+        mask = np.pad(mask, ((0, h - mask.shape[0]), (0, w - mask.shape[1])))
+        mask = mask.reshape(h // f, f, w // f, f).any(axis=(1, 3))
+    extents = component_extents(mask) * f
+    strokes = extents[(extents > 0.02 * max(ink.shape)) & (extents > 2 * stroke + f)]
+    if len(strokes) < max(min_components, 1):
+        return 0.0
+    return max(float(np.median(strokes)) - stroke, 1.0) / COMPONENT_PER_SYMBOL
+
+
+def _resize(ink: np.ndarray, s: float) -> np.ndarray:
+    size = (max(1, round(ink.shape[1] * s)), max(1, round(ink.shape[0] * s)))
+    method = Image.Resampling.BOX if s < 1 else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(ink, mode="F").resize(size, method))
+
+
+def _match_stroke(ink: np.ndarray, target: float, threshold: float) -> np.ndarray:
+    """Thicken (max filter) or thin (min filter) strokes more than 1.5x off ``target`` pixels, and
+    bring faint ink (a thin line after downsizing) back to full strength."""
+    width = stroke_width(ink, threshold)
+    im = Image.fromarray(ink, mode="F")
+    if width < target / 1.5:
+        ink = np.asarray(im.filter(ImageFilter.MaxFilter(2 * max(1, round((target - width) / 2)) + 1)))
+    elif width > target * 1.5:
+        thinned = np.asarray(im.filter(ImageFilter.MinFilter(2 * max(1, round((width - target) / 2)) + 1)))
+        if (thinned >= threshold).any():
+            ink = thinned
+    peak = float(np.percentile(ink[ink >= threshold], 90)) if (ink >= threshold).any() else 1.0
+    return np.clip(ink / max(peak, threshold), 0.0, 1.0).astype(np.float32)
+
+
+def _training_scale(ink: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """Resize cropped ink to the training renders' symbol size and stroke width (module docstring)."""
+    t = config.ink_threshold
+    width = stroke_width(ink, t)
+    by_stroke = config.stroke_width / max(width, 1e-6)
+    if config.symbol_px > 0:
+        # Renders with the training pen measure 0.8-1.13 of its width (all of CROHME 2013 + 2014);
+        # then only a confident symbol measure (5 symbols or more), x2 off, resizes.
+        pen_fits = 0.8 <= by_stroke <= 1.25
+        size = written_symbol_size(ink, t, width, 5 if pen_fits else 3)
+        if size > 0:
+            s = config.symbol_px / size
+            if pen_fits and 0.5 <= s <= 2.0:
+                return ink
+            p = config.pad
+            s = min(max(s, 1 / 16), 3.0, (config.max_height - 2 * p) / ink.shape[0],
+                    (config.max_width - 2 * p) / ink.shape[1])
+            if abs(np.log(s)) > np.log(1.1):
+                ink = _resize(ink, s)
+            return _match_stroke(ink, config.stroke_width, t)
+    # Models exported before symbol_px, or too few symbols to measure: stroke width alone.
+    if 1 / 1.5 <= by_stroke <= 1.5:
+        return ink
+    return _resize(ink, min(max(by_stroke, 1 / 16), 2.0))
+
+
+def _erase_rules(ink: np.ndarray, threshold: float) -> None:
+    """Erase, in place, the faint lines of ruled or squared paper: rows (columns) of faint ink
+    that cross the whole image, edge to edge. Where two lines cross, or ink crosses a line, the
+    sum can pass ``threshold``, so up to twice that is erased on them; writing is darker. A
+    render's fraction bar stops at the padding, so renders are left as they are."""
+    margin = 3
+    for view in (ink, ink.T):  # horizontal lines, then vertical ones
+        faint = (view > 0) & (view < threshold)
+        lines = (((view > 0).mean(axis=1) > 0.8) & (np.median(np.where(view > 0, view, 1.0), axis=1) < threshold)
+                 & faint[:, :margin].any(axis=1) & faint[:, -margin:].any(axis=1))
+        if lines.any():
+            view[lines] = np.where(view[lines] < 2 * threshold, 0.0, view[lines])
+
+
 def preprocess(image: Image.Image | np.ndarray, config: PreprocessConfig = PreprocessConfig(),
                name: str = "<image>") -> np.ndarray:
     """Model input (H, W) float32, ink 1.0 on 0.0, cropped to the ink, padded, within max size."""
     ink = ink_map(to_gray(image))
     ink[ink < config.ink_threshold * 0.5] = 0.0
+    _erase_rules(ink, config.ink_threshold)
     rows = np.flatnonzero((ink >= config.ink_threshold).any(axis=1))
     cols = np.flatnonzero((ink >= config.ink_threshold).any(axis=0))
     if len(rows) == 0:
         raise ImageError(name, "no ink found (blank image)")
     ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     if config.stroke_width > 0:
-        s = config.stroke_width / max(stroke_width(ink, config.ink_threshold), 1e-6)
-        if not 1 / 1.5 <= s <= 1.5:
-            s = min(max(s, 1 / 16), 2.0)
-            size = (max(1, round(ink.shape[1] * s)), max(1, round(ink.shape[0] * s)))
-            method = Image.Resampling.BOX if s < 1 else Image.Resampling.BILINEAR
-            ink = np.asarray(Image.fromarray(ink, mode="F").resize(size, method))
+        ink = _training_scale(ink, config)
     p = config.pad
     limit_h, limit_w = config.max_height - 2 * p, config.max_width - 2 * p
     h, w = ink.shape
     if h > limit_h or w > limit_w:
-        s = min(limit_h / h, limit_w / w)
-        size = (max(1, round(w * s)), max(1, round(h * s)))
-        ink = np.asarray(Image.fromarray(ink, mode="F").resize(size, Image.Resampling.BOX))
+        ink = _resize(ink, min(limit_h / h, limit_w / w))
     return np.pad(ink, p).astype(np.float32)
 
 

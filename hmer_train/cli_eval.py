@@ -13,21 +13,27 @@ from hmer_runtime.metrics import Metrics, format_summary
 
 def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, beam: int, out: str | None,
                         limit: int | None, batch_size: int, config_path: str | None = None,
-                        variant: str = "fp32", provider: str = "auto", weights: str = "average") -> dict:
+                        variant: str = "fp32", provider: str = "auto", weights: str = "average",
+                        input_scale: float | None = None) -> dict:
     """Metrics of a checkpoint (PyTorch) or an exported model directory (ONNX Runtime) on a source.
 
     Both go through the same data, batching and scoring; only the decoder differs. ``weights``
-    picks a checkpoint's moving-average or trained weights (see ``load_model``).
+    picks a checkpoint's moving-average or trained weights (see ``load_model``); ``input_scale``
+    replaces a checkpoint's ``decode.input_scale`` (an exported model's is fixed in model.json).
     """
-    from hmer_runtime.preprocess import PreprocessConfig, pad_batch
-    from hmer_runtime.render import RenderConfig
+    from hmer_runtime.preprocess import pad_batch
     from hmer_runtime.sources import DEFAULT_ROOTS, resolve_split
+    from hmer_train.config import image_configs
     from hmer_train.data import make_batches
     from hmer_train.prepared import DEFAULT_CACHE, prepare
 
     if Path(model_path).is_dir():
+        from hmer_runtime.errors import ModelError
         from hmer_runtime.recognizer import Recognizer
 
+        if input_scale is not None:
+            raise ModelError(model_path, "an exported model reads at the input scale it was exported with; "
+                                         "re-export with hmer-export --input-scale")
         rec = Recognizer(model_path, provider=provider, variant=variant)
         vocab, render, pre = rec.spec.vocab, rec.spec.render, rec.spec.preprocess
         roots, cache, stride = DEFAULT_ROOTS, DEFAULT_CACHE, rec.spec.stride
@@ -37,7 +43,9 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
             return rec.model.decode(x, m, beam)
     else:
         run, vocab, cfg = _torch_decoder(model_path, beam, weights)
-        render, pre = RenderConfig.from_dict(cfg["render"]), PreprocessConfig.from_dict(cfg["preprocess"])
+        if input_scale is not None:
+            cfg["decode"]["input_scale"] = input_scale
+        render, pre = image_configs(cfg, inference=True)
         roots, cache = cfg["data_roots"], cfg.get("cache_dir") or DEFAULT_CACHE
     src = resolve_split(source, split, roots) if split else Path(source)
     data = prepare(src, render, pre, cache)
@@ -101,9 +109,12 @@ def _torch_decoder(ckpt_path: str, beam: int, weights: str = "average"):
 @click.option("--provider", default="auto", show_default=True, help="Exported model: auto, cpu, cuda, tensorrt.")
 @click.option("--weights", type=click.Choice(["average", "trained"]), default="average", show_default=True,
               help="Checkpoint: the moving average of the weights (train.ema) or the trained weights.")
+@click.option("--input-scale", type=float,
+              help="Checkpoint: read inputs at this multiple of the training symbol size (default: the "
+                   "config's decode.input_scale); compare a few on validation data.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_json, variant, provider,
-         weights, debug) -> None:
+         weights, input_scale, debug) -> None:
     """Evaluate MODEL (a checkpoint, or a directory from hmer-export) on DATA (InkML folder/archive or
     image folder).
 
@@ -136,7 +147,7 @@ def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_jso
         jobs.append((model, data, None))
     for ckpt, src, split in jobs:
         s = evaluate_checkpoint(ckpt, src, split, beam, out, limit, batch_size, variant=variant, provider=provider,
-                                weights=weights)
+                                weights=weights, input_scale=input_scale)
         label = f"{src}:{split}" if split else src
         if as_json:
             click.echo(json.dumps({"data": label, "beam": beam, **s}))

@@ -12,6 +12,8 @@ from pathlib import Path
 import yaml
 
 from hmer_runtime.errors import HmerError
+from hmer_runtime.preprocess import PreprocessConfig
+from hmer_runtime.render import RenderConfig
 
 DEFAULTS: dict = {
     "dataset": "CROHME",
@@ -30,7 +32,8 @@ DEFAULTS: dict = {
     },
     "render": {"symbol_px": 32.0, "line_width": 3.0, "pad": 8, "max_height": 256, "max_width": 1024,
                "supersample": 4},
-    "preprocess": {"pad": 8, "max_height": 256, "max_width": 1024, "ink_threshold": 0.2, "stroke_width": 3.0},
+    "preprocess": {"pad": 8, "max_height": 256, "max_width": 1024, "ink_threshold": 0.2, "stroke_width": None,
+                   "symbol_px": None},
     "train": {
         "batch_size": 16,
         "max_pixels": 800000,
@@ -52,7 +55,7 @@ DEFAULTS: dict = {
         "val_max": None,
         "augment": {"scale": [0.7, 1.4], "rotate_deg": 3.0, "shear": 0.1, "stroke_jitter": 0.3},
     },
-    "decode": {"beam": 10, "max_len": 200, "length_penalty": 1.0, "rescore": True},
+    "decode": {"beam": 10, "max_len": 200, "length_penalty": 1.0, "rescore": True, "input_scale": 1.0},
 }
 
 # Keys whose value is a free-form mapping (architecture options differ between decoders).
@@ -79,6 +82,26 @@ def _merge(base: dict, update: dict, where: str, source: str) -> dict:
         else:
             out[k] = v
     return out
+
+
+def image_configs(cfg: dict, inference: bool = False) -> tuple[RenderConfig, PreprocessConfig]:
+    """A run's render and preprocessing settings. Preprocessing's ``stroke_width`` and
+    ``symbol_px`` unset (None, or absent from an older checkpoint's config) are the renders'.
+
+    ``inference``: as the model reads, not as it trains: symbols and strokes ``decode.input_scale``
+    times the training size (chosen on validation data; see docs/MODEL.md)."""
+    render = dict(cfg["render"])
+    pre = dict(cfg["preprocess"])
+    for key, value in (("stroke_width", render["line_width"]), ("symbol_px", render["symbol_px"])):
+        if pre.get(key) is None:
+            pre[key] = value
+    k = float(cfg["decode"].get("input_scale", 1.0)) if inference else 1.0
+    if k <= 0:
+        raise ConfigError("decode.input_scale", f"must be positive, not {k}")
+    for d, keys in ((render, ("symbol_px", "line_width")), (pre, ("symbol_px", "stroke_width"))):
+        for key in keys:
+            d[key] = round(float(d[key]) * k, 3)
+    return RenderConfig.from_dict(render), PreprocessConfig.from_dict(pre)
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:

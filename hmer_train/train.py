@@ -18,11 +18,10 @@ from tqdm import tqdm
 
 from hmer_runtime.errors import DatasetError, HmerError
 from hmer_runtime.metrics import Metrics, format_summary
-from hmer_runtime.preprocess import PreprocessConfig
-from hmer_runtime.render import RenderConfig
 from hmer_runtime.sources import resolve_split
 from hmer_runtime.vocab import Vocab
 from hmer_train.checkpoint import load_checkpoint, save_checkpoint
+from hmer_train.config import image_configs
 from hmer_train.data import BatchLoader, collate
 from hmer_train.decoding import decode
 from hmer_train.ema import ema_model, ema_state, load_ema_state
@@ -36,8 +35,7 @@ class TrainingError(HmerError):
 
 def load_split(cfg: dict, split: str, progress: bool = True) -> PreparedSet:
     src = resolve_split(cfg["dataset"], split, cfg["data_roots"])
-    return prepare(src, RenderConfig.from_dict(cfg["render"]), PreprocessConfig.from_dict(cfg["preprocess"]),
-                   cfg["cache_dir"] or DEFAULT_CACHE, progress=progress)
+    return prepare(src, *image_configs(cfg), cfg["cache_dir"] or DEFAULT_CACHE, progress=progress)
 
 
 def lr_at(step: int, total: int, cfg: dict) -> float:

@@ -160,6 +160,29 @@ def test_hmer_eval_gives_the_same_predictions_for_checkpoint_and_export(exported
     assert [r["prediction"] for r in rows["torch"]] == [r["prediction"] for r in rows["onnx"]]
 
 
+def test_input_scale_travels_with_the_export(exported, tmp_path):
+    """hmer-export --input-scale: model.json renders and preprocesses at that multiple of the
+    training size, and hmer-eval of the checkpoint at the same scale reads the same images."""
+    from hmer_train.cli_eval import evaluate_checkpoint
+
+    ckpt, _, plain = exported
+    raw = export_checkpoint(ckpt, tmp_path / "scaled", check=False, log=lambda s: None, input_scale=1.5)
+    assert raw["decode"]["input_scale"] == 1.5
+    for section, key in (("render", "symbol_px"), ("render", "line_width"), ("preprocess", "symbol_px"),
+                         ("preprocess", "stroke_width")):
+        assert raw[section][key] == pytest.approx(1.5 * plain[section][key])
+    data = ckpt.parent / "data"
+    preds = {}
+    for name, model, scale in (("torch", ckpt, 1.5), ("onnx", tmp_path / "scaled", None)):
+        out = tmp_path / f"{name}.jsonl"
+        evaluate_checkpoint(str(model), str(data), None, beam=1, out=str(out), limit=None, batch_size=4,
+                            provider="cpu", input_scale=scale)
+        preds[name] = [json.loads(line)["prediction"] for line in out.read_text().splitlines()]
+    assert preds["torch"] == preds["onnx"]
+    with pytest.raises(ModelError, match="re-export with hmer-export --input-scale"):
+        evaluate_checkpoint(str(tmp_path / "scaled"), str(data), None, 1, None, None, 4, input_scale=1.0)
+
+
 def test_hmer_bench_measures_every_variant_and_baseline(exported, tmp_path, monkeypatch, capsys):
     from hmer_bench.latency import run
 

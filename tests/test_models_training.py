@@ -211,6 +211,23 @@ def test_config_yaml_documents_every_default_key():
     assert documented == DEFAULTS
 
 
+def test_image_configs_follow_the_renders_and_the_input_scale():
+    from hmer_train.config import image_configs
+
+    cfg = load_config(None, {"render.symbol_px": 20.0, "render.line_width": 2.0})
+    render, pre = image_configs(cfg)
+    assert (render.symbol_px, pre.symbol_px, pre.stroke_width) == (20.0, 20.0, 2.0)
+    cfg["decode"]["input_scale"] = 1.25
+    render, pre = image_configs(cfg, inference=True)
+    assert (render.symbol_px, render.line_width, pre.symbol_px, pre.stroke_width) == (25.0, 2.5, 25.0, 2.5)
+    assert image_configs(cfg)[1].symbol_px == 20.0  # training renders stay at the training size
+    cfg["preprocess"]["stroke_width"] = 0  # explicitly off stays off
+    assert image_configs(cfg, inference=True)[1].stroke_width == 0
+    cfg["decode"]["input_scale"] = 0
+    with pytest.raises(ConfigError, match="must be positive"):
+        image_configs(cfg, inference=True)
+
+
 def test_bad_config_key_is_refused(tmp_path):
     (tmp_path / "c.yaml").write_text("train:\n  lrr: 0.1\n")
     with pytest.raises(ConfigError, match="unknown config key 'train.lrr'"):

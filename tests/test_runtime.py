@@ -17,7 +17,14 @@ from hmer_runtime.errors import ImageError, ModelError
 from hmer_runtime.inkml import Ink
 from hmer_runtime.model_spec import ModelSpec
 from hmer_runtime.onnx_model import reorder_state
-from hmer_runtime.preprocess import PreprocessConfig, preprocess, stroke_width, to_gray
+from hmer_runtime.preprocess import (
+    PreprocessConfig,
+    component_extents,
+    preprocess,
+    stroke_width,
+    to_gray,
+    written_symbol_size,
+)
 from hmer_runtime.recognizer import Recognizer
 from hmer_runtime.render import RenderConfig, render_ink
 from hmer_runtime.search import beam_search
@@ -221,8 +228,59 @@ def test_stroke_width_estimate():
         assert 0.8 * lw <= est <= 1.15 * lw, (lw, est)
 
 
+def test_component_extents():
+    mask = np.zeros((20, 30), bool)
+    mask[2:5, 2:12] = True  # 3 x 10 bar
+    mask[8, 8] = mask[9, 9] = mask[10, 10] = True  # diagonal: one 8-connected component, extent 3
+    mask[5:19, 20] = True  # 14 tall
+    mask[18, 21:26] = True  # joined to it: an L, 14 x 6
+    assert sorted(component_extents(mask).tolist()) == [3, 10, 14]
+    snake = np.zeros((41, 41), bool)  # one long winding component, slow for naive propagation
+    snake[::2] = True
+    for k, row in enumerate(range(1, 41, 2)):
+        snake[row, 40 if k % 2 == 0 else 0] = True
+    assert len(component_extents(snake)) == 1
+    assert len(component_extents(np.zeros((5, 5), bool))) == 0
+
+
+def test_written_symbol_size_matches_the_renderer():
+    for lw, px in [(2.5, 24), (1.5, 48), (6, 32), (4, 96)]:
+        ink = 1 - to_gray(_clean_render(lw, px))
+        assert 0.75 * px <= written_symbol_size(ink) <= 1.33 * px, (lw, px, written_symbol_size(ink))
+
+
+PRE = PreprocessConfig(max_height=192, max_width=768, stroke_width=2.5, symbol_px=24)
+
+
+def test_other_pens_and_sizes_look_like_the_training_render():
+    """A fine pen with big writing, a marker, small writing: resized by symbol size, then strokes
+    thickened or thinned; resizing by stroke width alone gets the fine pen's scale wrong."""
+    clean = preprocess(_clean_render(), PRE)
+    for lw, px in [(1.5, 48), (1.2, 60), (6.0, 32), (6.0, 24), (1.6, 16), (1.0, 12)]:
+        out = preprocess(_clean_render(lw, px), PRE)
+        assert abs(out.shape[1] - clean.shape[1]) <= 0.2 * clean.shape[1], (lw, px, out.shape, clean.shape)
+        assert 2.5 / 1.5 <= stroke_width(out) <= 2.5 * 1.5, (lw, px, stroke_width(out))
+        assert _ink_mask_iou(clean, out) > 0.4, (lw, px)
+    by_stroke = preprocess(_clean_render(1.5, 48), PreprocessConfig(max_height=192, max_width=768, stroke_width=2.5))
+    assert by_stroke.shape[1] > 1.5 * clean.shape[1]
+
+
+def test_ruled_paper_lines_are_erased():
+    arr = _clean_render(3.0, 32).astype(np.float32) / 255
+    arr = np.pad(arr, 40, constant_values=1.0)
+    rgb = np.stack([arr, arr, arr], -1)
+    for y in range(10, arr.shape[0], 40):
+        rgb[y:y + 2] *= np.array([0.75, 0.85, 1.0])
+    rgb[:, 25:27] *= np.array([1.0, 0.8, 0.8])  # a margin line
+    ruled = preprocess(Image.fromarray((rgb * 255).astype(np.uint8)), PRE, "ruled")
+    plain = preprocess(Image.fromarray((arr * 255).astype(np.uint8)), PRE, "plain")
+    assert ruled.shape == plain.shape
+    # Only antialiased ink edges on the lines differ (erased up to 2x the ink threshold).
+    assert np.abs(ruled - plain).max() < 0.45 and np.abs(ruled - plain).mean() < 0.005
+
+
 def test_photo_like_inputs_match_the_clean_render():
-    pre = PreprocessConfig(max_height=192, max_width=768, stroke_width=2.5)
+    pre = PRE
     clean = preprocess(_clean_render(), pre)
     rng = np.random.default_rng(0)
     big = _clean_render(10.0, 96.0).astype(np.float32) / 255  # a 4x higher-resolution photo, thick pen
@@ -246,9 +304,9 @@ def test_photo_like_inputs_match_the_clean_render():
 
 def test_clean_renders_are_not_rescaled():
     img = _clean_render()
-    on = preprocess(img, PreprocessConfig(max_height=192, max_width=768, stroke_width=2.5))
     off = preprocess(img, PreprocessConfig(max_height=192, max_width=768, stroke_width=0))
-    assert np.array_equal(on, off)
+    for pre in (PRE, PreprocessConfig(max_height=192, max_width=768, stroke_width=2.5)):
+        assert np.array_equal(preprocess(img, pre), off)
 
 
 def test_model_spec_describes_state(model_dir):
