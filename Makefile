@@ -39,7 +39,8 @@ clean:
 	rm -rf $(VENV) build *.egg-info
 
 # The bundled default model (docs/MODEL.md): export the committed training checkpoint into the package.
-# The bundled model reads at INPUT_SCALE x its training symbol size, picked on CROHME 2013 (docs/MODEL.md).
+# The bundled model reads at INPUT_SCALE x its training symbol size. 1.25 was best on CROHME 2013 for the
+# epoch-14 model (an ad-hoc run, session 5); confirm with hmer-eval CKPT <2013> --input-scale S before exporting.
 INPUT_SCALE ?= 1.25
 bundle-model: $(VENV)/.train
 	$(BIN)/hmer-export models/cpu-small/last.pt hmer_runtime/models/default --int8 --force \

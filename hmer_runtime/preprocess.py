@@ -39,8 +39,8 @@ class PreprocessConfig:
     max_height: int = 256
     max_width: int = 1024
     ink_threshold: float = 0.2
-    #: Stroke width (px) of the training images; inputs whose strokes are more than 1.5x wider or
-    #: narrower are brought to it (a phone photo's 12 px pen becomes a render's 3 px). 0 = off.
+    #: Stroke width (px) of the training images; inputs whose strokes are far off it are brought
+    #: to it (a phone photo's 12 px pen becomes a render's 3 px; see ``_training_scale``). 0 = off.
     stroke_width: float = 0.0
     #: Symbol size (px) of the training images (the renders' ``symbol_px``). With ``stroke_width``,
     #: images are resized by symbol size, then their strokes matched. 0 = resize by stroke width.

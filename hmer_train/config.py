@@ -89,7 +89,7 @@ def image_configs(cfg: dict, inference: bool = False) -> tuple[RenderConfig, Pre
     ``symbol_px`` unset (None, or absent from an older checkpoint's config) are the renders'.
 
     ``inference``: as the model reads, not as it trains: symbols and strokes ``decode.input_scale``
-    times the training size (chosen on validation data; see docs/MODEL.md)."""
+    times the training size (chosen on validation data with ``hmer-eval --input-scale``)."""
     render = dict(cfg["render"])
     pre = dict(cfg["preprocess"])
     for key, value in (("stroke_width", render["line_width"]), ("symbol_px", render["symbol_px"])):
