@@ -14,10 +14,8 @@ def _check_data(source: str, ckpt_path: str, limit: int, input_scale: float | No
     from hmer_train.config import image_configs
     from hmer_train.prepared import DEFAULT_CACHE, prepare
 
-    ckpt = load_checkpoint(ckpt_path)
+    ckpt = load_checkpoint(ckpt_path, input_scale=input_scale)
     cfg = ckpt["config"]
-    if input_scale is not None:
-        cfg["decode"]["input_scale"] = input_scale
     index = {t: i for i, t in enumerate(ckpt["vocab"])}
     data = prepare(source, *image_configs(cfg, inference=True), cfg.get("cache_dir") or DEFAULT_CACHE)
     data = data.select(range(min(limit, len(data))))

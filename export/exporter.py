@@ -101,9 +101,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opset: int = 
     ``input_scale`` replaces the checkpoint's ``decode.input_scale`` (see ``image_configs``).
     """
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
-    model, vocab, ckpt = load_model(checkpoint)
-    if input_scale is not None:
-        ckpt["config"]["decode"]["input_scale"] = input_scale
+    model, vocab, ckpt = load_model(checkpoint, input_scale=input_scale)
     if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())) and not force:
         raise ModelError(str(out_dir), "already exists; use --force to replace it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)

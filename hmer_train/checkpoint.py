@@ -33,8 +33,11 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
         raise
 
 
-def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint`; ModelError for anything else."""
+def load_checkpoint(path: str | Path, map_location: str = "cpu", input_scale: float | None = None) -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint`; ModelError for anything else.
+
+    ``input_scale`` replaces the config's ``decode.input_scale`` (how large the model reads its
+    inputs; see ``hmer_train.config.image_configs``)."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(str(path), "checkpoint not found")
@@ -48,6 +51,8 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
         if key not in ckpt:
             raise ModelError(str(path), f"checkpoint lacks '{key}'")
     _upgrade(ckpt)
+    if input_scale is not None:
+        ckpt["config"].setdefault("decode", {})["input_scale"] = float(input_scale)
     return ckpt
 
 
@@ -80,20 +85,21 @@ def holds_average(ckpt: dict) -> bool:
     return "ema" in ckpt or bool(ckpt.get("averaged"))
 
 
-def load_model(path: str | Path, map_location: str = "cpu", weights: str = "average"):
+def load_model(path: str | Path, map_location: str = "cpu", weights: str = "average",
+               input_scale: float | None = None):
     """(model in eval mode, vocabulary, checkpoint dict) from a checkpoint; ModelError when the
     weights do not fit the architecture the checkpoint describes.
 
     ``weights="average"`` gives the run's moving-average weights when the checkpoint has them
     (train.ema; what validation and best.pt selection used), else the trained weights;
-    ``"trained"`` always the optimiser's own weights.
+    ``"trained"`` always the optimiser's own weights. ``input_scale``: see ``load_checkpoint``.
     """
     if weights not in ("average", "trained"):
         raise ValueError(f"weights must be 'average' or 'trained', not {weights!r}")
     from hmer_runtime.vocab import Vocab
     from hmer_train.models.base import HMERModel
 
-    ckpt = load_checkpoint(path, map_location)
+    ckpt = load_checkpoint(path, map_location, input_scale)
     if weights == "trained" and ckpt.get("averaged"):
         raise ModelError(str(path), "a slimmed checkpoint: it holds only the moving average of the weights")
     vocab = Vocab(ckpt["vocab"][4:])

@@ -42,9 +42,7 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
             x, m = pad_batch(images, stride)
             return rec.model.decode(x, m, beam)
     else:
-        run, vocab, cfg = _torch_decoder(model_path, beam, weights)
-        if input_scale is not None:
-            cfg["decode"]["input_scale"] = input_scale
+        run, vocab, cfg = _torch_decoder(model_path, beam, weights, input_scale)
         render, pre = image_configs(cfg, inference=True)
         roots, cache = cfg["data_roots"], cfg.get("cache_dir") or DEFAULT_CACHE
     src = resolve_split(source, split, roots) if split else Path(source)
@@ -69,7 +67,7 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
     return summary
 
 
-def _torch_decoder(ckpt_path: str, beam: int, weights: str = "average"):
+def _torch_decoder(ckpt_path: str, beam: int, weights: str = "average", input_scale: float | None = None):
     """(batch -> hypotheses, vocabulary, config) for a checkpoint; CoMER's bidirectional
     rescoring when the model was trained both ways and the config asks for it."""
     import torch
@@ -78,7 +76,7 @@ def _torch_decoder(ckpt_path: str, beam: int, weights: str = "average"):
     from hmer_train.checkpoint import load_model
     from hmer_train.decoding import decode, rescore_r2l
 
-    model, vocab, ckpt = load_model(ckpt_path, weights=weights)
+    model, vocab, ckpt = load_model(ckpt_path, weights=weights, input_scale=input_scale)
     cfg = ckpt["config"]
     dec = cfg["decode"]
     rescore = dec.get("rescore") and beam > 1 and cfg["model"]["decoder"].get("type") == "comer" \
