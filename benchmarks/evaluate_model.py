@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from hmer_runtime.cli_util import CONTEXT_SETTINGS
 from hmer_runtime.model_spec import MODEL_FILE
 from hmer_train.cli_eval import evaluate_checkpoint
 
@@ -25,7 +26,7 @@ def _predictions(path: Path) -> dict[str, str]:
     return {r["file"]: r["prediction"] for r in map(json.loads, path.read_text().splitlines())}
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), help="PyTorch parity on 2014.")
 @click.option("--beam", default=5, show_default=True)

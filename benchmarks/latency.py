@@ -22,7 +22,7 @@ import click
 import numpy as np
 
 import hmer_runtime
-from hmer_runtime.cli_util import run_cli
+from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
 from hmer_runtime.model_spec import ModelSpec
 from hmer_runtime.onnx_model import OnnxModel, Timings
 from hmer_runtime.preprocess import pad_batch
@@ -243,7 +243,7 @@ def _ints(s: str) -> list[int]:
     return [int(v) for v in s.split(",") if v.strip()]
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--model", "model_dir", type=click.Path(file_okay=False), help="Model directory (default: bundled).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint for the PyTorch eager and no-cache "
                                                                       "baselines (needs torch).")

@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 import hmer_runtime
+from hmer_runtime.cli_util import CONTEXT_SETTINGS
 from hmer_runtime.model_spec import ModelSpec
 from hmer_runtime.onnx_model import OnnxModel
 from hmer_runtime.preprocess import load_image, pad_batch, preprocess
@@ -23,7 +24,7 @@ from hmer_runtime.providers import ProviderConfig
 from hmer_runtime.recognizer import BUNDLED_MODEL
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--model", "model_dir", type=click.Path(file_okay=False))
 @click.option("--image", type=click.Path(dir_okay=False))
 @click.option("--steps", default=50, show_default=True)

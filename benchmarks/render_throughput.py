@@ -9,12 +9,13 @@ import time
 
 import click
 
+from hmer_runtime.cli_util import CONTEXT_SETTINGS
 from hmer_runtime.errors import HmerError
 from hmer_runtime.render import render_ink
 from hmer_runtime.sources import iter_source
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("src")
 def main(src: str) -> None:
     t0 = time.perf_counter()

@@ -20,6 +20,7 @@ import click
 import numpy as np
 from PIL import Image, ImageFilter
 
+from hmer_runtime.cli_util import CONTEXT_SETTINGS
 from hmer_runtime.errors import HmerError
 from hmer_runtime.inkml import Ink
 from hmer_runtime.metrics import Metrics
@@ -79,7 +80,7 @@ CONDITIONS: dict[str, Callable[[Ink, int], object]] = {
 }
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), help="Default: bundled.")
 @click.option("--data", default=str(DATA), show_default=True, help="InkML source with truth.")
 @click.option("--limit", default=200, show_default=True, help="First N readable expressions.")

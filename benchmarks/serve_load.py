@@ -17,6 +17,8 @@ import click
 import httpx
 import numpy as np
 
+from hmer_runtime.cli_util import CONTEXT_SETTINGS
+
 STROKES = Path(__file__).resolve().parents[1] / "examples" / "strokes"
 
 
@@ -57,7 +59,7 @@ def run_setting(model: str | None, wait_ms: float, n: int, concurrency: int, thr
             "mean_batch": info["decoded"] / max(1, info["batches"])}
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--model", type=click.Path(file_okay=False))
 @click.option("--requests", "n", default=2000, show_default=True)
 @click.option("--concurrency", default=16, show_default=True)

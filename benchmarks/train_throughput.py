@@ -14,6 +14,7 @@ import click
 import torch
 import torch.nn.functional as F
 
+from hmer_runtime.cli_util import CONTEXT_SETTINGS
 from hmer_runtime.vocab import Vocab
 from hmer_train.config import load_config
 from hmer_train.data import BatchLoader
@@ -21,7 +22,7 @@ from hmer_train.models.base import HMERModel
 from hmer_train.train import load_split
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False))
 @click.option("--model", "model_type", type=click.Choice(["wap", "comer"]))
 @click.option("--steps", default=10, show_default=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hmer_runtime.cli_util import run_cli
+from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
 
 
 def _check_data(source: str, ckpt_path: str, limit: int, input_scale: float | None):
@@ -23,7 +23,7 @@ def _check_data(source: str, ckpt_path: str, limit: int, input_scale: float | No
     return [data.image(i) for i in range(len(data))], truth
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--opset", default=17, show_default=True, help="ONNX opset (>= 17 for LayerNormalization).")

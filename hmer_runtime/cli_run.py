@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from hmer_runtime.cli_util import run_cli
+from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
 from hmer_runtime.errors import HmerError, ImageError
 from hmer_runtime.sources import IMAGE_SUFFIXES
 
@@ -41,7 +41,7 @@ def expand_inputs(args: list[str]) -> tuple[list[str], list[HmerError]]:
     return paths, errors
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("paths", nargs=-1)
 @click.option("--model", "model_dir", type=click.Path(), help="Exported model directory (default: bundled model).")
 @click.option("--beam", default=1, show_default=True, help="Beam width (1 = greedy).")

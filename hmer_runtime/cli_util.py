@@ -8,6 +8,9 @@ import click
 
 from hmer_runtime.errors import HmerError
 
+# Every hmer command and benchmark takes -h as well as --help.
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+
 
 def run_cli(command: click.Command) -> None:
     """Run a click command; HmerErrors and OS errors become ``error: <message>`` and exit 1."""

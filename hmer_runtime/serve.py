@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from hmer_runtime.cli_util import run_cli
+from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
 from hmer_runtime.errors import HmerError, ImageError, InkError
 from hmer_runtime.inkml import Ink
 from hmer_runtime.preprocess import load_image, preprocess
@@ -251,7 +251,7 @@ def create_app(model_dir: str | Path | None = None, provider: str = "auto", vari
     return app
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--model", "model_dir", type=click.Path(), help="Exported model directory (default: bundled model).")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True)

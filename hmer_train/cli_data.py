@@ -15,7 +15,7 @@ import click
 import numpy as np
 from PIL import Image
 
-from hmer_runtime.cli_util import run_cli
+from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
 from hmer_runtime.errors import HmerError
 from hmer_runtime.inkml import Ink
 from hmer_runtime.latex import LatexError, detokenize, tokenize
@@ -37,7 +37,7 @@ def _source(src: str, split: str | None) -> Path:
     return resolve_split(src, split) if split else Path(src)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings=CONTEXT_SETTINGS)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from hmer_runtime.cli_util import run_cli
+from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
 from hmer_runtime.metrics import Metrics, format_summary
 
 
@@ -93,7 +93,7 @@ def _torch_decoder(ckpt_path: str, beam: int, weights: str = "average", input_sc
     return run, vocab, cfg
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("model", required=False)
 @click.argument("data", required=False)
 @click.option("--dataset", help="Evaluate every test split of this dataset (model from config 'checkpoint:').")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from hmer_runtime.cli_util import run_cli
+from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--dataset", help="Dataset name (CROHME, HME100K) or path.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (see config.yaml).")
 @click.option("--model", "model_type", type=click.Choice(["wap", "comer"]), help="Decoder type.")
