@@ -16,6 +16,12 @@ from rapidfuzz.distance import Levenshtein
 LENGTH_BUCKETS = ((1, 10), (11, 20), (21, 30), (31, 50), (51, 10_000))
 
 
+def length_bucket(n_tokens: int) -> str:
+    """The LENGTH_BUCKETS label of an expression of ``n_tokens`` reference tokens: ``"11-20"``, ``"51+"``."""
+    lo, hi = next(b for b in LENGTH_BUCKETS if b[0] <= n_tokens <= b[1])
+    return f"{lo}-{hi}" if hi < 10_000 else f"{lo}+"
+
+
 def edit_distance(ref: list[str], hyp: list[str]) -> int:
     """Levenshtein distance between two token sequences."""
     return Levenshtein.distance(ref, hyp)
@@ -41,12 +47,9 @@ class Metrics:
         self.within2 += d <= 2
         self.edits += d
         self.ref_tokens += len(ref)
-        for lo, hi in LENGTH_BUCKETS:
-            if lo <= len(ref) <= hi:
-                key = f"{lo}-{hi}" if hi < 10_000 else f"{lo}+"
-                b = self.buckets.setdefault(key, [0, 0])
-                b[0] += 1
-                b[1] += d == 0
+        b = self.buckets.setdefault(length_bucket(len(ref)), [0, 0])
+        b[0] += 1
+        b[1] += d == 0
         return d
 
     def summary(self) -> dict:

@@ -84,3 +84,21 @@ def test_metrics_hand_computed():
     assert s["wer"] == pytest.approx(100 * 6 / 14)
     assert s["by_length"]["1-10"] == {"n": 4, "exprate": 25.0}
     assert "ExpRate 25.00" in format_summary(s)
+
+
+def test_error_breakdown_groups_and_edits():
+    from benchmarks.error_breakdown import breakdown, structures
+
+    assert structures(["x", "^", "{", "2", "}", "_", "{", "i", "}"]) == ["superscript", "subscript"]
+    assert structures(["\\int", "x", "d", "x"]) == ["sum / integral / limit"]
+    assert structures(["a", "+", "b"]) == ["flat"]
+    long = " ".join(["x"] * 25)
+    rows = [{"truth": "\\frac { a } { b }", "prediction": "\\frac { o } { b }"},
+            {"truth": "x ^ { 2 } + 1", "prediction": "x ^ { 2 } + 1"},
+            {"truth": "a + b", "prediction": "a + b c"},
+            {"truth": long, "prediction": long[:-2]}]
+    b = breakdown(rows)
+    assert b["n"] == 4
+    assert b["groups"] == {"1-10 tokens": [1, 3], "21-30 tokens": [0, 1], "fraction": [0, 1],
+                           "superscript": [1, 1], "flat": [0, 2]}
+    assert b["edits"] == {"a -> o": 1, "extra c": 1, "missing x": 1}
