@@ -39,9 +39,9 @@ clean:
 	rm -rf $(VENV) build *.egg-info
 
 # The bundled default model (docs/MODEL.md): export the committed training checkpoint into the package.
-# The bundled model reads at INPUT_SCALE x its training symbol size. 1.25 was best on CROHME 2013 for the
-# epoch-14 model (an ad-hoc run, session 5); confirm with hmer-eval CKPT <2013> --input-scale S before exporting.
-INPUT_SCALE ?= 1.25
+# The bundled model reads at INPUT_SCALE x its training symbol size, picked on CROHME 2013 with
+# hmer-eval models/cpu-small/last.pt <2013> --input-scale S (table in docs/MODEL.md); re-check it per checkpoint.
+INPUT_SCALE ?= 1.15
 bundle-model: $(VENV)/.train
 	$(BIN)/hmer-export models/cpu-small/last.pt hmer_runtime/models/default --int8 --force \
 	  --input-scale $(INPUT_SCALE) --check-data ../shared/data/crohme/crohme-2013.tar.gz --check-limit 200
