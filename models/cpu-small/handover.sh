@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# End-of-session handover for the cpu-small run (run from the repository root, in the background):
+#   nohup models/cpu-small/handover.sh 28500 > handover.log 2>&1 &
+# Waits until validation has run at a step >= the first argument (an epoch end) and that
+# checkpoint is written, stops hmer-train, slims runs/cpu-small/last.pt over models/cpu-small/last.pt,
+# appends the new log rows, picks the input scale on all of CROHME 2013 (greedy ExpRate), bundles
+# the model at it and evaluates it. Figures land in $OUT (default runs/handover) for docs/MODEL.md.
+set -uo pipefail
+target=${1:?usage: handover.sh MIN_VALIDATION_STEP}
+out=${OUT:-runs/handover}
+bin=.venv/bin
+data=../shared/data/crohme
+run=runs/cpu-small
+mkdir -p "$out"
+
+echo "waiting for validation at step >= $target ($(date))"
+while true; do
+  last=$(tail -n1 "$run/val.csv" 2>/dev/null | cut -d, -f1)
+  if [[ "$last" =~ ^[0-9]+$ ]] && ((last >= target)) && [[ "$run/last.pt" -nt "$run/val.csv" ]]; then break; fi
+  sleep 20
+done
+sleep 20  # let the checkpoint write finish (it is atomic, but be gentle)
+pkill -f "bin/hmer-train" && sleep 5
+echo "stopped ($(date)); last validation: $(tail -n1 "$run/val.csv")"
+
+$bin/python -c "from hmer_train.checkpoint import slim_checkpoint as s; s('$run/last.pt', 'models/cpu-small/last.pt')"
+for f in log.csv val.csv; do
+  max=$(tail -n1 "models/cpu-small/$f" | cut -d, -f1)
+  awk -F, -v m="$max" 'NR > 1 && $1 + 0 > m + 0' "$run/$f" >> "models/cpu-small/$f"
+done
+
+best=1.0 best_rate=-1
+for s in 1.0 1.15 1.25 1.4; do
+  $bin/hmer-eval models/cpu-small/last.pt $data/crohme-2013.tar.gz --input-scale $s --json > "$out/scale_$s.json"
+  rate=$($bin/python -c "import json; print(json.load(open('$out/scale_$s.json'))['exprate'])")
+  echo "input scale $s: 2013 greedy ExpRate $rate"
+  if $bin/python -c "import sys; sys.exit(not $rate > $best_rate)"; then best=$s best_rate=$rate; fi
+done
+echo "bundling at input scale $best ($(date))"
+make bundle-model INPUT_SCALE=$best > "$out/bundle.log" 2>&1 || { echo "bundle-model failed: $out/bundle.log"; exit 1; }
+$bin/python -m benchmarks.evaluate_model hmer_runtime/models/default --checkpoint models/cpu-small/last.pt \
+  > "$out/evaluate.md" 2> "$out/evaluate.err"
+for split in 2013 2014; do
+  $bin/hmer-eval hmer_runtime/models/default $data/crohme-$split.tar.gz --beam 10 --json \
+    --out "$out/beam10_$split.jsonl" > "$out/beam10_$split.json"
+done
+$bin/python -m benchmarks.error_breakdown "$out/beam10_2014.jsonl" > "$out/breakdown.md"
+$bin/python -m benchmarks.robustness --limit 200 > "$out/robustness.md"
+$bin/hmer-run hmer_runtime/samples/*.png examples/sample.png examples/photo.jpg > "$out/samples.txt"
+echo "done ($(date)); update docs/MODEL.md, BENCHMARKS.md and this folder's README from $out"
