@@ -20,15 +20,14 @@ from hmer_runtime.cli_util import CONTEXT_SETTINGS
 from hmer_runtime.metrics import LENGTH_BUCKETS, length_bucket
 
 # An expression belongs to every group whose token it holds; "flat" holds none of them.
-STRUCTURES = {"fraction": "\\frac", "root": "\\sqrt", "superscript": "^", "subscript": "_",
-              "sum / integral / limit": ("\\sum", "\\int", "\\lim")}
+STRUCTURES = {"fraction": {"\\frac"}, "root": {"\\sqrt"}, "superscript": {"^"}, "subscript": {"_"},
+              "sum / integral / limit": {"\\sum", "\\int", "\\lim"}}
 
 
 def structures(tokens: list[str]) -> list[str]:
     """The structure groups an expression belongs to (``["flat"]`` when none)."""
     have = set(tokens)
-    found = [name for name, marks in STRUCTURES.items()
-             if have & ({marks} if isinstance(marks, str) else set(marks))]
+    found = [name for name, marks in STRUCTURES.items() if have & marks]
     return found or ["flat"]
 
 

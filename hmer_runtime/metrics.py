@@ -18,7 +18,7 @@ LENGTH_BUCKETS = ((1, 10), (11, 20), (21, 30), (31, 50), (51, 10_000))
 
 def length_bucket(n_tokens: int) -> str:
     """The LENGTH_BUCKETS label of an expression of ``n_tokens`` reference tokens: ``"11-20"``, ``"51+"``."""
-    lo, hi = next(b for b in LENGTH_BUCKETS if b[0] <= n_tokens <= b[1])
+    lo, hi = next(b for b in LENGTH_BUCKETS if n_tokens <= b[1])  # an empty reference counts as short
     return f"{lo}-{hi}" if hi < 10_000 else f"{lo}+"
 
 
