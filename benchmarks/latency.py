@@ -112,17 +112,20 @@ def time_torch(loaded: tuple, images: list[np.ndarray], beam: int, batch: int, r
     separate, untimed-in-total encode call per batch."""
     import torch
 
+    from hmer_runtime.grammar import LatexGrammar
     from hmer_train.decoding import decode, rescore_r2l
 
     model, vocab, raw = loaded
     dec_cfg = raw["config"]["decode"]
+    constraint = LatexGrammar(vocab) if dec_cfg["grammar"] else None  # as the exported model decodes
     rescore = beam > 1 and model.kind == "comer" and dec_cfg.get("rescore") and raw["config"]["train"].get(
         "bidirectional")
     chunks = [tuple(torch.from_numpy(a) for a in pad_batch(c, 16)) + (len(c),) for c in _batches(images, batch)]
 
     @torch.no_grad()
     def run(x, m):
-        hyps = decode(model, x, m, vocab.sos_id, vocab.eos_id, beam, dec_cfg["max_len"], dec_cfg["length_penalty"])
+        hyps = decode(model, x, m, vocab.sos_id, vocab.eos_id, beam, dec_cfg["max_len"], dec_cfg["length_penalty"],
+                      constraint=constraint)
         return rescore_r2l(model, x, m, hyps, vocab.sos_id, vocab.eos_id, dec_cfg["length_penalty"]) \
             if rescore else hyps
 

@@ -55,6 +55,7 @@ def describe(model, vocab, ckpt: dict, ckpt_path: Path, layout: dict, opset: int
         "decode": {"max_len": int(cfg["decode"]["max_len"]), "length_penalty": float(cfg["decode"]["length_penalty"]),
                    "beam": int(cfg["decode"].get("beam", 1)),
                    "input_scale": float(cfg["decode"].get("input_scale", 1.0)),
+                   "grammar": bool(cfg["decode"]["grammar"]),  # hmer_runtime.grammar, on by default
                    # Beam results re-ranked by the right-to-left reading, as CoMER does (bidirectional models).
                    "rescore_r2l": bool(cfg["decode"].get("rescore") and cfg["train"].get("bidirectional")
                                        and cfg["model"]["decoder"].get("type") == "comer")},

@@ -52,8 +52,11 @@ def expand_inputs(args: list[str]) -> tuple[list[str], list[HmerError]]:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line: file, latex, tokens, score, ms.")
 @click.option("--attention", "attention_dir", type=click.Path(file_okay=False),
               help="Write a PNG per input with each token's attention overlaid.")
+@click.option("--grammar/--no-grammar", default=None,
+              help="Keep outputs valid LaTeX (default: the model's decode.grammar).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(paths, model_dir, beam, provider, variant, batch_size, threads, as_json, attention_dir, debug) -> None:
+def main(paths, model_dir, beam, provider, variant, batch_size, threads, as_json, attention_dir, grammar,
+         debug) -> None:
     """Recognise handwritten expressions in PATHS (images, .inkml, directories, globs; - = stdin)."""
     from hmer_runtime.recognizer import Recognizer
 
@@ -62,7 +65,7 @@ def main(paths, model_dir, beam, provider, variant, batch_size, threads, as_json
     files, failures = expand_inputs(list(paths))
     for e in failures:
         click.echo(f"error: {e}", err=True)
-    rec = Recognizer(model_dir, provider=provider, beam=beam, variant=variant, threads=threads)
+    rec = Recognizer(model_dir, provider=provider, beam=beam, variant=variant, threads=threads, grammar=grammar)
     if debug:
         click.echo(f"model {rec.spec.directory} on {rec.provider}", err=True)
     if attention_dir:

@@ -59,6 +59,7 @@ class ModelSpec:
     stride: int = 16
     max_len: int = 200
     length_penalty: float = 1.0
+    grammar: bool = False  # constrain decoding to valid canonical LaTeX (hmer_runtime.grammar)
     architecture: dict = field(default_factory=dict)
     variants: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict)
@@ -107,6 +108,7 @@ class ModelSpec:
                        state=[TensorSpec.from_dict(d) for d in raw["state"]],
                        stride=int(raw.get("stride", 16)), max_len=int(raw["decode"]["max_len"]),
                        length_penalty=float(raw["decode"].get("length_penalty", 1.0)),
+                       grammar=bool(raw["decode"].get("grammar", False)),
                        architecture=dict(raw.get("architecture", {})), variants=dict(raw.get("variants", {})),
                        raw=raw)
         except (KeyError, TypeError, ValueError) as e:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hmer_runtime.errors import ModelError
+from hmer_runtime.grammar import LatexGrammar
 from hmer_runtime.model_spec import METADATA_KEY, ModelSpec
 from hmer_runtime.providers import ProviderConfig, create_session
 from hmer_runtime.search import Hypothesis, beam_search, combine_r2l, greedy, log_softmax
@@ -57,6 +58,7 @@ class OnnxModel:
         self._encoder_inputs = {i.name for i in self.encoder.get_inputs()}
         self.memory_names = [t.name for t in spec.memory]
         self.state_names = [t.name for t in spec.state]
+        self.grammar = LatexGrammar(spec.vocab)
         self._state_out = [f"state_out.{n}" for n in self.state_names]
         missing = [f"state_in.{n}" for n in self.state_names if f"state_in.{n}" not in self._decoder_inputs]
         missing += [n for n in ("tokens", "beam_index") if n not in self._decoder_inputs]
@@ -128,10 +130,12 @@ class OnnxModel:
 
     def decode(self, images: np.ndarray, mask: np.ndarray, beam: int = 1, max_len: int | None = None,
                length_penalty: float | None = None, keep_attention: bool = False,
-               timings: Timings | None = None) -> list[list[Hypothesis]]:
+               timings: Timings | None = None, grammar: bool | None = None) -> list[list[Hypothesis]]:
         """Hypotheses per image, best first; greedy for ``beam`` 1. All beams of all images go
-        through one decoder call per step."""
+        through one decoder call per step. ``grammar`` (default: the model's ``decode.grammar``)
+        keeps every hypothesis valid canonical LaTeX."""
         spec = self.spec
+        constraint = self.grammar if (spec.grammar if grammar is None else grammar) else None
         max_len = max_len or spec.max_len
         length_penalty = spec.length_penalty if length_penalty is None else length_penalty
         t = timings if timings is not None else Timings()
@@ -159,8 +163,9 @@ class OnnxModel:
 
         sos, eos = spec.vocab.sos_id, spec.vocab.eos_id
         if beam <= 1:
-            return [[h] for h in greedy(step, (state, None), n, sos, eos, max_len, keep_attention)]
-        hyps = beam_search(step, reorder, (state, None), n, beam, sos, eos, max_len, length_penalty, keep_attention)
+            return [[h] for h in greedy(step, (state, None), n, sos, eos, max_len, keep_attention, constraint)]
+        hyps = beam_search(step, reorder, (state, None), n, beam, sos, eos, max_len, length_penalty, keep_attention,
+                           constraint)
         if spec.raw.get("decode", {}).get("rescore_r2l"):
             rows = np.repeat(np.arange(n * beam, step=beam), [len(hs) for hs in hyps])
             r2l = self.sequence_logprob(self.to_device({k: v[rows] for k, v in host_memory.items()}),

@@ -53,11 +53,14 @@ class Recognizer:
 
     def __init__(self, model_dir: str | Path | None = None, provider: str = "auto", beam: int = 1,
                  variant: str = "fp32", threads: int = 0, max_len: int | None = None,
-                 length_penalty: float | None = None, trt_fp16: bool = False, cache_dir: str | Path | None = None):
+                 length_penalty: float | None = None, trt_fp16: bool = False, cache_dir: str | Path | None = None,
+                 grammar: bool | None = None):
+        """``grammar``: keep outputs valid canonical LaTeX (default: as the model's ``decode.grammar``)."""
         self.spec = ModelSpec.load(model_dir or BUNDLED_MODEL)
         config = ProviderConfig(provider, threads, trt_fp16=trt_fp16, cache_dir=Path(cache_dir) if cache_dir else None)
         self.model = OnnxModel(self.spec, variant, config)
         self.beam, self.max_len, self.length_penalty = beam, max_len, length_penalty
+        self.grammar = grammar
 
     @property
     def provider(self) -> str:
@@ -117,7 +120,7 @@ class Recognizer:
         x, mask = pad_batch(images, self.spec.stride)
         timings = Timings()
         t0 = time.perf_counter()
-        hyps = self.model.decode(x, mask, beam, self.max_len, self.length_penalty, attention, timings)
+        hyps = self.model.decode(x, mask, beam, self.max_len, self.length_penalty, attention, timings, self.grammar)
         ms = (time.perf_counter() - t0) * 1000 / len(images)
         out = []
         for im, hs in zip(images, hyps):

@@ -8,13 +8,22 @@ All beams of all images advance in one ``step`` call (B = images x beams).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 StepFn = Callable[[np.ndarray, object], tuple[np.ndarray, np.ndarray, object]]
 ReorderFn = Callable[[object, np.ndarray], object]
+
+
+class Constraint(Protocol):
+    """Allowed next tokens per prefix (e.g. :class:`hmer_runtime.grammar.LatexGrammar`)."""
+
+    def start(self) -> Hashable: ...
+    def advance(self, state: Hashable, token_id: int) -> Hashable: ...
+    def mask(self, state: Hashable, steps_left: int | None = None) -> np.ndarray: ...
 
 
 @dataclass
@@ -32,18 +41,31 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
+def _masked(logp: np.ndarray, constraint: Constraint | None, states: list, steps_left: int) -> np.ndarray:
+    """``logp`` (rows, vocab) with the tokens the constraint forbids at -inf."""
+    if constraint is None:
+        return logp
+    allowed = np.stack([constraint.mask(s, steps_left) for s in states])
+    allowed[~allowed.any(1)] = True  # a state the constraint cannot complete: let the model end it
+    return np.where(allowed, logp, -np.inf)
+
+
 def greedy(step: StepFn, state: object, n: int, sos: int, eos: int, max_len: int,
-           keep_attention: bool = False) -> list[Hypothesis]:
-    """Arg-max decoding of ``n`` sequences; stops when all have emitted ``eos`` or at max_len."""
+           keep_attention: bool = False, constraint: Constraint | None = None) -> list[Hypothesis]:
+    """Arg-max decoding of ``n`` sequences; stops when all have emitted ``eos`` or at max_len.
+    ``constraint`` restricts each step to the tokens it allows."""
     tokens = np.full(n, sos, dtype=np.int64)
     done = np.zeros(n, dtype=bool)
     out = [Hypothesis([], 0.0, 0.0) for _ in range(n)]
-    for _ in range(max_len):
+    states = [constraint.start() for _ in range(n)] if constraint else []
+    for t in range(max_len):
         logits, attn, state = step(tokens, state)
-        logp = log_softmax(np.asarray(logits, dtype=np.float32))
+        logp = _masked(log_softmax(np.asarray(logits, dtype=np.float32)), constraint, states, max_len - t)
         tokens = logp.argmax(-1).astype(np.int64)
         for i in np.flatnonzero(~done):
             out[i].logprob += float(logp[i, tokens[i]])
+            if constraint:
+                states[i] = constraint.advance(states[i], tokens[i])
             if tokens[i] == eos:
                 done[i] = True
             else:
@@ -58,11 +80,13 @@ def greedy(step: StepFn, state: object, n: int, sos: int, eos: int, max_len: int
 
 
 def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: int, sos: int, eos: int,
-                max_len: int, length_penalty: float = 1.0, keep_attention: bool = False) -> list[list[Hypothesis]]:
+                max_len: int, length_penalty: float = 1.0, keep_attention: bool = False,
+                constraint: Constraint | None = None) -> list[list[Hypothesis]]:
     """Beam search for ``n`` images whose state rows are laid out image-major, ``beam`` rows each.
 
     Returns, per image, up to ``beam`` finished hypotheses sorted by score, where score =
-    logprob / (length + 1) ** length_penalty (the +1 counts the end token).
+    logprob / (length + 1) ** length_penalty (the +1 counts the end token). ``constraint``
+    restricts each hypothesis's next token to the ones it allows.
     """
     k = beam
     tokens = np.full(n * k, sos, dtype=np.int64)
@@ -71,10 +95,12 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
     seqs: list[list[int]] = [[] for _ in range(n * k)]
     attns: list[list[np.ndarray]] = [[] for _ in range(n * k)]
     finished: list[list[Hypothesis]] = [[] for _ in range(n)]
+    grammar = [constraint.start() for _ in range(n * k)] if constraint else []
     active = np.ones(n, dtype=bool)
     for t in range(max_len):
         logits, attn, state = step(tokens, state)
-        logp = log_softmax(np.asarray(logits, dtype=np.float32)).reshape(n, k, -1)
+        logp = _masked(log_softmax(np.asarray(logits, dtype=np.float32)), constraint, grammar,
+                       max_len - t).reshape(n, k, -1)
         vocab = logp.shape[-1]
         total = (scores[:, :, None] + logp).reshape(n, k * vocab)
         # 2k candidates so that k survive after removing the ones that end here.
@@ -84,6 +110,7 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
         new_tokens = np.full(n * k, eos, dtype=np.int64)
         new_seqs: list[list[int]] = [[] for _ in range(n * k)]
         new_attns: list[list[np.ndarray]] = [[] for _ in range(n * k)]
+        new_grammar = list(grammar)
         for i in range(n):
             if not active[i]:
                 rows[i * k:(i + 1) * k] = i * k
@@ -109,6 +136,8 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
                     new_seqs[dst] = seqs[src] + [tok]
                     if keep_attention:
                         new_attns[dst] = attns[src] + [np.asarray(attn[src])]
+                    if constraint:
+                        new_grammar[dst] = constraint.advance(grammar[src], tok)
                     slot += 1
                 if slot == k and len(finished[i]) >= k:
                     break
@@ -124,7 +153,7 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
                 active[i] = False
         if not active.any():
             break
-        scores, tokens, seqs, attns = new_scores, new_tokens, new_seqs, new_attns
+        scores, tokens, seqs, attns, grammar = new_scores, new_tokens, new_seqs, new_attns, new_grammar
         state = reorder(state, rows)
     out = []
     for i in range(n):

@@ -10,6 +10,7 @@ import torch
 
 from hmer_runtime import __version__
 from hmer_runtime.errors import ModelError
+from hmer_train.config import DEFAULTS
 
 FORMAT = "hmer-checkpoint-1"
 
@@ -62,6 +63,8 @@ def _upgrade(ckpt: dict) -> None:
     decoder = ckpt["config"].get("model", {}).get("decoder", {})
     if decoder.get("type", "comer") == "comer" and "embed_norm" not in decoder:
         decoder["embed_norm"] = "decoder.embed_norm.weight" in ckpt["model"]
+    # Grammar-constrained decoding is not part of the trained weights: older checkpoints get it too.
+    ckpt["config"].setdefault("decode", {}).setdefault("grammar", DEFAULTS["decode"]["grammar"])
 
 
 def slim_checkpoint(src: str | Path, dst: str | Path) -> None:

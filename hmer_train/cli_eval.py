@@ -14,12 +14,13 @@ from hmer_runtime.metrics import Metrics, format_summary
 def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, beam: int, out: str | None,
                         limit: int | None, batch_size: int, config_path: str | None = None,
                         variant: str = "fp32", provider: str = "auto", weights: str = "average",
-                        input_scale: float | None = None) -> dict:
+                        input_scale: float | None = None, grammar: bool | None = None) -> dict:
     """Metrics of a checkpoint (PyTorch) or an exported model directory (ONNX Runtime) on a source.
 
     Both go through the same data, batching and scoring; only the decoder differs. ``weights``
     picks a checkpoint's moving-average or trained weights (see ``load_model``); ``input_scale``
-    replaces a checkpoint's ``decode.input_scale`` (an exported model's is fixed in model.json).
+    replaces a checkpoint's ``decode.input_scale`` (an exported model's is fixed in model.json);
+    ``grammar`` replaces the model's ``decode.grammar`` (keep outputs valid canonical LaTeX).
     """
     from hmer_runtime.preprocess import pad_batch
     from hmer_runtime.sources import DEFAULT_ROOTS, resolve_split
@@ -34,15 +35,15 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
         if input_scale is not None:
             raise ModelError(model_path, "an exported model reads at the input scale it was exported with; "
                                          "re-export with hmer-export --input-scale")
-        rec = Recognizer(model_path, provider=provider, variant=variant)
+        rec = Recognizer(model_path, provider=provider, variant=variant, grammar=grammar)
         vocab, render, pre = rec.spec.vocab, rec.spec.render, rec.spec.preprocess
         roots, cache, stride = DEFAULT_ROOTS, DEFAULT_CACHE, rec.spec.stride
 
         def run(images: list) -> list:
             x, m = pad_batch(images, stride)
-            return rec.model.decode(x, m, beam)
+            return rec.model.decode(x, m, beam, grammar=rec.grammar)
     else:
-        run, vocab, cfg = _torch_decoder(model_path, beam, weights, input_scale)
+        run, vocab, cfg = _torch_decoder(model_path, beam, weights, input_scale, grammar)
         render, pre = image_configs(cfg, inference=True)
         roots, cache = cfg["data_roots"], cfg.get("cache_dir") or DEFAULT_CACHE
     src = resolve_split(source, split, roots) if split else Path(source)
@@ -67,11 +68,13 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
     return summary
 
 
-def _torch_decoder(ckpt_path: str, beam: int, weights: str = "average", input_scale: float | None = None):
+def _torch_decoder(ckpt_path: str, beam: int, weights: str = "average", input_scale: float | None = None,
+                   grammar: bool | None = None):
     """(batch -> hypotheses, vocabulary, config) for a checkpoint; CoMER's bidirectional
     rescoring when the model was trained both ways and the config asks for it."""
     import torch
 
+    from hmer_runtime.grammar import LatexGrammar
     from hmer_runtime.preprocess import pad_batch
     from hmer_train.checkpoint import load_model
     from hmer_train.decoding import decode, rescore_r2l
@@ -81,11 +84,13 @@ def _torch_decoder(ckpt_path: str, beam: int, weights: str = "average", input_sc
     dec = cfg["decode"]
     rescore = dec.get("rescore") and beam > 1 and cfg["model"]["decoder"].get("type") == "comer" \
         and cfg["train"].get("bidirectional")
+    constraint = LatexGrammar(vocab) if (dec["grammar"] if grammar is None else grammar) else None
 
     @torch.no_grad()
     def run(images: list) -> list:
         x, m = (torch.from_numpy(a) for a in pad_batch(images))
-        hyps = decode(model, x, m, vocab.sos_id, vocab.eos_id, beam, dec["max_len"], dec["length_penalty"])
+        hyps = decode(model, x, m, vocab.sos_id, vocab.eos_id, beam, dec["max_len"], dec["length_penalty"],
+                      constraint=constraint)
         if rescore:
             hyps = rescore_r2l(model, x, m, hyps, vocab.sos_id, vocab.eos_id, dec["length_penalty"])
         return hyps
@@ -110,9 +115,11 @@ def _torch_decoder(ckpt_path: str, beam: int, weights: str = "average", input_sc
 @click.option("--input-scale", type=float,
               help="Checkpoint: read inputs at this multiple of the training symbol size (default: the "
                    "config's decode.input_scale); compare a few on validation data.")
+@click.option("--grammar/--no-grammar", default=None,
+              help="Keep outputs valid canonical LaTeX (default: the model's decode.grammar).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_json, variant, provider,
-         weights, input_scale, debug) -> None:
+         weights, input_scale, grammar, debug) -> None:
     """Evaluate MODEL (a checkpoint, or a directory from hmer-export) on DATA (InkML folder/archive or
     image folder).
 
@@ -145,7 +152,7 @@ def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_jso
         jobs.append((model, data, None))
     for ckpt, src, split in jobs:
         s = evaluate_checkpoint(ckpt, src, split, beam, out, limit, batch_size, variant=variant, provider=provider,
-                                weights=weights, input_scale=input_scale)
+                                weights=weights, input_scale=input_scale, grammar=grammar)
         label = f"{src}:{split}" if split else src
         if as_json:
             click.echo(json.dumps({"data": label, "beam": beam, **s}))

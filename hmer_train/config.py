@@ -55,7 +55,8 @@ DEFAULTS: dict = {
         "val_max": None,
         "augment": {"scale": [0.7, 1.4], "rotate_deg": 3.0, "shear": 0.1, "stroke_jitter": 0.3},
     },
-    "decode": {"beam": 10, "max_len": 200, "length_penalty": 1.0, "rescore": True, "input_scale": 1.0},
+    "decode": {"beam": 10, "max_len": 200, "length_penalty": 1.0, "rescore": True, "input_scale": 1.0,
+               "grammar": True},
 }
 
 # Keys whose value is a free-form mapping (architecture options differ between decoders).

@@ -9,15 +9,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hmer_runtime.search import Hypothesis, beam_search, combine_r2l, greedy
+from hmer_runtime.search import Constraint, Hypothesis, beam_search, combine_r2l, greedy
 from hmer_train.models.base import HMERModel, expand_memory, reorder_state
 
 
 @torch.no_grad()
 def decode(model: HMERModel, images: torch.Tensor, mask: torch.Tensor, sos: int, eos: int,
            beam: int = 1, max_len: int = 200, length_penalty: float = 1.0,
-           keep_attention: bool = False) -> list[list[Hypothesis]]:
-    """Hypotheses per image, best first (one each for greedy)."""
+           keep_attention: bool = False, constraint: Constraint | None = None) -> list[list[Hypothesis]]:
+    """Hypotheses per image, best first (one each for greedy); ``constraint`` restricts the tokens
+    each step may choose (see :class:`hmer_runtime.grammar.LatexGrammar`)."""
     model.eval()
     memory = model.encode(images, mask)
     n = images.shape[0]
@@ -30,12 +31,13 @@ def decode(model: HMERModel, images: torch.Tensor, mask: torch.Tensor, sos: int,
         return logits.float().cpu().numpy(), attn.float().cpu().numpy(), st
 
     if beam <= 1:
-        return [[h] for h in greedy(step, state, n, sos, eos, max_len, keep_attention)]
+        return [[h] for h in greedy(step, state, n, sos, eos, max_len, keep_attention, constraint)]
 
     def reorder(st, rows: np.ndarray):
         return reorder_state(st, torch.from_numpy(rows).to(images.device))
 
-    return beam_search(step, reorder, state, n, beam, sos, eos, max_len, length_penalty, keep_attention)
+    return beam_search(step, reorder, state, n, beam, sos, eos, max_len, length_penalty, keep_attention,
+                       constraint)
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ from tiny import random_checkpoint
 from hmer_export.check import scribble_images
 from hmer_export.exporter import export_checkpoint
 from hmer_runtime.errors import ModelError
+from hmer_runtime.grammar import LatexGrammar
 from hmer_runtime.model_spec import METADATA_KEY, ModelSpec
 from hmer_runtime.onnx_model import OnnxModel
 from hmer_runtime.preprocess import pad_batch
@@ -71,12 +72,14 @@ def test_onnx_matches_pytorch_at_any_batch_and_size(exported, sizes):
     spec = ModelSpec.load(model_dir)
     assert spec.raw["decode"]["rescore_r2l"] == (spec.architecture["decoder"]["type"] == "comer")
     bound = OnnxModel(spec, "fp32", CPU, io_binding=True)  # the CUDA code path, on CPU OrtValues
-    for beam in (1, 3):
-        want = decode(model, tx, tm, vocab.sos_id, vocab.eos_id, beam, 12)
+    assert spec.grammar  # exported on by default; both sides constrained (or not) alike
+    for beam, grammar in ((1, True), (3, True), (3, False)):
+        constraint = LatexGrammar(vocab) if grammar else None
+        want = decode(model, tx, tm, vocab.sos_id, vocab.eos_id, beam, 12, constraint=constraint)
         if beam > 1 and spec.raw["decode"]["rescore_r2l"]:
             want = rescore_r2l(model, tx, tm, want, vocab.sos_id, vocab.eos_id)
         for runner in (onnx_model, bound):
-            got = runner.decode(x, m, beam, 12)
+            got = runner.decode(x, m, beam, 12, grammar=grammar)
             assert [h[0].ids for h in got] == [h[0].ids for h in want]
             assert np.allclose([h[0].score for h in got], [h[0].score for h in want], atol=1e-3)
 
