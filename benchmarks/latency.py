@@ -89,17 +89,18 @@ def _row(variant, provider, beam, batch, per_expr: list[float], tokens: list[int
                len(a) / total_s, enc / len(a), dec / len(a), float(np.mean(tokens)), peak_rss_mb())
 
 
-def time_onnx(model: OnnxModel, images: list[np.ndarray], beam: int, batch: int, runs: int) -> Row:
+def time_onnx(model: OnnxModel, images: list[np.ndarray], beam: int, batch: int, runs: int,
+              grammar: bool | None = None) -> Row:
     stride = model.spec.stride
     chunks = [pad_batch(c, stride) + (len(c),) for c in _batches(images, batch)]
     for x, m, _ in chunks:  # warm-up
-        model.decode(x, m, beam)
+        model.decode(x, m, beam, grammar=grammar)
     per_expr, tokens, enc, dec = [], [], 0.0, 0.0
     for _ in range(runs):
         for x, m, n in chunks:
             t = Timings()
             t0 = time.perf_counter()
-            hyps = model.decode(x, m, beam, timings=t)
+            hyps = model.decode(x, m, beam, timings=t, grammar=grammar)
             ms = (time.perf_counter() - t0) * 1000
             per_expr += [ms / n] * n
             tokens += [len(h[0].ids) for h in hyps]
@@ -107,7 +108,8 @@ def time_onnx(model: OnnxModel, images: list[np.ndarray], beam: int, batch: int,
     return _row(model.variant, model.provider, beam, batch, per_expr, tokens, enc, dec, len(images))
 
 
-def time_torch(loaded: tuple, images: list[np.ndarray], beam: int, batch: int, runs: int) -> Row:
+def time_torch(loaded: tuple, images: list[np.ndarray], beam: int, batch: int, runs: int,
+               grammar: bool | None = None) -> Row:
     """PyTorch eager on ``loaded`` = load_model(checkpoint). The encoder split comes from a
     separate, untimed-in-total encode call per batch."""
     import torch
@@ -117,7 +119,7 @@ def time_torch(loaded: tuple, images: list[np.ndarray], beam: int, batch: int, r
 
     model, vocab, raw = loaded
     dec_cfg = raw["config"]["decode"]
-    constraint = LatexGrammar(vocab) if dec_cfg["grammar"] else None  # as the exported model decodes
+    constraint = LatexGrammar(vocab) if (dec_cfg["grammar"] if grammar is None else grammar) else None
     rescore = beam > 1 and model.kind == "comer" and dec_cfg.get("rescore") and raw["config"]["train"].get(
         "bidirectional")
     chunks = [tuple(torch.from_numpy(a) for a in pad_batch(c, 16)) + (len(c),) for c in _batches(images, batch)]
@@ -200,7 +202,8 @@ def length_sweep(model: OnnxModel, images: list[np.ndarray], lengths: list[int],
 
 def markdown(rows: list[Row], sweep: dict, meta: dict) -> str:
     lines = [f"Model `{meta['model']}` ({meta['parameters']:,} parameters), {meta['expressions']} expressions "
-             f"({meta['data']}), {meta['threads']} threads, {meta['runs']} runs after warm-up.", "",
+             f"({meta['data']}), {meta['threads']} threads, {meta['runs']} runs after warm-up, "
+             f"grammar {'on' if meta.get('grammar') else 'off'}.", "",
              "| variant | provider | beam | batch | p50 ms | p90 ms | p99 ms | ms/token | expr/s | encoder ms | "
              "decoder ms | tokens | peak RSS MiB | speed-up vs eager |", "|" + "---|" * 14]
     for r in rows:
@@ -262,9 +265,10 @@ def _ints(s: str) -> list[int]:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False))
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False))
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), help="PNG of latency vs length (matplotlib).")
+@click.option("--grammar/--no-grammar", default=None, help="Grammar-constrained decoding (default: the model's).")
 @click.option("--debug", is_flag=True)
 def main(model_dir, checkpoint, data, limit, providers, variants, beams, batches, threads, runs, lengths, json_out,
-         md_out, plot_out, debug) -> None:
+         md_out, plot_out, grammar, debug) -> None:
     """Measure recognition latency and throughput on this machine."""
     from hmer_runtime.recognizer import BUNDLED_MODEL
 
@@ -287,7 +291,7 @@ def main(model_dir, checkpoint, data, limit, providers, variants, beams, batches
             for beam in _ints(beams):
                 for batch in _ints(batches):
                     click.echo(f"pytorch eager beam {beam} batch {batch}", err=True)
-                    eager[(beam, batch)] = time_torch(loaded, images, beam, batch, runs)
+                    eager[(beam, batch)] = time_torch(loaded, images, beam, batch, runs, grammar)
                     rows.append(eager[(beam, batch)])
     first = None
     for provider in providers.split(","):
@@ -300,13 +304,14 @@ def main(model_dir, checkpoint, data, limit, providers, variants, beams, batches
             for beam in _ints(beams):
                 for batch in _ints(batches):
                     click.echo(f"{variant} on {model.provider} beam {beam} batch {batch}", err=True)
-                    row = time_onnx(model, images, beam, batch, runs)
+                    row = time_onnx(model, images, beam, batch, runs, grammar)
                     base = eager.get((beam, batch))
                     row.vs_eager = base.p50_ms / row.p50_ms if base else None
                     rows.append(row)
     sweep = length_sweep(first, images[:3], _ints(lengths), checkpoint, 1) if first and _ints(lengths) else {}
     meta = {"model": str(spec.directory), "parameters": spec.raw.get("parameters", 0), "expressions": len(images),
-            "data": data or "bundled samples", "threads": threads, "runs": runs}
+            "data": data or "bundled samples", "threads": threads, "runs": runs,
+            "grammar": spec.grammar if grammar is None else grammar}
     md = markdown(rows, sweep, meta)
     click.echo(md)
     if md_out:
