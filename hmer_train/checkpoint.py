@@ -72,13 +72,14 @@ def slim_checkpoint(src: str | Path, dst: str | Path) -> None:
 
     Where the run keeps a moving average (train.ema), that is the one kept, as the model: it is
     what was validated and what export uses. Resuming from a slim checkpoint continues training
-    from those weights with AdamW's moments (and the average) restarted.
+    from those weights with AdamW's moments restarted (and the learning rate re-warmed); the
+    average continues from them at its full decay.
     """
     ckpt = load_checkpoint(src)
     ckpt.pop("optimizer", None)
     if "ema" in ckpt:
-        ckpt["model"] = ckpt.pop("ema")["weights"]
-        ckpt["averaged"] = True
+        ema = ckpt.pop("ema")
+        ckpt["model"], ckpt["averaged"], ckpt["ema_updates"] = ema["weights"], True, ema["updates"]
     ckpt.pop("format", None)
     save_checkpoint(dst, ckpt)
 

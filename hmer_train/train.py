@@ -121,6 +121,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
     per_epoch = max(1, len(loader) // tc["accumulate"])
     total = tc["max_steps"] or tc["epochs"] * per_epoch
     step, epoch, batch_in_epoch, best = 0, 0, 0, -1.0
+    rewarm_from: int | None = None  # the step a slim checkpoint resumed at (see below)
     history: list[dict] = []
     if ckpt:
         try:
@@ -129,17 +130,25 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
             detail = str(e).splitlines()[0][:120]
             raise TrainingError(str(resume), "its weights do not fit the configured model; resume without "
                                 f"--config to continue with the checkpoint's own ({detail})") from e
+        step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
         if "optimizer" in ckpt:
             opt.load_state_dict(ckpt["optimizer"])
         else:  # a slimmed checkpoint (see slim_checkpoint): weights and position only
-            print("checkpoint has no optimizer state: AdamW moments restart from zero")
-        step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
+            # Fresh AdamW moments make the first updates about lr per weight whatever the gradient,
+            # so the learning rate warms up again rather than jolting converged weights.
+            rewarm_from = step
+            print(f"checkpoint has no optimizer state: AdamW moments restart from zero, learning rate "
+                  f"re-warmed over {tc['warmup_steps']} steps")
         best = ckpt.get("best", -1.0)
         torch.set_rng_state(ckpt["rng"])
     # Validation, best.pt selection and export use the weights' moving average when train.ema is set.
     ema = ema_model(model, tc["ema"]) if tc["ema"] else None
     if ema is not None and ckpt and "ema" in ckpt:
         load_ema_state(ema, ckpt["ema"])
+    elif ema is not None and ckpt and ckpt.get("averaged"):
+        # A slim checkpoint's weights are already the average: keep averaging at the full decay
+        # instead of warming up again, which would let the jolted first steps dominate it.
+        ema.n_averaged.fill_(max(1, int(ckpt.get("ema_updates", ckpt["step"]))))
     raw_model = model
     if distributed:
         model = torch.nn.parallel.DistributedDataParallel(model)
@@ -189,8 +198,11 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
             seen += images.shape[0]
             if micro % tc["accumulate"]:
                 continue
+            lr = lr_at(step, total, tc)
+            if rewarm_from is not None:
+                lr *= min(1.0, (step - rewarm_from + 1) / max(1, tc["warmup_steps"]))
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, tc)
+                g["lr"] = lr
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc["grad_clip"])
             scaler.step(opt)
@@ -205,7 +217,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
             bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{rate:.1f}", epoch=epoch)
             if master and (step % tc["log_every"] == 0 or step == total):
                 _log(log_path, {"step": step, "epoch": epoch, "loss": round(loss.item(), 5),
-                                "lr": lr_at(step - 1, total, tc), "images_per_s": round(rate, 2),
+                                "lr": lr, "images_per_s": round(rate, 2),
                                 "time": round(time.time(), 1)}, tb, "train/")
                 checkpoint("last.pt")
             if step >= stop:

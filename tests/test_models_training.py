@@ -15,7 +15,7 @@ from hmer_train.checkpoint import load_checkpoint, save_checkpoint
 from hmer_train.config import DEFAULTS, ConfigError, load_config
 from hmer_train.decoding import decode, rescore_r2l
 from hmer_train.models.base import HMERModel, expand_memory
-from hmer_train.train import evaluate, load_split, train
+from hmer_train.train import evaluate, load_split, lr_at, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -142,7 +142,20 @@ def test_exported_and_evaluated_weights_are_the_moving_average(tmp_path):
         load_model(tmp_path / "slim.pt", weights="trained")
     cfg["train"]["max_steps"] = 4
     train(cfg, resume=str(tmp_path / "slim.pt"), progress=False)
-    assert load_checkpoint(tmp_path / "out" / "last.pt")["step"] == 4
+    resumed = load_checkpoint(tmp_path / "out" / "last.pt")
+    assert resumed["step"] == 4
+    # Fresh AdamW moments: the learning rate warms up again (first step at 1/warmup of the schedule).
+    tc = cfg["train"]
+    assert resumed["optimizer"]["param_groups"][0]["lr"] == pytest.approx(
+        lr_at(3, tc["max_steps"], tc) / tc["warmup_steps"])
+    # The average goes on from the slim weights where it stood, not warmed up from scratch.
+    n = slim["ema_updates"]
+    assert n == 3 and resumed["ema"]["updates"] == 4
+    decay = min(tc["ema"], (1 + n) / (10 + n))
+    for k, avg in resumed["ema"]["weights"].items():
+        if avg.is_floating_point() and "running" not in k:
+            want = torch.lerp(slim["model"][k], resumed["model"][k], 1 - decay)
+            assert torch.allclose(avg, want, atol=1e-6), k
 
     cfg = tiny_config(tmp_path / "off", "comer", max_steps=3, epochs=5)
     cfg["train"]["ema"] = None

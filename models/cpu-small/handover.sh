@@ -23,6 +23,16 @@ sleep 20  # let the checkpoint write finish (it is atomic, but be gentle)
 pkill -f "bin/hmer-train" && sleep 5
 echo "stopped ($(date)); last validation: $(tail -n1 "$run/val.csv")"
 
+# Only a checkpoint that validates better than the committed one replaces it (FORCE=1 overrides):
+# a run can get worse (session 7's epoch 22), and models/cpu-small/last.pt is all a later session has.
+new=$(tail -n1 "$run/val.csv" | cut -d, -f3)
+old=$(tail -n1 models/cpu-small/val.csv | cut -d, -f3)
+if [[ -z "${FORCE:-}" ]] && ! $bin/python -c "import sys; sys.exit(not $new > $old)"; then
+  echo "validation ExpRate $new is not above the committed checkpoint's $old: nothing replaced" \
+       "(runs/cpu-small kept; FORCE=1 to hand over anyway)"
+  exit 1
+fi
+
 $bin/python -c "from hmer_train.checkpoint import slim_checkpoint as s; s('$run/last.pt', 'models/cpu-small/last.pt')"
 for f in log.csv val.csv; do
   max=$(tail -n1 "models/cpu-small/$f" | cut -d, -f1)
