@@ -114,12 +114,11 @@ def time_torch(loaded: tuple, images: list[np.ndarray], beam: int, batch: int, r
     separate, untimed-in-total encode call per batch."""
     import torch
 
-    from hmer_runtime.grammar import LatexGrammar
-    from hmer_train.decoding import decode, rescore_r2l
+    from hmer_train.decoding import decode, grammar_constraint, rescore_r2l
 
     model, vocab, raw = loaded
     dec_cfg = raw["config"]["decode"]
-    constraint = LatexGrammar(vocab) if (dec_cfg["grammar"] if grammar is None else grammar) else None
+    constraint = grammar_constraint(vocab, dec_cfg, grammar)
     rescore = beam > 1 and model.kind == "comer" and dec_cfg.get("rescore") and raw["config"]["train"].get(
         "bidirectional")
     chunks = [tuple(torch.from_numpy(a) for a in pad_batch(c, 16)) + (len(c),) for c in _batches(images, batch)]

@@ -74,17 +74,16 @@ def _torch_decoder(ckpt_path: str, beam: int, weights: str = "average", input_sc
     rescoring when the model was trained both ways and the config asks for it."""
     import torch
 
-    from hmer_runtime.grammar import LatexGrammar
     from hmer_runtime.preprocess import pad_batch
     from hmer_train.checkpoint import load_model
-    from hmer_train.decoding import decode, rescore_r2l
+    from hmer_train.decoding import decode, grammar_constraint, rescore_r2l
 
     model, vocab, ckpt = load_model(ckpt_path, weights=weights, input_scale=input_scale)
     cfg = ckpt["config"]
     dec = cfg["decode"]
     rescore = dec.get("rescore") and beam > 1 and cfg["model"]["decoder"].get("type") == "comer" \
         and cfg["train"].get("bidirectional")
-    constraint = LatexGrammar(vocab) if (dec["grammar"] if grammar is None else grammar) else None
+    constraint = grammar_constraint(vocab, dec, grammar)
 
     @torch.no_grad()
     def run(images: list) -> list:

@@ -9,8 +9,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hmer_runtime.grammar import LatexGrammar
 from hmer_runtime.search import Constraint, Hypothesis, beam_search, combine_r2l, greedy
+from hmer_runtime.vocab import Vocab
 from hmer_train.models.base import HMERModel, expand_memory, reorder_state
+
+
+def grammar_constraint(vocab: Vocab, decode_cfg: dict, grammar: bool | None = None) -> LatexGrammar | None:
+    """The constraint a checkpoint decodes with: its config's ``decode.grammar`` unless ``grammar``
+    overrides it (as an exported model's ``decode.grammar`` does in ``OnnxModel.decode``)."""
+    return LatexGrammar(vocab) if (decode_cfg["grammar"] if grammar is None else grammar) else None
 
 
 @torch.no_grad()

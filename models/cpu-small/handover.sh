@@ -39,6 +39,14 @@ for f in log.csv val.csv; do
   awk -F, -v m="$max" 'NR > 1 && $1 + 0 > m + 0' "$run/$f" >> "models/cpu-small/$f"
 done
 
+# The bundle follows only if the checkpoint also validates above the bundled model's checkpoint
+# (its validation is in model.json's metrics): the committed run can be behind the bundle.
+bundled=$($bin/python -c "import json; print(json.load(open('hmer_runtime/models/default/model.json'))['metrics']['exprate'])")
+if [[ -z "${FORCE:-}" ]] && ! $bin/python -c "import sys; sys.exit(not $new > $bundled)"; then
+  echo "checkpoint handed over; validation ExpRate $new is not above the bundled model's $bundled: bundle kept"
+  exit 0
+fi
+
 best=1.0 best_rate=-1
 for s in 1.0 1.15 1.25 1.4; do
   $bin/hmer-eval models/cpu-small/last.pt $data/crohme-2013.tar.gz --input-scale $s --json > "$out/scale_$s.json"
