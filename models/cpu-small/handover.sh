@@ -17,10 +17,15 @@ echo "waiting for validation at step >= $target ($(date))"
 while true; do
   last=$(tail -n1 "$run/val.csv" 2>/dev/null | cut -d, -f1)
   if [[ "$last" =~ ^[0-9]+$ ]] && ((last >= target)) && [[ "$run/last.pt" -nt "$run/val.csv" ]]; then break; fi
-  sleep 20
+  sleep 2
 done
-sleep 20  # let the checkpoint write finish (it is atomic, but be gentle)
+# Stop at once: last.pt is written atomically right after validation, and the run rewrites it
+# (without the validation metrics) every log_every steps, ~50 s later (session 8 stopped 28 steps late).
 pkill -f "bin/hmer-train" && sleep 5
+ckpt_step=$($bin/python -c "import torch; print(torch.load('$run/last.pt', map_location='cpu', weights_only=False)['step'])")
+if [[ "$ckpt_step" != "$(tail -n1 "$run/val.csv" | cut -d, -f1)" ]]; then
+  echo "warning: $run/last.pt is step $ckpt_step, not the validated step: its validation figure is approximate"
+fi
 echo "stopped ($(date)); last validation: $(tail -n1 "$run/val.csv")"
 
 # Only a checkpoint that validates better than the committed one replaces it (FORCE=1 overrides):
@@ -41,7 +46,7 @@ done
 
 # The bundle follows only if the checkpoint also validates above the bundled model's checkpoint
 # (its validation is in model.json's metrics): the committed run can be behind the bundle.
-bundled=$($bin/python -c "import json; print(json.load(open('hmer_runtime/models/default/model.json'))['metrics']['exprate'])")
+bundled=$($bin/python -c "import json; print(json.load(open('hmer_runtime/models/default/model.json')).get('metrics', {}).get('exprate', -1))")
 if [[ -z "${FORCE:-}" ]] && ! $bin/python -c "import sys; sys.exit(not $new > $bundled)"; then
   echo "checkpoint handed over; validation ExpRate $new is not above the bundled model's $bundled: bundle kept"
   exit 0
