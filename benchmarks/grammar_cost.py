@@ -36,10 +36,9 @@ LONG = (
 def main(latex, model_dir, beam, repeats, max_len) -> None:
     vocab = ModelSpec.load(model_dir or BUNDLED_MODEL).vocab
     grammar = LatexGrammar(vocab)
-    index = {t: i for i, t in enumerate(vocab.tokens)}
     logp = np.random.default_rng(0).standard_normal((beam, len(vocab.tokens))).astype(np.float32)
     for expr in latex or LONG:
-        ids = [index[t] for t in tokenize(expr)]
+        ids = vocab.encode(tokenize(expr))
         start = time.perf_counter()
         for _ in range(repeats):
             states = [grammar.start()] * beam
