@@ -23,7 +23,11 @@ from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(dataset, config_path, model_type, batch_size, lr, epochs, max_steps, out, resume, device, threads,
          no_progress, debug) -> None:
-    """Train an hmer model (DenseNet encoder + WAP or CoMER-style decoder)."""
+    """Train an hmer model (DenseNet encoder + WAP or CoMER-style decoder).
+
+    To end a run cleanly, create the file OUT/stop: it stops after the current epoch's validation
+    and checkpoint, and --resume OUT/last.pt continues from there.
+    """
     from hmer_train.train import train
 
     overrides = {"dataset": dataset, "train.batch_size": batch_size, "train.lr": lr, "train.epochs": epochs,

@@ -28,6 +28,8 @@ from hmer_train.ema import ema_model, ema_state, load_ema_state
 from hmer_train.models.base import HMERModel
 from hmer_train.prepared import DEFAULT_CACHE, PreparedSet, prepare
 
+STOP_FILE = "stop"  # create OUT/stop to end the run after the current epoch's validation and checkpoint
+
 
 class TrainingError(HmerError):
     pass
@@ -242,6 +244,11 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
                 checkpoint("best.pt", summary)
             elif not (out / "best.pt").exists():
                 checkpoint("best.pt", summary)
+        if step < stop and _stop_requested(out, master, distributed):
+            if master:
+                tqdm.write(f"{out / STOP_FILE} found: stopped after epoch {epoch} at step {step}; "
+                           f"continue with --resume {out / 'last.pt'}")
+            break
     bar.close()
     if distributed:
         dist.barrier()
@@ -249,6 +256,20 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
     if skipped_nonfinite and master:
         print(f"skipped {skipped_nonfinite} batches with non-finite loss")
     return summary
+
+
+def _stop_requested(out: Path, master: bool, distributed: bool) -> bool:
+    """Whether OUT/stop exists (the master's view, shared with every rank); consumes the file.
+
+    A time-boxed session asks for a stop this way and waits for the run to exit, so the run ends
+    on a validated epoch checkpoint instead of being killed a few steps past it.
+    """
+    flag = [master and (out / STOP_FILE).exists()]
+    if distributed:
+        dist.broadcast_object_list(flag, src=0)
+    if flag[0] and master:
+        (out / STOP_FILE).unlink(missing_ok=True)
+    return bool(flag[0])
 
 
 def _tensorboard(out: Path):

@@ -104,6 +104,23 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     assert all(torch.equal(ema_a["weights"][k], ema_b["weights"][k]) for k in ema_a["weights"])
 
 
+def test_stop_file_ends_the_run_at_the_epoch_checkpoint_and_resume_continues(tmp_path):
+    from hmer_train.train import STOP_FILE
+
+    cfg = tiny_config(tmp_path, "comer", max_steps=5, epochs=100, batch_size=3)  # two steps an epoch
+    out = Path(cfg["out"])
+    out.mkdir(parents=True)
+    (out / STOP_FILE).touch()
+    train(cfg, progress=False)
+    ckpt = load_checkpoint(out / "last.pt")
+    assert (ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]) == (2, 1, 0)
+    assert ckpt["metrics"]  # the validated epoch-end checkpoint, not a mid-epoch one
+    assert not (out / STOP_FILE).exists()  # consumed: the resumed run is not stopped again
+    train(cfg, resume=str(out / "last.pt"), progress=False)
+    assert load_checkpoint(out / "last.pt")["step"] == 5
+    assert sorted(_losses(out / "log.csv")) == [1, 2, 3, 4, 5]
+
+
 def test_ema_averages_weights_with_warm_up():
     from hmer_train.ema import ema_model
 

@@ -1,32 +1,30 @@
 #!/usr/bin/env bash
 # End-of-session handover for the cpu-small run (run from the repository root, in the background):
-#   nohup models/cpu-small/handover.sh 28500 > handover.log 2>&1 &
-# Waits until validation has run at a step >= the first argument (an epoch end) and that
-# checkpoint is written, stops hmer-train, slims runs/cpu-small/last.pt over models/cpu-small/last.pt,
-# appends the new log rows, picks the input scale on all of CROHME 2013 (greedy ExpRate), bundles
-# the model at it and evaluates it. Figures land in $OUT (default runs/handover) for docs/MODEL.md.
+#   nohup models/cpu-small/handover.sh > runs/handover.log 2>&1 &
+# Asks hmer-train to stop at its next epoch end (runs/cpu-small/stop), waits for it to exit, slims
+# runs/cpu-small/last.pt over models/cpu-small/last.pt, appends the new log rows, picks the input
+# scale on all of CROHME 2013 (greedy ExpRate), bundles the model at it and evaluates it. Figures
+# land in $OUT (default runs/handover) for docs/MODEL.md.
 set -uo pipefail
-target=${1:?usage: handover.sh MIN_VALIDATION_STEP}
 out=${OUT:-runs/handover}
 bin=.venv/bin
 data=../shared/data/crohme
 run=runs/cpu-small
 mkdir -p "$out"
 
-echo "waiting for validation at step >= $target ($(date))"
-while true; do
-  last=$(tail -n1 "$run/val.csv" 2>/dev/null | cut -d, -f1)
-  if [[ "$last" =~ ^[0-9]+$ ]] && ((last >= target)) && [[ "$run/last.pt" -nt "$run/val.csv" ]]; then break; fi
-  sleep 2
-done
-# Stop at once: last.pt is written atomically right after validation, and the run rewrites it
-# (without the validation metrics) every log_every steps, ~50 s later (session 8 stopped 28 steps late).
-pkill -f "bin/hmer-train" && sleep 5
-ckpt_step=$($bin/python -c "import torch; print(torch.load('$run/last.pt', map_location='cpu', weights_only=False)['step'])")
-if [[ "$ckpt_step" != "$(tail -n1 "$run/val.csv" | cut -d, -f1)" ]]; then
-  echo "warning: $run/last.pt is step $ckpt_step, not the validated step: its validation figure is approximate"
+if pgrep -f "bin/hmer-train" > /dev/null; then
+  touch "$run/stop"
+  echo "asked the run to stop after its current epoch ($(date))"
+  while pgrep -f "bin/hmer-train" > /dev/null; do sleep 10; done
 fi
-echo "stopped ($(date)); last validation: $(tail -n1 "$run/val.csv")"
+rm -f "$run/stop"  # a run that ended on its own leaves it unread
+ckpt_step=$($bin/python -c "import torch; print(torch.load('$run/last.pt', map_location='cpu', weights_only=False)['step'])")
+echo "stopped ($(date)); last.pt step $ckpt_step; last validation: $(tail -n1 "$run/val.csv")"
+if [[ "$ckpt_step" != "$(tail -n1 "$run/val.csv" | cut -d, -f1)" && -z "${FORCE:-}" ]]; then
+  echo "$run/last.pt (step $ckpt_step) is not the last validated checkpoint (was the run killed?):" \
+       "nothing replaced; FORCE=1 hands it over with that validation figure"
+  exit 1
+fi
 
 # Only a checkpoint that validates better than the committed one replaces it (FORCE=1 overrides):
 # a run can get worse (session 7's epoch 22), and models/cpu-small/last.pt is all a later session has.
