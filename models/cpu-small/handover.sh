@@ -31,7 +31,7 @@ fi
 # (its moving-average weights, which is what gets exported).
 best=1.0 best_rate=-1
 for s in 1.0 1.15 1.25 1.4; do
-  $bin/hmer-eval "$run/last.pt" $data/crohme-2013.tar.gz --input-scale $s --json > "$out/scale_$s.json"
+  $bin/hmer-eval "$run/last.pt" $data/crohme-2013.tar.gz --input-scale $s --json > "$out/scale_$s.json" 2> "$out/scale_$s.err"
   rate=$($bin/python -c "import json; print(json.load(open('$out/scale_$s.json'))['exprate'])")
   echo "input scale $s: 2013 greedy ExpRate $rate"
   if $bin/python -c "import sys; sys.exit(not $rate > $best_rate)"; then best=$s best_rate=$rate; fi
