@@ -13,10 +13,10 @@ data=../shared/data/crohme
 run=runs/cpu-small
 mkdir -p "$out"
 
-if pgrep -f "bin/hmer-train" > /dev/null; then
+if pgrep -f "bin/hmer-train.*cpu-small" > /dev/null; then
   touch "$run/stop"
   echo "asked the run to stop after its current epoch ($(date))"
-  while pgrep -f "bin/hmer-train" > /dev/null; do sleep 10; done
+  while pgrep -f "bin/hmer-train.*cpu-small" > /dev/null; do sleep 10; done
 fi
 rm -f "$run/stop"  # a run that ended on its own leaves it unread
 ckpt_step=$($bin/python -c "import torch; print(torch.load('$run/last.pt', map_location='cpu', weights_only=False)['step'])")
