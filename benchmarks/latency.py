@@ -109,22 +109,34 @@ def time_onnx(model: OnnxModel, images: list[np.ndarray], beam: int, batch: int,
 
 
 def time_torch(loaded: tuple, images: list[np.ndarray], beam: int, batch: int, runs: int,
-               grammar: bool | None = None) -> Row:
-    """PyTorch eager on ``loaded`` = load_model(checkpoint). The encoder split comes from a
-    separate, untimed-in-total encode call per batch."""
+               grammar: bool | None = None, device: str = "cpu", autocast: str = "none") -> Row:
+    """PyTorch eager on ``loaded`` = load_model(checkpoint), on ``device`` (cpu or cuda), in fp32
+    or under ``autocast`` (fp16 or bf16). The encoder split comes from a separate, untimed-in-total
+    encode call per batch."""
+    import contextlib
+
     import torch
 
     from hmer_train.decoding import decode, grammar_constraint, rescore_r2l
 
     model, vocab, raw = loaded
+    model = model.to(device)
+    cast = torch.autocast(device, dtype=getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}[autocast])) \
+        if autocast != "none" else contextlib.nullcontext()
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     dec_cfg = raw["config"]["decode"]
     constraint = grammar_constraint(vocab, dec_cfg, grammar)
     rescore = beam > 1 and model.kind == "comer" and dec_cfg.get("rescore") and raw["config"]["train"].get(
         "bidirectional")
-    chunks = [tuple(torch.from_numpy(a) for a in pad_batch(c, 16)) + (len(c),) for c in _batches(images, batch)]
+    chunks = [tuple(torch.from_numpy(a).to(device) for a in pad_batch(c, 16)) + (len(c),)
+              for c in _batches(images, batch)]
 
     @torch.no_grad()
     def run(x, m):
+        with cast:
+            return _decode(x, m)
+
+    def _decode(x, m):
         hyps = decode(model, x, m, vocab.sos_id, vocab.eos_id, beam, dec_cfg["max_len"], dec_cfg["length_penalty"],
                       constraint=constraint)
         return rescore_r2l(model, x, m, hyps, vocab.sos_id, vocab.eos_id, dec_cfg["length_penalty"]) \
@@ -136,8 +148,9 @@ def time_torch(loaded: tuple, images: list[np.ndarray], beam: int, batch: int, r
     for _ in range(runs):
         for x, m, n in chunks:
             t0 = time.perf_counter()
-            with torch.no_grad():
+            with torch.no_grad(), cast:
                 model.encode(x, m)
+            sync()
             enc += (time.perf_counter() - t0) * 1000
             t0 = time.perf_counter()
             hyps = run(x, m)
@@ -145,7 +158,8 @@ def time_torch(loaded: tuple, images: list[np.ndarray], beam: int, batch: int, r
             per_expr += [ms / n] * n
             tokens += [len(h[0].ids) for h in hyps]
     total = sum(per_expr)
-    return _row("pytorch-eager", "cpu", beam, batch, per_expr, tokens, enc, total - enc, len(images))
+    variant = "pytorch-eager" + ("" if autocast == "none" else f"-{autocast}")
+    return _row(variant, device, beam, batch, per_expr, tokens, enc, total - enc, len(images))
 
 
 def length_sweep(model: OnnxModel, images: list[np.ndarray], lengths: list[int], ckpt: str | None,
@@ -265,9 +279,13 @@ def _ints(s: str) -> list[int]:
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False))
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), help="PNG of latency vs length (matplotlib).")
 @click.option("--grammar/--no-grammar", default=None, help="Grammar-constrained decoding (default: the model's).")
+@click.option("--device", "devices", default="cpu", show_default=True,
+              help="Comma list of devices for PyTorch eager: cpu,cuda.")
+@click.option("--autocast", "autocasts", default="none", show_default=True,
+              help="Comma list of PyTorch eager precisions: none (fp32), fp16, bf16.")
 @click.option("--debug", is_flag=True)
 def main(model_dir, checkpoint, data, limit, providers, variants, beams, batches, threads, runs, lengths, json_out,
-         md_out, plot_out, grammar, debug) -> None:
+         md_out, plot_out, grammar, devices, autocasts, debug) -> None:
     """Measure recognition latency and throughput on this machine."""
     from hmer_runtime.recognizer import BUNDLED_MODEL
 
@@ -287,11 +305,14 @@ def main(model_dir, checkpoint, data, limit, providers, variants, beams, batches
 
             torch.set_num_threads(threads)
             loaded = load_model(checkpoint)
-            for beam in _ints(beams):
-                for batch in _ints(batches):
-                    click.echo(f"pytorch eager beam {beam} batch {batch}", err=True)
-                    eager[(beam, batch)] = time_torch(loaded, images, beam, batch, runs, grammar)
-                    rows.append(eager[(beam, batch)])
+            for device in devices.split(","):
+                for cast in autocasts.split(","):
+                    for beam in _ints(beams):
+                        for batch in _ints(batches):
+                            click.echo(f"pytorch eager {device} {cast} beam {beam} batch {batch}", err=True)
+                            row = time_torch(loaded, images, beam, batch, runs, grammar, device, cast)
+                            eager.setdefault((beam, batch), row)  # the first device/precision is the baseline
+                            rows.append(row)
     first = None
     for provider in providers.split(","):
         for variant in variants.split(","):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -22,6 +23,11 @@ class Batch:
     targets: torch.Tensor  # (N', T) with -1 where padded
     image_index: torch.Tensor  # (N',) which image each sequence belongs to
     names: list[str]
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copy (DataLoader's pin_memory calls this), for asynchronous copies to a GPU."""
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name).pin_memory()
+                                           for f in dataclasses.fields(self) if f.name != "names"})
 
 
 def make_batches(shapes: np.ndarray, max_images: int, max_pixels: int) -> list[list[int]]:
@@ -76,9 +82,11 @@ def augment(img: np.ndarray, rng: random.Random, cfg: dict, max_hw: tuple[int, i
 
 
 def collate(images: list[np.ndarray], token_ids: list[list[int]], names: list[str], vocab: Vocab,
-            bidirectional: bool) -> Batch:
+            bidirectional: bool, pad_to: int = 1) -> Batch:
+    """A padded batch; ``pad_to`` rounds its height and width up to a multiple (fewer distinct
+    shapes, which GPU convolution libraries plan once per shape)."""
     n = len(images)
-    x, mask = (torch.from_numpy(a) for a in pad_batch(images))
+    x, mask = (torch.from_numpy(a) for a in pad_batch(images, pad_to))
     seqs = [([vocab.sos_id] + ids, ids + [vocab.eos_id]) for ids in token_ids]
     index = list(range(n))
     if bidirectional:
@@ -99,28 +107,60 @@ class BatchLoader:
 
     def __init__(self, data: PreparedSet, vocab: Vocab, max_images: int, max_pixels: int, seed: int,
                  augment_cfg: dict | None, bidirectional: bool, max_hw: tuple[int, int], rank: int = 0,
-                 world: int = 1):
+                 world: int = 1, pad_to: int = 1):
         self.data, self.vocab = data, vocab
         self.batches = make_batches(data.shapes, max_images, max_pixels)
         self.seed, self.augment_cfg, self.bidirectional, self.max_hw = seed, augment_cfg, bidirectional, max_hw
         self.ids = [vocab.encode(t) for t in data.tokens]
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.pad_to = rank, world, pad_to
 
     def __len__(self) -> int:
         return len(self.batches) // self.world
 
-    def epoch(self, epoch: int, start: int = 0):
+    def order(self, epoch: int) -> list[int]:
+        """This rank's batch indices for ``epoch``, in training order."""
         order = list(range(len(self.batches)))
         random.Random(f"{self.seed}-{epoch}").shuffle(order)
         # Under DDP each rank takes its own equal share of the shuffled batches.
-        order = order[self.rank::self.world][: len(self)]
-        for b in order[start:]:
-            idx = self.batches[b]
-            imgs = []
-            for i in idx:
-                img = self.data.image(i)
-                if self.augment_cfg:
-                    img = augment(img, random.Random(f"{self.seed}-{epoch}-{i}"), self.augment_cfg, self.max_hw)
-                imgs.append(img)
-            yield collate(imgs, [self.ids[i] for i in idx], [self.data.names[i] for i in idx], self.vocab,
-                          self.bidirectional)
+        return order[self.rank::self.world][: len(self)]
+
+    def batch(self, epoch: int, b: int) -> Batch:
+        """Batch ``b`` of the bucketing as epoch ``epoch`` augments it."""
+        idx = self.batches[b]
+        imgs = []
+        for i in idx:
+            img = self.data.image(i)
+            if self.augment_cfg:
+                img = augment(img, random.Random(f"{self.seed}-{epoch}-{i}"), self.augment_cfg, self.max_hw)
+            imgs.append(img)
+        return collate(imgs, [self.ids[i] for i in idx], [self.data.names[i] for i in idx], self.vocab,
+                       self.bidirectional, self.pad_to)
+
+    def epoch(self, epoch: int, start: int = 0, workers: int = 0, pin_memory: bool = False):
+        """Epoch ``epoch``'s batches from position ``start`` on. ``workers`` > 0 augments and
+        collates in that many processes, ahead of the training step; the batches are the same."""
+        order = self.order(epoch)[start:]
+        if workers <= 0:
+            for b in order:
+                yield self.batch(epoch, b)
+            return
+        loader = torch.utils.data.DataLoader(_EpochBatches(self, epoch, order), batch_size=None,
+                                             num_workers=workers, prefetch_factor=4, pin_memory=pin_memory,
+                                             multiprocessing_context="fork",
+                                             # its own seed source: the global RNG (dropout) stays as a
+                                             # resumed run restores it
+                                             generator=torch.Generator().manual_seed(self.seed))
+        yield from loader
+
+
+class _EpochBatches(torch.utils.data.Dataset):
+    """One epoch's batches as a map-style dataset, so DataLoader workers can build them."""
+
+    def __init__(self, loader: BatchLoader, epoch: int, order: list[int]):
+        self.loader, self.epoch_, self.order = loader, epoch, order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, k: int) -> Batch:
+        return self.loader.batch(self.epoch_, self.order[k])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import tempfile
 from collections import Counter
@@ -70,24 +71,41 @@ def cache_key(source: str | Path, render: RenderConfig, pre: PreprocessConfig) -
 
 def prepare(source: str | Path, render: RenderConfig = RenderConfig(),
             pre: PreprocessConfig = PreprocessConfig(), cache_root: str | Path = DEFAULT_CACHE,
-            progress: bool = True) -> PreparedSet:
-    """Load the prepared set for ``source``, building (and caching) it if needed."""
+            progress: bool = True, workers: int | None = None) -> PreparedSet:
+    """Load the prepared set for ``source``, building (and caching) it if needed.
+
+    ``workers``: processes that render and preprocess while this one parses (default: one per
+    CPU core, at most 16; 0 or 1 renders in this process). The result does not depend on it."""
     directory = Path(cache_root) / cache_key(source, render, pre)
     if (directory / "index.json").is_file() and (directory / "images.npy").is_file():
         return load_prepared(directory)
+    workers = min(os.cpu_count() or 1, 16) if workers is None else workers
     names, tokens, shapes, chunks, errors = [], [], [], [], []
-    for sample in tqdm(iter_source(source), desc=f"preparing {Path(source).name}", unit="expr",
-                       disable=not progress, leave=False):
-        try:
-            obj, toks = load_labelled(sample)
-            img = model_input(obj, render, pre, sample.name)
-        except HmerError as e:
-            errors.append(str(e))
-            continue
-        names.append(sample.name)
-        tokens.append(toks)
-        shapes.append(img.shape)
-        chunks.append(np.round(img * 255).astype(np.uint8).ravel())
+
+    def jobs():
+        for sample in iter_source(source):
+            try:
+                obj, toks = load_labelled(sample)
+            except HmerError as e:
+                errors.append(str(e))
+                continue
+            yield obj, toks, sample.name, render, pre
+
+    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+    try:
+        results = pool.imap(_render_job, jobs(), chunksize=16) if pool else map(_render_job, jobs())
+        for name, toks, img, error in tqdm(results, desc=f"preparing {Path(source).name}", unit="expr",
+                                           disable=not progress, leave=False):
+            if error is not None:
+                errors.append(error)
+                continue
+            names.append(name)
+            tokens.append(toks)
+            shapes.append(img.shape)
+            chunks.append(img.ravel())
+    finally:
+        if pool:
+            pool.terminate()
     sizes = np.array([c.size for c in chunks], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if len(sizes) else np.zeros(0, np.int64)
     pixels = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)
@@ -97,6 +115,16 @@ def prepare(source: str | Path, render: RenderConfig = RenderConfig(),
         "shapes": [list(s) for s in shapes], "offsets": offsets.tolist(), "errors": errors,
     })
     return load_prepared(directory)
+
+
+def _render_job(job: tuple) -> tuple[str, list[str], np.ndarray | None, str | None]:
+    """(name, tokens, uint8 model input or None, error or None) of one parsed sample."""
+    obj, toks, name, render, pre = job
+    try:
+        img = model_input(obj, render, pre, name)
+    except HmerError as e:
+        return name, toks, None, str(e)
+    return name, toks, np.round(img * 255).astype(np.uint8), None
 
 
 def _write_atomic(directory: Path, pixels: np.ndarray, index: dict) -> None:

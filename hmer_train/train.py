@@ -22,7 +22,7 @@ from hmer_runtime.sources import resolve_split
 from hmer_runtime.vocab import Vocab
 from hmer_train.checkpoint import load_checkpoint, save_checkpoint
 from hmer_train.config import image_configs
-from hmer_train.data import BatchLoader, collate
+from hmer_train.data import Batch, BatchLoader, collate
 from hmer_train.decoding import decode
 from hmer_train.ema import ema_model, ema_state, load_ema_state
 from hmer_train.models.base import HMERModel
@@ -49,16 +49,39 @@ def lr_at(step: int, total: int, cfg: dict) -> float:
     return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
+def autocast(device: str, amp: str):
+    """The autocast context of ``train.amp`` (bf16, fp16 or none) on ``device``: bf16 runs on CUDA
+    and on CPUs (oneDNN uses AVX512_BF16/AMX where present); fp16 needs CUDA."""
+    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    if amp not in ("bf16", "fp16", "none", None):
+        raise TrainingError("train.amp", f"must be bf16, fp16 or none, not {amp!r}")
+    if amp == "fp16" and kind == "cpu":
+        raise TrainingError("train.amp", "fp16 needs CUDA; use bf16 on a CPU")
+    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=kind, dtype=dtype, enabled=amp in ("bf16", "fp16"))
+
+
+def batch_loss(model: torch.nn.Module, batch: Batch, device: str, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean teacher-forced cross-entropy per target token of ``batch`` (both directions when the
+    batch holds them); logits are upcast so the loss is computed in fp32 under autocast."""
+    pin = str(device).startswith("cuda")
+    images, mask = batch.images.to(device, non_blocking=pin), batch.mask.to(device, non_blocking=pin)
+    logits = model(images, mask, batch.inputs.to(device), batch.image_index.to(device))
+    return F.cross_entropy(logits.float().flatten(0, 1), batch.targets.to(device).flatten(), ignore_index=-1,
+                           label_smoothing=label_smoothing)
+
+
 @torch.no_grad()
 def evaluate(model: HMERModel, data: PreparedSet, vocab: Vocab, device: str, beam: int = 1,
-             max_len: int = 200, limit: int | None = None, batch_size: int = 16) -> dict:
+             max_len: int = 200, limit: int | None = None, batch_size: int = 16,
+             max_pixels: int = 2_000_000) -> dict:
     """ExpRate etc. of ``model`` on ``data`` (greedy by default), batched by size."""
     from hmer_train.data import make_batches
 
     n = len(data) if limit is None else min(limit, len(data))
     sub = data.select(range(n)) if n < len(data) else data
     metrics = Metrics()
-    for idx in make_batches(sub.shapes, batch_size, 2_000_000):
+    for idx in make_batches(sub.shapes, batch_size, max_pixels):
         b = collate([sub.image(i) for i in idx], [[] for _ in idx], [sub.names[i] for i in idx], vocab, False)
         hyps = decode(model, b.images.to(device), b.mask.to(device), vocab.sos_id, vocab.eos_id, beam, max_len)
         for i, hs in zip(idx, hyps):
@@ -119,7 +142,8 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
     opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
     loader = BatchLoader(train_set, vocab, tc["batch_size"], tc["max_pixels"], tc["seed"],
                          tc["augment"], tc["bidirectional"],
-                         (cfg["preprocess"]["max_height"], cfg["preprocess"]["max_width"]), rank, world)
+                         (cfg["preprocess"]["max_height"], cfg["preprocess"]["max_width"]), rank, world,
+                         tc["pad_to"])
     per_epoch = max(1, len(loader) // tc["accumulate"])
     total = tc["max_steps"] or tc["epochs"] * per_epoch
     step, epoch, batch_in_epoch, best = 0, 0, 0, -1.0
@@ -154,9 +178,8 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
     raw_model = model
     if distributed:
         model = torch.nn.parallel.DistributedDataParallel(model)
-    amp = device.startswith("cuda") and tc["amp"] in ("bf16", "fp16")
-    amp_dtype = torch.bfloat16 if tc["amp"] == "bf16" else torch.float16
-    scaler = torch.amp.GradScaler(enabled=amp and tc["amp"] == "fp16")
+    cast = autocast(device, tc["amp"])
+    scaler = torch.amp.GradScaler(enabled=tc["amp"] == "fp16")
 
     out = Path(cfg["out"])
     log_path = out / "log.csv"
@@ -182,12 +205,10 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
     while step < stop and epoch < tc["epochs"]:
         model.train()
         t0, seen, micro = time.time(), 0, 0
-        for batch in loader.epoch(epoch, start=batch_in_epoch * tc["accumulate"]):
-            images, mask = batch.images.to(device), batch.mask.to(device)
-            with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=amp):
-                logits = model(images, mask, batch.inputs.to(device), batch.image_index.to(device))
-                loss = F.cross_entropy(logits.float().flatten(0, 1), batch.targets.to(device).flatten(),
-                                       ignore_index=-1, label_smoothing=tc["label_smoothing"])
+        for batch in loader.epoch(epoch, start=batch_in_epoch * tc["accumulate"], workers=tc["workers"],
+                                  pin_memory=device.startswith("cuda")):
+            with cast:
+                loss = batch_loss(model, batch, device, tc["label_smoothing"])
             if not torch.isfinite(loss):
                 skipped_nonfinite += 1
                 opt.zero_grad(set_to_none=True)
@@ -197,7 +218,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
                 continue
             scaler.scale(loss / tc["accumulate"]).backward()
             micro += 1
-            seen += images.shape[0]
+            seen += batch.images.shape[0]
             if micro % tc["accumulate"]:
                 continue
             lr = lr_at(step, total, tc)
@@ -222,28 +243,31 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
                                 "lr": lr, "images_per_s": round(rate, 2),
                                 "time": round(time.time(), 1)}, tb, "train/")
                 checkpoint("last.pt")
-            if step >= stop:
+            if step >= stop and batch_in_epoch < per_epoch:  # at the epoch's end, close the epoch
                 break
         else:
             epoch, batch_in_epoch = epoch + 1, 0
+        validate = epoch % tc["val_every"] == 0 or epoch >= tc["epochs"] or step >= total
         if master:
-            if val_set is not None and len(val_set):
+            metrics: dict = {}
+            if validate and val_set is not None and len(val_set):
                 # Cap decoding near the longest reference so an untrained model's endless output
                 # doesn't dominate the epoch; reported test figures use hmer-eval's full max_len.
                 cap = max(len(t) for t in val_set.tokens) + 10
-                summary = evaluate(ema.module if ema is not None else raw_model, val_set, vocab, device,
-                                   max_len=cap, limit=tc["val_max"])
+                metrics = summary = evaluate(ema.module if ema is not None else raw_model, val_set, vocab, device,
+                                             max_len=cap, limit=tc["val_max"], batch_size=max(16, tc["batch_size"]),
+                                             max_pixels=max(2_000_000, tc["max_pixels"]))
                 history.append(summary)
                 tqdm.write(f"epoch {epoch} step {step} val {format_summary(summary)}")
                 _log(out / "val.csv", {"step": step, "epoch": epoch, "exprate": round(summary["exprate"], 3),
                                        "le1": round(summary["le1"], 3), "le2": round(summary["le2"], 3),
                                        "wer": round(summary["wer"], 3), "time": round(time.time(), 1)}, tb, "val/")
-            checkpoint("last.pt", summary)
-            if summary and summary["exprate"] > best:
-                best = summary["exprate"]
-                checkpoint("best.pt", summary)
+            checkpoint("last.pt", metrics)
+            if metrics and metrics["exprate"] > best:
+                best = metrics["exprate"]
+                checkpoint("best.pt", metrics)
             elif not (out / "best.pt").exists():
-                checkpoint("best.pt", summary)
+                checkpoint("best.pt", metrics)
         if step < stop and _stop_requested(out, master, distributed):
             if master:
                 tqdm.write(f"{out / STOP_FILE} found: stopped after epoch {epoch} at step {step}; "

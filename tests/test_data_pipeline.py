@@ -59,6 +59,14 @@ def test_prepared_cache_counts_errors_and_rebuilds_on_change(inkml_dir, tmp_path
     assert not list(cache.glob("*/*.pkl")) and not list(cache.glob("*/*.pickle"))
 
 
+def test_prepare_in_worker_processes_matches_one_process(inkml_dir, tmp_path):
+    one = prepare(inkml_dir, cache_root=tmp_path / "c1", progress=False, workers=0)
+    many = prepare(inkml_dir, cache_root=tmp_path / "c2", progress=False, workers=3)
+    assert one.names == many.names and one.tokens == many.tokens
+    assert np.array_equal(one.shapes, many.shapes) and np.array_equal(one.pixels, many.pixels)
+    assert sorted(one.errors) == sorted(many.errors) and len(many.errors) == 2
+
+
 def test_render_command_writes_offline_format_and_reads_back(inkml_dir, tmp_path):
     out = tmp_path / "offline"
     r = CliRunner().invoke(data_cli, ["render", str(inkml_dir), str(out)])

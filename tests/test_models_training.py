@@ -13,9 +13,10 @@ from hmer_runtime.errors import ModelError
 from hmer_runtime.vocab import Vocab
 from hmer_train.checkpoint import load_checkpoint, save_checkpoint
 from hmer_train.config import DEFAULTS, ConfigError, load_config
+from hmer_train.data import BatchLoader
 from hmer_train.decoding import decode, rescore_r2l
 from hmer_train.models.base import HMERModel, expand_memory
-from hmer_train.train import evaluate, load_split, lr_at, train
+from hmer_train.train import TrainingError, autocast, evaluate, load_split, lr_at, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -321,3 +322,37 @@ def test_missing_dataset_error_shows_layout(tmp_path):
     p = subprocess.run([sys.executable, "-m", "hmer_train.cli_train", "--dataset", "NOPE", "--out",
                         str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
     assert p.returncode == 1 and "expected <root>/CROHME/" in p.stderr and p.stderr.count("\n") == 1
+
+
+def test_batches_built_in_workers_equal_those_built_in_the_loop(tmp_path):
+    cfg = tiny_config(tmp_path, "comer")
+    data = load_split(cfg, "train", progress=False)
+    vocab = Vocab.build(data.tokens)
+    loader = BatchLoader(data, vocab, 2, 10**9, 0, {"scale": [0.8, 1.2], "rotate_deg": 2.0}, True, (256, 1024),
+                         pad_to=64)
+    inline = list(loader.epoch(1, start=1))
+    pooled = list(loader.epoch(1, start=1, workers=2))
+    assert len(inline) == len(pooled) == len(loader) - 1
+    for a, b in zip(inline, pooled):
+        assert a.names == b.names and torch.equal(a.images, b.images) and torch.equal(a.inputs, b.inputs)
+        assert a.images.shape[-2] % 64 == 0 and a.images.shape[-1] % 64 == 0
+
+
+def test_bf16_autocast_trains_on_cpu_and_fp16_is_refused(tmp_path):
+    cfg = tiny_config(tmp_path, "comer", max_steps=2, amp="bf16", workers=1)
+    assert train(cfg, progress=False)["n"] == 6
+    assert len(_losses(tmp_path / "out" / "log.csv")) == 2
+    with pytest.raises(TrainingError, match="fp16 needs CUDA"):
+        autocast("cpu", "fp16")
+    with autocast("cpu", "bf16"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with autocast("cpu", "none"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_validation_every_n_epochs_and_at_the_end(tmp_path):
+    cfg = tiny_config(tmp_path, "comer", epochs=5, val_every=2, batch_size=3)
+    train(cfg, progress=False)
+    epochs = [int(r["epoch"]) for r in csv.DictReader(open(tmp_path / "out" / "val.csv"))]
+    assert epochs == [2, 4, 5]
+    assert load_checkpoint(tmp_path / "out" / "last.pt")["metrics"]["n"] == 6
