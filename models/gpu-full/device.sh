@@ -5,7 +5,7 @@
 #   device.sh start EPOCHS    set up and start a run of EPOCHS epochs in the background (it
 #                             outlives the call; models/gpu-full/probe.py measures the step rate)
 #   device.sh wait SECONDS    follow the run for up to SECONDS; copy its logs and weights to $OUT
-#   device.sh bench           latency of the run's model: PyTorch eager on CUDA vs ONNX Runtime
+#   device.sh bench           latency of the bundled model: PyTorch eager on CUDA vs ONNX Runtime
 set -euo pipefail
 RUN=/tmp/hmer-run
 OUT=${OUT:-/tmp/out}
@@ -45,8 +45,10 @@ wait)
   tail -3 runs/gpu-full/log.csv 2>/dev/null || true; cat runs/gpu-full/val.csv 2>/dev/null || true; tail -3 "$RUN/train.log"
   collect
   ;;
-bench)
-  pkill -f '[h]mer_train.cli_train' && sleep 5 || true
-  collect
+bench)  # the bundled model: its committed checkpoint in eager CUDA against its graphs on ONNX Runtime
+  python3 -c "import onnxruntime as o; print(o.__version__, o.get_available_providers())"
+  python3 -m hmer_bench.latency --checkpoint models/cpu-small/last.pt --device cuda --autocast none,fp16 \
+    --provider cpu --variants fp32 --beam 1,5,10 --batch 1,8,64 --data datasets/crohme/crohme-2014.tar.gz \
+    --limit 64 --runs 1 --threads 16 --lengths "" --markdown "$OUT/bench-gpu.md" --json "$OUT/bench-gpu.json"
   ;;
 esac
