@@ -11,9 +11,16 @@ import click
 
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
 from hmer_runtime.errors import HmerError, ImageError
+from hmer_runtime.files import walk_files
 from hmer_runtime.sources import IMAGE_SUFFIXES
 
 INPUT_SUFFIXES = IMAGE_SUFFIXES + (".inkml",)
+
+
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8: bytes of a file name that are not UTF-8 (held by Python as
+    surrogates) are shown as \\xNN escapes instead of being written raw."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def expand_inputs(args: list[str]) -> tuple[list[str], list[HmerError]]:
@@ -27,8 +34,10 @@ def expand_inputs(args: list[str]) -> tuple[list[str], list[HmerError]]:
             continue
         p = Path(arg)
         if p.is_dir():
-            found = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in INPUT_SUFFIXES)
-            if not found:
+            files, unreadable = walk_files(p, INPUT_SUFFIXES)
+            errors += unreadable
+            found = [str(f) for f in files]
+            if not found and not unreadable:
                 errors.append(ImageError(arg, f"directory has no images or InkML files ({', '.join(INPUT_SUFFIXES)})"))
             paths += found
         elif not p.exists() and glob.has_magic(arg):
@@ -44,11 +53,12 @@ def expand_inputs(args: list[str]) -> tuple[list[str], list[HmerError]]:
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("paths", nargs=-1)
 @click.option("--model", "model_dir", type=click.Path(), help="Exported model directory (default: bundled model).")
-@click.option("--beam", default=1, show_default=True, help="Beam width (1 = greedy).")
+@click.option("--beam", default=1, show_default=True, type=click.IntRange(min=1), help="Beam width (1 = greedy).")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True)
 @click.option("--variant", default="fp32", show_default=True, help="Graph variant: fp32, int8 or fp16.")
-@click.option("--batch-size", default=8, show_default=True, help="Inputs decoded together.")
-@click.option("--threads", default=0, help="CPU threads (0 = onnxruntime's choice).")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Inputs decoded together.")
+@click.option("--threads", default=0, type=click.IntRange(min=0), help="CPU threads (0 = onnxruntime's choice).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line: file, latex, tokens, score, ms.")
 @click.option("--attention", "attention_dir", type=click.Path(file_okay=False),
               help="Write a PNG per input with each token's attention overlaid.")
@@ -64,7 +74,7 @@ def main(paths, model_dir, beam, provider, variant, batch_size, threads, as_json
         raise click.UsageError("give at least one image, .inkml file or directory (or - to read paths from stdin)")
     files, failures = expand_inputs(list(paths))
     for e in failures:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {printable(str(e))}", err=True)
     rec = Recognizer(model_dir, provider=provider, beam=beam, variant=variant, threads=threads, grammar=grammar)
     if debug:
         click.echo(f"model {rec.spec.directory} on {rec.provider}", err=True)
@@ -79,10 +89,14 @@ def main(paths, model_dir, beam, provider, variant, batch_size, threads, as_json
         for offset, (path, res) in enumerate(zip(chunk, results)):
             if res is None:
                 failed += 1
-                click.echo(f"error: {next(errs)}", err=True)
+                error = next(errs)
+                click.echo(f"error: {printable(str(error))}", err=True)
+                # stdout keeps one line per input: an empty line (plain) or an error row (--json)
+                click.echo(json.dumps({"file": printable(path), "error": printable(error.message)},
+                                      ensure_ascii=False) if as_json else "")
                 continue
             if as_json:
-                click.echo(json.dumps({"file": path, **res.to_dict()}, ensure_ascii=False))
+                click.echo(json.dumps({"file": printable(path), **res.to_dict()}, ensure_ascii=False))
             else:
                 click.echo(res.latex)
             if attention_dir and res.image is not None:

@@ -26,3 +26,28 @@ class DatasetError(HmerError):
 
 class ModelError(HmerError):
     """A model directory or checkpoint that is missing, broken or of the wrong kind."""
+
+
+class InputError(HmerError):
+    """One input (a file, an upload, a sample of a dataset) that could not be read or prepared."""
+
+
+def input_error(name: str, exc: BaseException) -> HmerError:
+    """``exc``, raised while reading or preparing the input ``name``, as one HmerError naming it.
+
+    Every per-input failure goes through here, so a bad input is one clear line in a batch and
+    never stops the rest: an HmerError about something else (say, the InkML's own id) is re-named
+    after the input, and anything else (a decoder's ValueError, RecursionError, MemoryError,
+    PermissionError, ...) becomes an :class:`InputError` saying what happened.
+    """
+    if isinstance(exc, HmerError):
+        return exc if exc.source == name else type(exc)(name, exc.message)
+    if isinstance(exc, RecursionError):
+        return InputError(name, "nested too deeply to read")
+    if isinstance(exc, MemoryError):
+        return InputError(name, "too large to process in memory")
+    if isinstance(exc, PermissionError):
+        return InputError(name, "permission denied")
+    if isinstance(exc, OSError):
+        return InputError(name, f"cannot read: {exc.strerror or exc}")
+    return InputError(name, f"{type(exc).__name__}: {str(exc)[:200] or 'failed'}")

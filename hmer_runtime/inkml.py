@@ -7,7 +7,6 @@ before parsing.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +16,12 @@ from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
 
 from hmer_runtime.errors import InkError
+from hmer_runtime.files import read_bounded
 
 #: The largest InkML document we parse (the biggest CROHME file is ~0.5 MB).
 MAX_INKML_BYTES = 16 * 1024 * 1024
+#: Largest coordinate span accepted (pen units); real ink spans at most ~1e6.
+MAX_INK_SPAN = 1e12
 
 
 @dataclass
@@ -107,6 +109,8 @@ def parse_inkml(data: bytes, name: str = "<bytes>") -> Ink:
         raise InkError(name, "empty file")
     try:
         root = _fromstring(data)
+    except RecursionError as e:
+        raise InkError(name, "XML nested too deeply") from e
     except DefusedXmlException as e:
         raise InkError(name, f"refused unsafe XML ({type(e).__name__})") from e
     except SafeET.ParseError as e:
@@ -136,7 +140,10 @@ def parse_inkml(data: bytes, name: str = "<bytes>") -> Ink:
             traces.append(_parse_trace(child.text or "", len(channels), name))
             trace_ids.append(child.get("id", str(len(trace_ids))))
         elif tag == "traceGroup":
-            groups.extend(_symbol_groups(child))
+            try:
+                groups.extend(_symbol_groups(child))
+            except RecursionError as e:
+                raise InkError(name, "traceGroups nested too deeply") from e
     if not file_id:
         file_id = Path(name).stem
     return Ink(traces=traces, truth=truth, id=file_id, channels=channels, trace_ids=trace_ids,
@@ -164,15 +171,9 @@ def _symbol_groups(group) -> list[SymbolGroup]:
 
 
 def read_inkml(path: str | os.PathLike) -> Ink:
-    """Read an InkML file from disk (size-checked before reading)."""
+    """Read an InkML file from disk: a regular file of at most MAX_INKML_BYTES (see files.read_bounded)."""
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise InkError(str(path), f"cannot read: {e.strerror or e}") from e
-    if size > MAX_INKML_BYTES:
-        raise InkError(str(path), f"InkML is {size} bytes, over the {MAX_INKML_BYTES}-byte limit")
-    ink = parse_inkml(path.read_bytes(), str(path))
+    ink = parse_inkml(read_bounded(path, MAX_INKML_BYTES), str(path))
     if not ink.id:
         ink.id = path.stem
     return ink
@@ -185,8 +186,12 @@ def validate_ink(ink: Ink) -> None:
     pts = np.concatenate([t[:, :2] for t in ink.traces if len(t)])
     if not np.all(np.isfinite(pts)):
         raise InkError(ink.id, "NaN or infinite coordinates")
-    extent = pts.max(axis=0) - pts.min(axis=0)
+    with np.errstate(over="ignore"):
+        extent = pts.max(axis=0) - pts.min(axis=0)
     if len(pts) == 1:
         raise InkError(ink.id, "a single point")
-    if not math.isfinite(float(extent.max())) or float(extent.max()) <= 0:
+    if not np.all(np.isfinite(extent)) or float(extent.max()) > MAX_INK_SPAN:
+        raise InkError(ink.id, f"coordinates span {float(extent.max()):.3g}, beyond the {MAX_INK_SPAN:.0g} an "
+                               "ink file can hold meaningfully")
+    if float(extent.max()) <= 0:
         raise InkError(ink.id, "all points coincide (zero-size ink)")

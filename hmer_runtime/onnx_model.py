@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -70,12 +71,18 @@ class OnnxModel:
         if meta is None:
             raise ModelError(str(path), "not an hmer graph (no hmer metadata)")
         try:
-            sha = json.loads(meta).get("checkpoint", {}).get("sha256", "")
-        except json.JSONDecodeError as e:
+            stored = json.loads(meta)
+            sha = stored.get("checkpoint", {}).get("sha256", "")
+        except (json.JSONDecodeError, AttributeError) as e:
             raise ModelError(str(path), "hmer metadata is not valid JSON") from e
         if sha != self.spec.checkpoint_sha256:
             raise ModelError(str(path), "graph was exported from a different checkpoint than model.json describes "
                                         "(mismatched model directory)")
+        # The graphs carry the vocabulary they were trained with: a model.json whose vocabulary was
+        # resized or reordered would decode ids into the wrong symbols (or fail in numpy).
+        if stored.get("vocab") != self.spec.vocab.tokens:
+            raise ModelError(str(self.spec.directory), f"the vocabulary in model.json does not match the one stored "
+                                                       f"in {Path(path).name} (edited or mismatched model directory)")
 
     def encode(self, images: np.ndarray, mask: np.ndarray) -> tuple[State, State]:
         """(memory, initial state) for a padded batch (N, 1, H, W) + (N, H, W) bool mask."""

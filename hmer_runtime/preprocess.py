@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter, UnidentifiedImageError
 
-from hmer_runtime.errors import ImageError
+from hmer_runtime.errors import ImageError, input_error
+from hmer_runtime.files import MAX_IMAGE_BYTES, read_bounded
 
 #: Images with more pixels than this are refused before decoding (decompression bombs).
 MAX_IMAGE_PIXELS = 40_000_000
@@ -56,13 +57,15 @@ class PreprocessConfig:
 
 def load_image(path: str | Path | bytes, name: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Open an image file (or encoded bytes, e.g. an upload), refusing non-images and
-    decompression bombs with an ImageError naming ``name`` or the path."""
+    decompression bombs with an ImageError naming ``name`` or the path. Files are read with
+    :func:`hmer_runtime.files.read_bounded` (regular files of at most MAX_IMAGE_BYTES)."""
     import io
 
-    source = io.BytesIO(path) if isinstance(path, bytes) else Path(path)
-    path = name or ("<upload>" if isinstance(path, bytes) else path)
+    label = name or ("<upload>" if isinstance(path, bytes) else str(path))
+    data = path if isinstance(path, bytes) else read_bounded(path, MAX_IMAGE_BYTES, label)
+    path = label
     try:
-        with Image.open(source) as im:
+        with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
             if w * h > max_pixels:
                 raise ImageError(str(path), f"image is {w}x{h} pixels, over the {max_pixels} limit")
@@ -80,6 +83,8 @@ def load_image(path: str | Path | bytes, name: str | None = None, max_pixels: in
         raise ImageError(str(path), f"not a readable image ({e.__class__.__name__})") from e
     except OSError as e:
         raise ImageError(str(path), f"cannot read image: {e}") from e
+    except Exception as e:  # noqa: BLE001 - a decoder's ValueError (e.g. an oversized PNG text chunk), ...
+        raise ImageError(str(path), f"cannot decode image ({input_error(str(path), e).message})") from e
 
 
 def to_gray(image: Image.Image | np.ndarray) -> np.ndarray:
@@ -89,6 +94,14 @@ def to_gray(image: Image.Image | np.ndarray) -> np.ndarray:
         if arr.ndim == 3:
             arr = arr[..., :3].mean(axis=-1)
         return arr / 255.0 if arr.max() > 1.0 else arr
+    if image.mode.startswith("I") or image.mode == "F":
+        # 16/32-bit greyscale: scale by the format's range (convert("L") would clip at 255).
+        # PIL reads 16-bit PNG/TIFF greyscale as I;16 or I (0-65535); F is float, 0-1 or 0-255.
+        arr = np.asarray(image, dtype=np.float64)
+        top = (1.0 if arr.max() <= 1.0 else 255.0) if image.mode == "F" else 65535.0
+        return np.clip(arr / top, 0.0, 1.0).astype(np.float32)
+    if image.mode == "LAB":  # L* is the lightness channel
+        return np.asarray(image.getchannel(0), dtype=np.float32) / 255.0
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

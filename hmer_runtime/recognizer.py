@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hmer_runtime.errors import HmerError, ImageError
+from hmer_runtime.errors import HmerError, ImageError, input_error
 from hmer_runtime.inkml import Ink, read_inkml
 from hmer_runtime.latex import detokenize
 from hmer_runtime.model_spec import ModelSpec
@@ -68,17 +68,30 @@ class Recognizer:
         return self.model.provider
 
     def load(self, item, name: str | None = None) -> np.ndarray:
-        """Model input (H, W) float32 for one input of any supported kind."""
-        render, pre = self.spec.render, self.spec.preprocess
+        """Model input (H, W) float32 for one input of any supported kind; any failure is an
+        HmerError naming the input (its path for files; see ``errors.input_error``)."""
         if isinstance(item, Ink):
-            return model_input(item, render, pre, item.id)
+            name = name or item.id
+        elif isinstance(item, list):
+            name = name or "strokes"
+        elif isinstance(item, (Image.Image, np.ndarray)):
+            name = name or "<image>"
+        else:
+            name = name or str(item)
+        try:
+            return self._load(item, name)
+        except Exception as e:  # noqa: BLE001 - one input's failure, never the batch's
+            raise input_error(name, e) from e
+
+    def _load(self, item, name: str) -> np.ndarray:
+        render, pre = self.spec.render, self.spec.preprocess
         if isinstance(item, list):
-            return model_input(Ink.from_strokes(item, id=name or "strokes"), render, pre, name or "strokes")
-        if isinstance(item, (Image.Image, np.ndarray)):
-            return model_input(item, render, pre, name or "<image>")
+            item = Ink.from_strokes(item, id=name)
+        if isinstance(item, (Ink, Image.Image, np.ndarray)):
+            return model_input(item, render, pre, name)
         path = Path(item)
         obj = read_inkml(path) if path.suffix.lower() == ".inkml" else load_image(path)
-        return model_input(obj, render, pre, str(path))
+        return model_input(obj, render, pre, name)
 
     def recognize(self, item, beam: int | None = None, attention: bool = False) -> Result:
         """Recognise one image, path, InkML file, Ink or stroke list; raises HmerError on bad input."""

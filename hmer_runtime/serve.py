@@ -38,6 +38,56 @@ class Limits:
     max_points: int = 50_000
     max_beam: int = 16
     timeout_s: float = 30.0
+    read_timeout_s: float = 10.0  # to receive a request's headers, and then its body
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request, limit: int) -> bytes:
+    """The request body, read as it streams in (chunked uploads included) and refused with
+    BodyTooLarge as soon as it passes ``limit`` bytes, so an endless body is never buffered."""
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # Starlette's request.form() parses a body already read from here
+    return body
+
+
+try:
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+except ImportError:  # the serve extra is not installed: hmer-serve says so in main()
+    H11Protocol = object
+
+
+class TimedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection whose request headers are not all in within
+    HMER_SERVE_READ_TIMEOUT seconds of connecting or of the previous response (slowloris
+    clients); uvicorn itself times out only idle keep-alive connections."""
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_header_timer()
+
+    def _arm_header_timer(self) -> None:
+        import os
+
+        waiting_for = self.cycle  # a new request replaces self.cycle once its headers are in
+
+        def expire() -> None:
+            if self.cycle is waiting_for and not self.transport.is_closing():
+                self.transport.close()
+
+        self.loop.call_later(float(os.environ.get("HMER_SERVE_READ_TIMEOUT", Limits.read_timeout_s)), expire)
 
 
 @dataclass
@@ -131,7 +181,9 @@ def create_app(model_dir: str | Path | None = None, provider: str = "auto", vari
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
+    from starlette.exceptions import HTTPException
 
     limits = limits or Limits()
     state: dict = {}
@@ -148,7 +200,20 @@ def create_app(model_dir: str | Path | None = None, provider: str = "auto", vari
     app = FastAPI(title="hmer", summary="Handwritten mathematical expressions to LaTeX", lifespan=lifespan)
 
     def error(status: int, message: str) -> JSONResponse:
+        """Every error the service answers has this one shape: {"error": message}."""
         return JSONResponse({"error": message}, status_code=status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc: RequestValidationError) -> JSONResponse:
+        return error(422, "; ".join(str(e.get("msg", e)) for e in exc.errors()) or "invalid request")
+
+    @app.exception_handler(Exception)
+    async def internal_error(request, exc: Exception) -> JSONResponse:
+        return error(500, f"internal error ({type(exc).__name__})")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
@@ -200,9 +265,12 @@ def create_app(model_dir: str | Path | None = None, provider: str = "auto", vari
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
             return error(413, f"request body of {declared} bytes is over the limit of {limits.max_body_bytes}")
-        body = await request.body()
-        if len(body) > limits.max_body_bytes:
+        try:
+            body = await asyncio.wait_for(read_body(request, limits.max_body_bytes), limits.read_timeout_s)
+        except BodyTooLarge:
             return error(413, f"request body is over the limit of {limits.max_body_bytes} bytes")
+        except asyncio.TimeoutError:
+            return error(408, f"request body not received within {limits.read_timeout_s} s")
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         try:
             if ctype == "application/json":
@@ -210,13 +278,18 @@ def create_app(model_dir: str | Path | None = None, provider: str = "auto", vari
                     payload = json.loads(body)
                 except (json.JSONDecodeError, UnicodeDecodeError) as e:
                     return error(400, f"malformed JSON: {e}")
+                except RecursionError:
+                    return error(400, "malformed JSON: nested too deeply")
                 if not isinstance(payload, dict):
                     return error(400, "JSON body must be an object with 'strokes'")
                 beam, attention = parse_options(request.query_params, payload)
                 image = await asyncio.get_running_loop().run_in_executor(None, ink_input, payload, rec)
             else:
                 if ctype == "multipart/form-data":
-                    form = await request.form()
+                    try:
+                        form = await request.form()
+                    except HTTPException as e:  # python-multipart's parse errors
+                        return error(400, f"malformed multipart body: {e.detail}")
                     upload = form.get("file")
                     if upload is None or isinstance(upload, str):
                         return error(400, "multipart request without a 'file' field")
@@ -260,9 +333,12 @@ def create_app(model_dir: str | Path | None = None, provider: str = "auto", vari
 @click.option("--threads", default=0, help="CPU threads per worker (0 = onnxruntime's choice).")
 @click.option("--workers", default=1, show_default=True, help="Worker processes, each with its own Recognizer.")
 @click.option("--batch-wait-ms", default=5.0, show_default=True, help="Micro-batching window (0 = off).")
-@click.option("--max-batch", default=16, show_default=True)
+@click.option("--max-batch", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--read-timeout", default=Limits.read_timeout_s, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds a client has to send a request's headers, and then its body.")
 @click.option("--debug", is_flag=True)
-def main(model_dir, host, port, provider, variant, threads, workers, batch_wait_ms, max_batch, debug) -> None:
+def main(model_dir, host, port, provider, variant, threads, workers, batch_wait_ms, max_batch, read_timeout,
+         debug) -> None:
     """Serve the recognition API and the drawing pad."""
     try:
         import uvicorn
@@ -273,8 +349,10 @@ def main(model_dir, host, port, provider, variant, threads, workers, batch_wait_
 
     os.environ.update({"HMER_SERVE_MODEL": str(model_dir or ""), "HMER_SERVE_PROVIDER": provider,
                        "HMER_SERVE_VARIANT": variant, "HMER_SERVE_THREADS": str(threads),
-                       "HMER_SERVE_WAIT_MS": str(batch_wait_ms), "HMER_SERVE_MAX_BATCH": str(max_batch)})
+                       "HMER_SERVE_WAIT_MS": str(batch_wait_ms), "HMER_SERVE_MAX_BATCH": str(max_batch),
+                       "HMER_SERVE_READ_TIMEOUT": str(read_timeout)})
     uvicorn.run("hmer_runtime.serve:app_from_env", host=host, port=port, workers=workers, factory=True,
+                http=TimedH11Protocol, timeout_keep_alive=max(1, round(read_timeout)),
                 log_level="info" if debug else "warning")
 
 
@@ -312,7 +390,8 @@ def app_from_env():
     env = os.environ
     return create_app(env.get("HMER_SERVE_MODEL") or None, env.get("HMER_SERVE_PROVIDER", "auto"),
                       env.get("HMER_SERVE_VARIANT", "fp32"), int(env.get("HMER_SERVE_THREADS", "0")),
-                      float(env.get("HMER_SERVE_WAIT_MS", "5")), int(env.get("HMER_SERVE_MAX_BATCH", "16")))
+                      float(env.get("HMER_SERVE_WAIT_MS", "5")), int(env.get("HMER_SERVE_MAX_BATCH", "16")),
+                      Limits(read_timeout_s=float(env.get("HMER_SERVE_READ_TIMEOUT", Limits.read_timeout_s))))
 
 
 def run() -> None:

@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hmer_runtime.errors import DatasetError, InkError
+from hmer_runtime.errors import DatasetError, HmerError, InkError, input_error
+from hmer_runtime.files import walk_files
 from hmer_runtime.inkml import MAX_INKML_BYTES, Ink, parse_inkml, read_inkml
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -42,13 +43,17 @@ def _is_archive(path: Path) -> bool:
     return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
+def _failed_sample(name: str, err: HmerError) -> Sample:
+    """A sample whose ``load()`` raises ``err``: the failure stays with its input."""
+    return Sample(name, None, "ink", lambda: (_ for _ in ()).throw(err))
+
+
 def _ink_sample(name: str, loader: Callable[[], Ink]) -> Sample:
     # InkML carries its own label, so reading the label means parsing the file once here.
     try:
         ink = loader()
-    except InkError as e:
-        err = e
-        return Sample(name, None, "ink", lambda: (_ for _ in ()).throw(err))
+    except Exception as e:  # noqa: BLE001 - any failure is this sample's, named (errors.input_error)
+        return _failed_sample(name, input_error(name, e))
     return Sample(name, ink.truth, "ink", lambda: ink)
 
 
@@ -60,8 +65,7 @@ def _archive_samples(entries: Iterator[tuple[str, int, Callable[[], bytes]]]) ->
             yield _ink_sample(name, lambda n=name, s=size: (_ for _ in ()).throw(
                 InkError(n, f"InkML is {s} bytes, over the {MAX_INKML_BYTES}-byte limit")))
             continue
-        data = read()
-        yield _ink_sample(name, lambda d=data, n=name: parse_inkml(d, n))
+        yield _ink_sample(name, lambda r=read, n=name: parse_inkml(r(), n))
 
 
 def _iter_tar(path: Path) -> Iterator[Sample]:
@@ -148,7 +152,9 @@ def iter_source(path: str | os.PathLike) -> Iterator[Sample]:
         if layout is not None:
             yield from _iter_images(*layout)
             return
-        files = sorted(path.rglob("*.inkml"))
+        files, unreadable = walk_files(path, (".inkml",))
+        for e in unreadable:
+            yield _failed_sample(e.source, e)
         if files:
             for f in files:
                 yield _ink_sample(str(f.relative_to(path)), lambda f=f: read_inkml(f))
@@ -235,7 +241,12 @@ def load_labelled(sample: Sample) -> tuple[object, list[str]]:
     LaTeX does not tokenize. Read errors come first: they are often why a label is missing."""
     from hmer_runtime.latex import LatexError, tokenize
 
-    obj = sample.load()
+    try:
+        obj = sample.load()
+    except HmerError:  # names its file already
+        raise
+    except Exception as e:  # noqa: BLE001 - any other failure, named after the sample
+        raise input_error(sample.name, e) from e
     if sample.latex is None:
         raise DatasetError(sample.name, "no ground-truth LaTeX")
     try:

@@ -48,6 +48,11 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
         roots, cache = cfg["data_roots"], cfg.get("cache_dir") or DEFAULT_CACHE
     src = resolve_split(source, split, roots) if split else Path(source)
     data = prepare(src, render, pre, cache)
+    if len(data) == 0:
+        from hmer_runtime.errors import DatasetError
+
+        shown = "; ".join(data.errors[:3]) + (f"; ... ({len(data.errors)} in all)" if len(data.errors) > 3 else "")
+        raise DatasetError(str(src), "no usable sample to evaluate" + (f" ({shown})" if shown else ""))
     if limit:
         data = data.select(range(min(limit, len(data))))
     metrics = Metrics()
@@ -102,10 +107,10 @@ def _torch_decoder(ckpt_path: str, beam: int, weights: str = "average", input_sc
 @click.argument("data", required=False)
 @click.option("--dataset", help="Evaluate every test split of this dataset (model from config 'checkpoint:').")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
-@click.option("--beam", default=1, show_default=True, help="Beam width (1 = greedy).")
+@click.option("--beam", default=1, show_default=True, type=click.IntRange(min=1), help="Beam width (1 = greedy).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write one JSON line per expression.")
-@click.option("--limit", type=int, help="Evaluate only the first N expressions.")
-@click.option("--batch-size", default=16, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N expressions.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--variant", default="fp32", show_default=True, help="Exported model: fp32, int8 or fp16 graphs.")
 @click.option("--provider", default="auto", show_default=True, help="Exported model: auto, cpu, cuda, tensorrt.")

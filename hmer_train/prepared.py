@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from hmer_runtime.errors import HmerError
+from hmer_runtime.errors import HmerError, input_error
 from hmer_runtime.preprocess import PreprocessConfig
 from hmer_runtime.render import RenderConfig, model_input
 from hmer_runtime.sources import iter_source, load_labelled, source_fingerprint
@@ -86,7 +86,7 @@ def prepare(source: str | Path, render: RenderConfig = RenderConfig(),
         for sample in iter_source(source):
             try:
                 obj, toks = load_labelled(sample)
-            except HmerError as e:
+            except HmerError as e:  # load_labelled names every failure
                 errors.append(str(e))
                 continue
             yield obj, toks, sample.name, render, pre
@@ -122,8 +122,8 @@ def _render_job(job: tuple) -> tuple[str, list[str], np.ndarray | None, str | No
     obj, toks, name, render, pre = job
     try:
         img = model_input(obj, render, pre, name)
-    except HmerError as e:
-        return name, toks, None, str(e)
+    except Exception as e:  # noqa: BLE001 - one sample's failure, named after its file, never the set's
+        return name, toks, None, str(input_error(name, e))
     return name, toks, np.round(img * 255).astype(np.uint8), None
 
 

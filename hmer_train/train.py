@@ -186,6 +186,11 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
     tb = None
     if master:
         out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".*.tmp"):  # a checkpoint write cut off by a kill (save_checkpoint)
+            stale.unlink(missing_ok=True)
+        if ckpt:  # rows a killed run logged after its last checkpoint are about to be logged again
+            for name in ("log.csv", "val.csv"):
+                _truncate_log(out / name, step)
         tb = _tensorboard(out)
 
     def checkpoint(name: str, metrics: dict | None = None) -> None:
@@ -303,6 +308,22 @@ def _tensorboard(out: Path):
     except ImportError:
         return None
     return SummaryWriter(str(out / "tb"))
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop the rows of a CSV log after ``step`` (rewritten atomically), so a resumed run's log
+    has each step once."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    keep = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= step]
+    if len(keep) == len(rows):
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows(keep)
+    os.replace(tmp, path)
 
 
 def _log(path: Path, row: dict, tb=None, prefix: str = "") -> None:

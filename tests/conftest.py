@@ -14,3 +14,15 @@ def crohme_dir() -> Path:
     if not (CROHME / "crohme-2014.tar.gz").is_file():
         pytest.skip("CROHME data not found at ../shared/data/crohme")
     return CROHME
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random-weight tiny CoMER model exported as a runtime model directory (shared, read-only)."""
+    from tiny import random_checkpoint
+
+    from hmer_export.exporter import export_checkpoint
+
+    tmp = tmp_path_factory.mktemp("tiny-model")
+    export_checkpoint(random_checkpoint(tmp, "comer"), tmp / "model", log=lambda s: None)
+    return tmp / "model"

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from PIL import Image
 from synth import expression_strokes
-from tiny import random_checkpoint
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -19,12 +18,8 @@ STROKES = [s.tolist() for s in expression_strokes(list("x+1"))]
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from hmer_export.exporter import export_checkpoint
-
-    tmp = tmp_path_factory.mktemp("serve")
-    export_checkpoint(random_checkpoint(tmp, "comer"), tmp / "model", log=lambda s: None)
-    return tmp / "model"
+def model_dir(tiny_model_dir):
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")

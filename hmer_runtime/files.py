@@ -1,0 +1,66 @@
+"""Reading input files with bounds: every path an input comes from is read here.
+
+A path may name anything: a FIFO (reading it waits for a writer forever), a character device
+(``/dev/zero`` never ends), a file without read permission, or a file far larger than any input.
+:func:`read_bounded` refuses what is not a regular file before reading, and reads at most the
+limit; :func:`walk_files` lists a folder's inputs and reports sub-folders it cannot read instead of
+skipping them silently.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from hmer_runtime.errors import HmerError, InputError, input_error
+
+#: Largest image file read (bytes); the pixel limit in preprocess.MAX_IMAGE_PIXELS applies after decoding.
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+
+
+def read_bounded(path: str | os.PathLike, limit: int, name: str | None = None) -> bytes:
+    """The bytes of the regular file ``path``; InputError naming ``name`` (default: the path) when it
+    is missing, unreadable, not a regular file, or larger than ``limit`` bytes."""
+    name = name or str(path)
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError as e:
+        raise InputError(name, "no such file") from e
+    except IsADirectoryError as e:
+        raise InputError(name, "is a directory") from e
+    except OSError as e:
+        raise input_error(name, e) from e
+    with os.fdopen(fd, "rb") as f:
+        try:
+            st = os.fstat(f.fileno())
+            if stat.S_ISDIR(st.st_mode):
+                raise InputError(name, "is a directory")
+            if not stat.S_ISREG(st.st_mode):
+                raise InputError(name, "not a regular file (a FIFO, device or socket is never read)")
+            if st.st_size > limit:
+                raise InputError(name, f"file is {st.st_size} bytes, over the {limit}-byte limit")
+            data = f.read(limit + 1)  # the file may have grown since fstat
+        except HmerError:
+            raise
+        except OSError as e:
+            raise input_error(name, e) from e
+    if len(data) > limit:
+        raise InputError(name, f"file is over the {limit}-byte limit")
+    return data
+
+
+def walk_files(root: str | os.PathLike, suffixes: tuple[str, ...]) -> tuple[list[Path], list[InputError]]:
+    """Files under ``root`` (recursively, sorted) whose names end in one of ``suffixes``, and an
+    error for each sub-folder that could not be listed."""
+    files: list[Path] = []
+    errors: list[InputError] = []
+
+    def unreadable(e: OSError) -> None:
+        errors.append(input_error(e.filename or str(root), e))
+
+    for folder, dirs, names in os.walk(root, onerror=unreadable):
+        dirs.sort()
+        files += [Path(folder) / n for n in names if n.lower().endswith(suffixes)]
+    return sorted(files), errors
