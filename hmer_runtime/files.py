@@ -19,10 +19,19 @@ from hmer_runtime.errors import HmerError, InputError, input_error
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 
 
-def read_bounded(path: str | os.PathLike, limit: int, name: str | None = None) -> bytes:
-    """The bytes of the regular file ``path``; InputError naming ``name`` (default: the path) when it
-    is missing, unreadable, not a regular file, or larger than ``limit`` bytes."""
+def read_bounded(path: str | os.PathLike, limit: int, name: str | None = None,
+                 error: type[HmerError] = InputError) -> bytes:
+    """The bytes of the regular file ``path``; an ``error`` (InkError for InkML, ImageError for
+    images) naming ``name`` (default: the path) when it is missing, unreadable, not a regular
+    file, or larger than ``limit`` bytes."""
     name = name or str(path)
+    try:
+        return _read_bounded(path, limit, name)
+    except HmerError as e:
+        raise (e if isinstance(e, error) else error(e.source, e.message)) from e.__cause__
+
+
+def _read_bounded(path: str | os.PathLike, limit: int, name: str) -> bytes:
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)

@@ -173,7 +173,7 @@ def _symbol_groups(group) -> list[SymbolGroup]:
 def read_inkml(path: str | os.PathLike) -> Ink:
     """Read an InkML file from disk: a regular file of at most MAX_INKML_BYTES (see files.read_bounded)."""
     path = Path(path)
-    ink = parse_inkml(read_bounded(path, MAX_INKML_BYTES), str(path))
+    ink = parse_inkml(read_bounded(path, MAX_INKML_BYTES, error=InkError), str(path))
     if not ink.id:
         ink.id = path.stem
     return ink

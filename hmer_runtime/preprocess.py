@@ -62,7 +62,7 @@ def load_image(path: str | Path | bytes, name: str | None = None, max_pixels: in
     import io
 
     label = name or ("<upload>" if isinstance(path, bytes) else str(path))
-    data = path if isinstance(path, bytes) else read_bounded(path, MAX_IMAGE_BYTES, label)
+    data = path if isinstance(path, bytes) else read_bounded(path, MAX_IMAGE_BYTES, label, ImageError)
     path = label
     try:
         with Image.open(io.BytesIO(data)) as im:

@@ -78,7 +78,7 @@ def test_special_and_oversized_files_are_refused_without_reading(tmp_path):
         read_bounded(fifo, 1000)  # returns at once: no writer is waited for
     zero = tmp_path / "zero.inkml"
     zero.symlink_to("/dev/zero")
-    with pytest.raises(InputError, match="not a regular file"):
+    with pytest.raises(InkError, match="not a regular file"):  # the InkML reader's own error class
         read_inkml(zero)
     big = tmp_path / "big.inkml"
     big.write_bytes(b" " * 2001)
@@ -112,7 +112,7 @@ def test_unreadable_files_and_folders_are_reported(tmp_path, monkeypatch):
         return real_open(path, *a, **k)
 
     monkeypatch.setattr(os, "open", deny)
-    with pytest.raises(InputError, match="a.inkml: permission denied"):
+    with pytest.raises(InkError, match="a.inkml: permission denied"):
         read_inkml(tmp_path / "ok" / "a.inkml")
 
 
