@@ -259,7 +259,14 @@ def plot(sweep: dict, path: Path) -> bool:
 
 
 def _ints(s: str) -> list[int]:
-    return [int(v) for v in s.split(",") if v.strip()]
+    """A comma list of positive integers (beams, batch sizes, lengths); a UsageError otherwise."""
+    try:
+        values = [int(v) for v in s.split(",") if v.strip()]
+    except ValueError as e:
+        raise click.UsageError(f"expected a comma list of whole numbers, not {s!r}") from e
+    if any(v < 1 for v in values):
+        raise click.UsageError(f"every value must be at least 1: {s!r}")
+    return values
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -267,13 +274,14 @@ def _ints(s: str) -> list[int]:
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint for the PyTorch eager and no-cache "
                                                                       "baselines (needs torch).")
 @click.option("--data", type=click.Path(exists=True), help="Images/InkML source (default: bundled samples).")
-@click.option("--limit", default=32, show_default=True, help="Expressions taken from --data.")
+@click.option("--limit", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Expressions taken from --data.")
 @click.option("--provider", "providers", default="cpu", show_default=True, help="Comma list: cpu,cuda,tensorrt.")
 @click.option("--variants", default="fp32,int8", show_default=True, help="Graph variants present in the model.")
 @click.option("--beam", "beams", default="1,5,10", show_default=True)
 @click.option("--batch", "batches", default="1,8", show_default=True)
-@click.option("--threads", default=2, show_default=True)
-@click.option("--runs", default=3, show_default=True)
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(min=0))
+@click.option("--runs", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--lengths", default="10,25,50,100", show_default=True, help="Length sweep (tokens); empty = skip.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False))
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False))
