@@ -192,6 +192,13 @@ def test_cli_ranges_are_validated(tiny_model_dir, good_png):
         assert p.returncode == 2 and flag in p.stderr and not p.stdout, (flag, value, p.stderr)
 
 
+def test_bench_ranges_are_validated(tiny_model_dir):
+    for flag, value in (("--batch", "8,0"), ("--beam", "-5"), ("--runs", "0")):
+        p = subprocess.run([str(BIN / "hmer-bench"), "--model", str(tiny_model_dir), flag, value, "--lengths", ""],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2 and "|" not in p.stdout, (flag, p.stdout, p.stderr)
+
+
 def test_vocabulary_edited_in_model_json_is_refused(tiny_model_dir, tmp_path):
     import shutil
 
