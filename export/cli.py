@@ -7,14 +7,14 @@ import click
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
 
 
-def _check_data(source: str, ckpt_path: str, limit: int, input_scale: float | None):
+def _check_data(source: str, ckpt_path: str, limit: int, input_scale: float | None, vocab: str | None):
     """Model inputs (as the exported model will read them) and token ids of up to ``limit``
     labelled expressions of ``source``."""
     from hmer_train.checkpoint import load_checkpoint
     from hmer_train.config import image_configs
     from hmer_train.prepared import DEFAULT_CACHE, prepare
 
-    ckpt = load_checkpoint(ckpt_path, input_scale=input_scale)
+    ckpt = load_checkpoint(ckpt_path, input_scale=input_scale, vocab=vocab)
     cfg = ckpt["config"]
     index = {t: i for i, t in enumerate(ckpt["vocab"])}
     data = prepare(source, *image_configs(cfg, inference=True), cfg.get("cache_dir") or DEFAULT_CACHE)
@@ -38,16 +38,19 @@ def _check_data(source: str, ckpt_path: str, limit: int, input_scale: float | No
 @click.option("--input-scale", type=float,
               help="Read inputs at this multiple of the training symbol size (default: the checkpoint's "
                    "decode.input_scale); pick it on validation data with hmer-eval --input-scale.")
+@click.option("--vocab", type=click.Path(dir_okay=False),
+              help="A CoMER checkpoint's vocabulary file (its dictionary.txt).")
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it exists.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(checkpoint, out_dir, opset, fp16, int8, check, check_data, check_limit, input_scale, force,
+def main(checkpoint, out_dir, opset, fp16, int8, check, check_data, check_limit, input_scale, vocab, force,
          debug) -> None:
-    """Export CHECKPOINT (from hmer-train) to OUT_DIR for the torch-free runtime."""
+    """Export CHECKPOINT (from hmer-train, or CoMER's own with --vocab) to OUT_DIR for the torch-free runtime."""
     from .exporter import export_checkpoint
 
-    images, truth = _check_data(check_data, checkpoint, check_limit, input_scale) if check_data else (None, None)
+    images, truth = _check_data(check_data, checkpoint, check_limit, input_scale, vocab) if check_data \
+        else (None, None)
     raw = export_checkpoint(checkpoint, out_dir, opset, fp16, int8, check, images, truth, force,
-                            log=lambda s: click.echo(s, err=True), input_scale=input_scale)
+                            log=lambda s: click.echo(s, err=True), input_scale=input_scale, vocab=vocab)
     click.echo(f"wrote {out_dir}: {', '.join(sorted(raw['variants']))} ({raw['parameters']:,} parameters)")
 
 

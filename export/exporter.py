@@ -94,15 +94,17 @@ def _variant_report(model, onnx_model: OnnxModel, images: list[np.ndarray], trut
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opset: int = DEFAULT_OPSET, fp16: bool = False,
                       int8: bool = False, check: bool = True, check_images: list[np.ndarray] | None = None,
                       check_truth: list[list[int]] | None = None, force: bool = False,
-                      log: Callable[[str], None] = print, input_scale: float | None = None) -> dict:
+                      log: Callable[[str], None] = print, input_scale: float | None = None,
+                      vocab: str | Path | None = None) -> dict:
     """Export, check and (optionally) quantize; returns the written model.json as a dict.
 
     ``check_images`` (model inputs) and ``check_truth`` (token ids) add real data to the synthetic
     fixtures; with truth, reduced-precision variants report their ExpRate change on it.
     ``input_scale`` replaces the checkpoint's ``decode.input_scale`` (see ``image_configs``).
+    ``vocab``: the vocabulary file of a CoMER checkpoint (``hmer_train.comer_import``).
     """
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
-    model, vocab, ckpt = load_model(checkpoint, input_scale=input_scale)
+    model, vocab, ckpt = load_model(checkpoint, input_scale=input_scale, vocab=vocab)
     if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())) and not force:
         raise ModelError(str(out_dir), "already exists; use --force to replace it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,6 @@ from torch import nn
 
 from hmer_runtime.model_spec import METADATA_KEY
 from hmer_train.models.base import HMERModel
-from hmer_train.models.densenet import STRIDE
 
 DEFAULT_OPSET = 17  # LayerNormalization needs 17
 
@@ -138,7 +137,7 @@ def export_graphs(model: HMERModel, out_dir: Path, opset: int = DEFAULT_OPSET) -
         return [{"name": n, "shape": list(layout[n]), "dtype": str(tensors[n].dtype).removeprefix("torch.")}
                 for n in names]
 
-    return {"memory": spec(memory_names, memory), "state": spec(state_names, state), "stride": STRIDE}
+    return {"memory": spec(memory_names, memory), "state": spec(state_names, state), "stride": model.input_multiple}
 
 
 def assert_no_control_flow(path: Path) -> None:

@@ -34,8 +34,11 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
         raise
 
 
-def load_checkpoint(path: str | Path, map_location: str = "cpu", input_scale: float | None = None) -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint`; ModelError for anything else.
+def load_checkpoint(path: str | Path, map_location: str = "cpu", input_scale: float | None = None,
+                    vocab: str | Path | None = None) -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint`, or one of CoMER's own (Lightning)
+    checkpoints with its ``vocab`` file (``dictionary.txt``; see ``hmer_train.comer_import``);
+    ModelError for anything else.
 
     ``input_scale`` replaces the config's ``decode.input_scale`` (how large the model reads its
     inputs; see ``hmer_train.config.image_configs``)."""
@@ -46,6 +49,12 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu", input_scale: fl
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, pickle refused by weights_only, ...
         raise ModelError(str(path), f"not a readable checkpoint ({type(e).__name__}: {str(e)[:120]})") from e
+    from hmer_train import comer_import
+
+    if comer_import.is_comer_checkpoint(ckpt):
+        if vocab is None:
+            raise ModelError(str(path), "a CoMER checkpoint: give its vocabulary file with --vocab dictionary.txt")
+        ckpt = comer_import.convert_loaded(ckpt, vocab, path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ModelError(str(path), "not an hmer checkpoint (missing format tag)")
     for key in ("model", "config", "vocab"):
@@ -90,7 +99,7 @@ def holds_average(ckpt: dict) -> bool:
 
 
 def load_model(path: str | Path, map_location: str = "cpu", weights: str = "average",
-               input_scale: float | None = None):
+               input_scale: float | None = None, vocab: str | Path | None = None):
     """(model in eval mode, vocabulary, checkpoint dict) from a checkpoint; ModelError when the
     weights do not fit the architecture the checkpoint describes.
 
@@ -103,7 +112,7 @@ def load_model(path: str | Path, map_location: str = "cpu", weights: str = "aver
     from hmer_runtime.vocab import Vocab
     from hmer_train.models.base import HMERModel
 
-    ckpt = load_checkpoint(path, map_location, input_scale)
+    ckpt = load_checkpoint(path, map_location, input_scale, vocab)
     if weights == "trained" and ckpt.get("averaged"):
         raise ModelError(str(path), "a slimmed checkpoint: it holds only the moving average of the weights")
     vocab = Vocab(ckpt["vocab"][4:])

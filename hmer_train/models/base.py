@@ -69,16 +69,20 @@ class HMERModel(nn.Module):
     def __init__(self, arch: dict, vocab_size: int):
         super().__init__()
         from hmer_train.models.comer import ComerDecoder
+        from hmer_train.models.comer_exact import ComerEncoder, ComerExactDecoder
         from hmer_train.models.wap import WapDecoder
 
         self.arch = dict(arch)
         self.vocab_size = vocab_size
-        enc = arch.get("encoder", {})
-        self.encoder = DenseNetEncoder(growth=enc.get("growth", 24), depth=enc.get("depth", 16),
-                                       dropout=enc.get("dropout", 0.0))
+        enc = dict(arch.get("encoder", {}))
+        encoders = {"densenet": DenseNetEncoder, "comer": ComerEncoder}
+        enc_kind = enc.pop("type", "densenet")
+        if enc_kind not in encoders:
+            raise ValueError(f"unknown encoder type {enc_kind!r} (choose from {sorted(encoders)})")
+        self.encoder = encoders[enc_kind](**enc)
         dec = dict(arch.get("decoder", {}))
         kind = dec.pop("type", "comer")
-        decoders = {"comer": ComerDecoder, "wap": WapDecoder}
+        decoders = {"comer": ComerDecoder, "wap": WapDecoder, "comer-exact": ComerExactDecoder}
         if kind not in decoders:
             raise ValueError(f"unknown decoder type {kind!r} (choose from {sorted(decoders)})")
         self.kind = kind
@@ -86,9 +90,16 @@ class HMERModel(nn.Module):
 
     def encode(self, images: torch.Tensor, mask: torch.Tensor) -> Memory:
         """images (N, 1, H, W) float with ink 1.0; mask (N, H, W) bool, True on real pixels."""
-        images, mask = pad_to_stride(images, mask)
+        if self.input_multiple > 1:
+            images, mask = pad_to_stride(images, mask)
         features, fmask = self.encoder(images, mask)
         return self.decoder.prepare(features, fmask)
+
+    @property
+    def input_multiple(self) -> int:
+        """What image sides are padded to before encoding (model.json ``stride``): 16 for hmer's
+        DenseNet, 1 for CoMER's, whose ceil-mode pooling takes any size."""
+        return getattr(self.encoder, "input_multiple", 16)
 
     def init_state(self, memory: Memory) -> State:
         return self.decoder.init_state(memory)
