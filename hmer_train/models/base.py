@@ -53,6 +53,16 @@ class Decoder(nn.Module):
         return torch.stack(out, 1)
 
 
+def transformer_layout(layers: int, heads: int, head_dim: int) -> Layout:
+    """Axes of a cached transformer decoder's tensors: the image mask, the position, and per layer
+    ``i`` cross-attention keys/values ``ck{i}``/``cv{i}`` and the self-attention cache ``k{i}``/``v{i}``."""
+    out: Layout = {"mask": ("batch", "height", "width"), "pos": ("batch",)}
+    for i in range(layers):
+        out[f"ck{i}"] = out[f"cv{i}"] = ("batch", heads, "length", head_dim)
+        out[f"k{i}"] = out[f"v{i}"] = ("batch", heads, "steps", head_dim)
+    return out
+
+
 def expand_memory(memory: Memory, index: torch.Tensor) -> Memory:
     """Memory rows picked by ``index`` (e.g. each image repeated once per beam)."""
     return {k: v.index_select(0, index) for k, v in memory.items()}

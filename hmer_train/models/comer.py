@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hmer_train.models.base import Decoder, Layout, Memory, State, masked_softmax
+from hmer_train.models.base import Decoder, Layout, Memory, State, masked_softmax, transformer_layout
 from hmer_train.models.posenc import image_posenc, sinusoid
 
 
@@ -106,11 +106,8 @@ class ComerDecoder(Decoder):
         return out
 
     def layout(self) -> Layout:
-        hd = self.d // self.heads
-        out: Layout = {"mask": ("batch", "height", "width"), "pos": ("batch",)}
+        out = transformer_layout(self.n_layers, self.heads, self.d // self.heads)
         for i in range(self.n_layers):
-            out[f"ck{i}"] = out[f"cv{i}"] = ("batch", self.heads, "length", hd)
-            out[f"k{i}"] = out[f"v{i}"] = ("batch", self.heads, "steps", hd)
             out[f"cov{i}"] = ("batch", self.heads, "height", "width")
         return out
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hmer_train.models.base import Decoder, Layout, Memory, State, masked_softmax
+from hmer_train.models.base import Decoder, Layout, Memory, State, masked_softmax, transformer_layout
 
 
 def interleaved_sinusoid(pos: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
@@ -226,13 +226,9 @@ class ComerExactDecoder(Decoder):
         return out
 
     def layout(self) -> Layout:
-        hd = self.d // self.heads
-        out: Layout = {"mask": ("batch", "height", "width"), "pos": ("batch",)}
-        for i in range(self.n_layers):
-            out[f"ck{i}"] = out[f"cv{i}"] = ("batch", self.heads, "length", hd)
-            out[f"k{i}"] = out[f"v{i}"] = ("batch", self.heads, "steps", hd)
-            if i:
-                out[f"cp{i}"] = out[f"cs{i}"] = ("batch", self.heads, "height", "width")
+        out = transformer_layout(self.n_layers, self.heads, self.d // self.heads)
+        for i in range(1, self.n_layers):
+            out[f"cp{i}"] = out[f"cs{i}"] = ("batch", self.heads, "height", "width")
         return out
 
     def init_state(self, memory: Memory) -> State:
