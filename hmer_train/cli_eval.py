@@ -14,7 +14,8 @@ from hmer_runtime.metrics import Metrics, format_summary
 def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, beam: int, out: str | None,
                         limit: int | None, batch_size: int, config_path: str | None = None,
                         variant: str = "fp32", provider: str = "auto", weights: str = "average",
-                        input_scale: float | None = None, grammar: bool | None = None) -> dict:
+                        input_scale: float | None = None, grammar: bool | None = None,
+                        vocab_file: str | None = None) -> dict:
     """Metrics of a checkpoint (PyTorch) or an exported model directory (ONNX Runtime) on a source.
 
     Both go through the same data, batching and scoring; only the decoder differs. ``weights``
@@ -43,7 +44,7 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
             x, m = pad_batch(images, stride)
             return rec.model.decode(x, m, beam, grammar=rec.grammar)
     else:
-        run, vocab, cfg = _torch_decoder(model_path, beam, weights, input_scale, grammar)
+        run, vocab, cfg = _torch_decoder(model_path, beam, weights, input_scale, grammar, vocab_file)
         render, pre = image_configs(cfg, inference=True)
         roots, cache = cfg["data_roots"], cfg.get("cache_dir") or DEFAULT_CACHE
     src = resolve_split(source, split, roots) if split else Path(source)
@@ -74,7 +75,7 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
 
 
 def _torch_decoder(ckpt_path: str, beam: int, weights: str = "average", input_scale: float | None = None,
-                   grammar: bool | None = None):
+                   grammar: bool | None = None, vocab_file: str | None = None):
     """(batch -> hypotheses, vocabulary, config) for a checkpoint; CoMER's bidirectional
     rescoring when the model was trained both ways and the config asks for it."""
     import torch
@@ -83,7 +84,7 @@ def _torch_decoder(ckpt_path: str, beam: int, weights: str = "average", input_sc
     from hmer_train.checkpoint import load_model
     from hmer_train.decoding import decode, grammar_constraint, rescore_r2l
 
-    model, vocab, ckpt = load_model(ckpt_path, weights=weights, input_scale=input_scale)
+    model, vocab, ckpt = load_model(ckpt_path, weights=weights, input_scale=input_scale, vocab=vocab_file)
     cfg = ckpt["config"]
     dec = cfg["decode"]
     rescore = dec.get("rescore") and beam > 1 and cfg["model"]["decoder"].get("type") == "comer" \
@@ -121,9 +122,11 @@ def _torch_decoder(ckpt_path: str, beam: int, weights: str = "average", input_sc
                    "config's decode.input_scale); compare a few on validation data.")
 @click.option("--grammar/--no-grammar", default=None,
               help="Keep outputs valid canonical LaTeX (default: the model's decode.grammar).")
+@click.option("--vocab", "vocab_file", type=click.Path(dir_okay=False),
+              help="A CoMER checkpoint's vocabulary file (its dictionary.txt).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_json, variant, provider,
-         weights, input_scale, grammar, debug) -> None:
+         weights, input_scale, grammar, vocab_file, debug) -> None:
     """Evaluate MODEL (a checkpoint, or a directory from hmer-export) on DATA (InkML folder/archive or
     image folder).
 
@@ -156,7 +159,7 @@ def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_jso
         jobs.append((model, data, None))
     for ckpt, src, split in jobs:
         s = evaluate_checkpoint(ckpt, src, split, beam, out, limit, batch_size, variant=variant, provider=provider,
-                                weights=weights, input_scale=input_scale, grammar=grammar)
+                                weights=weights, input_scale=input_scale, grammar=grammar, vocab_file=vocab_file)
         label = f"{src}:{split}" if split else src
         if as_json:
             click.echo(json.dumps({"data": label, "beam": beam, **s}))

@@ -198,3 +198,12 @@ def test_export_and_eval_read_a_comer_checkpoint_with_its_vocabulary(tmp_path):
     assert spec.vocab.tokens[4:] == SYMBOLS and spec.stride == 1 and spec.architecture["decoder"]["type"] == \
         "comer-exact"
     assert spec.raw["decode"]["beam"] == 10 and spec.preprocess.symbol_px == 0
+    from synth import write_inkml_set
+
+    write_inkml_set(tmp_path / "data", [list("x+1"), list("y2")])
+    for model in (str(path), str(tmp_path / "out")):  # the checkpoint in PyTorch, the export in ONNX Runtime
+        extra = ["--vocab", str(dictionary)] if model == str(path) else []
+        p = subprocess.run([str(bin_dir / "hmer-eval"), model, str(tmp_path / "data"), "--json", *extra],
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        assert json.loads(p.stdout)["n"] == 2
