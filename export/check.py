@@ -79,7 +79,8 @@ def compare(model: HMERModel, onnx_model: OnnxModel, images: list[np.ndarray], b
                    for k in o_mem if o_mem[k].dtype != bool)
 
     constraint = onnx_model.grammar if spec.grammar else None  # the runtime's default decoding
-    torch_greedy = [h[0].ids for h in decode(model, tx, tm, sos, eos, 1, max_len, constraint=constraint)]
+    torch_greedy = [h[0].ids for h in decode(model, tx, tm, sos, eos, 1, max_len, constraint=constraint,
+                                             search=spec.search)]
     # Teacher-force PyTorch's greedy tokens through both step functions and compare every step.
     steps = max(len(s) for s in torch_greedy) + 1
     tokens = np.full((len(images), steps), eos, dtype=np.int64)
@@ -94,7 +95,8 @@ def compare(model: HMERModel, onnx_model: OnnxModel, images: list[np.ndarray], b
         logit_diff = max(logit_diff, float(np.abs(lo[live].astype(np.float32) - lt.numpy()[live]).max()))
 
     onnx_greedy = [h[0].ids for h in onnx_model.decode(x, m, 1, max_len)]
-    t_hyps = decode(model, tx, tm, sos, eos, beam, max_len, spec.length_penalty, constraint=constraint)
+    t_hyps = decode(model, tx, tm, sos, eos, beam, max_len, spec.length_penalty, constraint=constraint,
+                    search=spec.search)
     if spec.raw.get("decode", {}).get("rescore_r2l"):
         t_hyps = rescore_r2l(model, tx, tm, t_hyps, sos, eos, spec.length_penalty)
     torch_beam = [h[0].ids for h in t_hyps]

@@ -56,6 +56,7 @@ def describe(model, vocab, ckpt: dict, ckpt_path: Path, layout: dict, opset: int
                    "beam": int(cfg["decode"].get("beam", 1)),
                    "input_scale": float(cfg["decode"].get("input_scale", 1.0)),
                    "grammar": bool(cfg["decode"]["grammar"]),  # hmer_runtime.grammar, on by default
+                   "search": str(cfg["decode"].get("search", "hmer")),  # comer: search.bidirectional_search
                    # Beam results re-ranked by the right-to-left reading, as CoMER does (bidirectional models).
                    "rescore_r2l": bool(cfg["decode"].get("rescore") and cfg["train"].get("bidirectional")
                                        and cfg["model"]["decoder"].get("type") == "comer")},

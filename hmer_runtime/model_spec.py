@@ -60,6 +60,7 @@ class ModelSpec:
     max_len: int = 200
     length_penalty: float = 1.0
     grammar: bool = False  # constrain decoding to valid canonical LaTeX (hmer_runtime.grammar)
+    search: str = "hmer"  # "comer": CoMER's bidirectional beam search (hmer_runtime.search)
     architecture: dict = field(default_factory=dict)
     variants: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict)
@@ -109,6 +110,7 @@ class ModelSpec:
                        stride=int(raw.get("stride", 16)), max_len=int(raw["decode"]["max_len"]),
                        length_penalty=float(raw["decode"].get("length_penalty", 1.0)),
                        grammar=bool(raw["decode"].get("grammar", False)),
+                       search=str(raw["decode"].get("search", "hmer")),
                        architecture=dict(raw.get("architecture", {})), variants=dict(raw.get("variants", {})),
                        raw=raw)
         except (KeyError, TypeError, ValueError) as e:

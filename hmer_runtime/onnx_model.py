@@ -20,7 +20,7 @@ from hmer_runtime.errors import ModelError
 from hmer_runtime.grammar import LatexGrammar
 from hmer_runtime.model_spec import METADATA_KEY, ModelSpec
 from hmer_runtime.providers import ProviderConfig, create_session
-from hmer_runtime.search import Hypothesis, beam_search, combine_r2l, greedy, log_softmax
+from hmer_runtime.search import Hypothesis, beam_search, bidirectional_search, combine_r2l, greedy, log_softmax
 
 State = dict[str, np.ndarray]
 
@@ -150,6 +150,8 @@ class OnnxModel:
         memory, state = self.encode(images, mask)
         t.encoder_ms += (time.perf_counter() - t0) * 1000
         n = images.shape[0]
+        if spec.search == "comer":
+            return self._bidirectional(memory, state, n, max(1, beam), max_len, length_penalty, t)
         if beam > 1:
             rows = np.repeat(np.arange(n), beam)
             memory = {k: v[rows] for k, v in memory.items()}
@@ -180,6 +182,34 @@ class OnnxModel:
                                         [h.ids[::-1] for hs in hyps for h in hs], start=eos, end=sos)
             hyps = combine_r2l(hyps, r2l, length_penalty)
         return hyps
+
+    def _bidirectional(self, memory: State, state: State, n: int, beam: int, max_len: int, length_penalty: float,
+                       t: Timings) -> list[list[Hypothesis]]:
+        """CoMER's search (``search.bidirectional_search``) over the step graph."""
+        rows = np.tile(np.repeat(np.arange(n), beam), 2)
+        beams = self.to_device({k: v[rows] for k, v in memory.items()})
+
+        def step(tokens: np.ndarray, st):
+            s0 = time.perf_counter()
+            logits, attn, new = self.step(tokens, st[0], beams, st[1])
+            t.decoder_ms += (time.perf_counter() - s0) * 1000
+            t.steps += 1
+            return logits, attn, (new, None)
+
+        def reorder(st, index: np.ndarray):
+            return st[0], index if st[1] is None else st[1][index]
+
+        def rate(images: list[int], sequences: list[list[int]], start: int, end: int) -> list[float]:
+            if not sequences:
+                return []
+            picked = np.asarray(images)
+            return self.sequence_logprob(self.to_device({k: v[picked] for k, v in memory.items()}),
+                                         self.to_device({k: v[picked] for k, v in state.items()}),
+                                         sequences, start, end)
+
+        vocab = self.spec.vocab
+        return bidirectional_search(step, reorder, (self.to_device({k: v[rows] for k, v in state.items()}), None),
+                                    n, beam, vocab.sos_id, vocab.eos_id, max_len, length_penalty, rate)
 
     def sequence_logprob(self, memory: State, state: State, sequences: list[list[int]], start: int,
                          end: int) -> list[float]:

@@ -46,6 +46,9 @@ class PreprocessConfig:
     #: Symbol size (px) of the training images (the renders' ``symbol_px``). With ``stroke_width``,
     #: images are resized by symbol size, then their strokes matched. 0 = resize by stroke width.
     symbol_px: float = 0.0
+    #: Read the image as it is (CoMER's convention: greyscale, ink 1.0 on 0.0, inverted only when
+    #: the ink is dark on light): no cropping, padding, cleaning or rescaling, only the size limit.
+    as_given: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -273,7 +276,17 @@ def _erase_rules(ink: np.ndarray, threshold: float) -> None:
 
 def preprocess(image: Image.Image | np.ndarray, config: PreprocessConfig = PreprocessConfig(),
                name: str = "<image>") -> np.ndarray:
-    """Model input (H, W) float32, ink 1.0 on 0.0, cropped to the ink, padded, within max size."""
+    """Model input (H, W) float32, ink 1.0 on 0.0, cropped to the ink, padded, within max size
+    (``config.as_given``: as it is, within max size)."""
+    if config.as_given:
+        gray = to_gray(image)
+        ink = 1.0 - gray if float(np.median(gray)) >= 0.5 else gray
+        if not (ink >= config.ink_threshold).any():
+            raise ImageError(name, "no ink found (blank image)")
+        h, w = ink.shape
+        if h > config.max_height or w > config.max_width:
+            ink = _resize(ink, min(config.max_height / h, config.max_width / w))
+        return np.ascontiguousarray(ink, dtype=np.float32)
     ink = ink_map(to_gray(image))
     ink[ink < config.ink_threshold * 0.5] = 0.0
     _erase_rules(ink, config.ink_threshold)

@@ -79,25 +79,55 @@ def greedy(step: StepFn, state: object, n: int, sos: int, eos: int, max_len: int
     return out
 
 
-def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: int, sos: int, eos: int,
+class _NBest:
+    """The best ``k`` finished hypotheses as CoMER (after Hugging Face) keeps them: a new one enters
+    while fewer than k are held or when it beats the worst, which then leaves."""
+
+    def __init__(self, k: int):
+        self.k, self.items, self.worst = k, [], 1e9
+
+    def add(self, hyp: Hypothesis) -> None:
+        if len(self.items) < self.k or hyp.score > self.worst:
+            self.items.append(hyp)
+            if len(self.items) > self.k:
+                ranked = sorted(range(len(self.items)), key=lambda j: self.items[j].score)
+                self.worst = self.items[ranked[1]].score
+                del self.items[ranked[0]]
+            else:
+                self.worst = min(hyp.score, self.worst)
+
+
+def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: int, sos, eos,
                 max_len: int, length_penalty: float = 1.0, keep_attention: bool = False,
-                constraint: Constraint | None = None) -> list[list[Hypothesis]]:
+                constraint: Constraint | None = None, rule: str = "hmer") -> list[list[Hypothesis]]:
     """Beam search for ``n`` images whose state rows are laid out image-major, ``beam`` rows each.
 
     Returns, per image, up to ``beam`` finished hypotheses sorted by score, where score =
     logprob / (length + 1) ** length_penalty (the +1 counts the end token). ``constraint``
-    restricts each hypothesis's next token to the ones it allows.
+    restricts each hypothesis's next token to the ones it allows. ``sos``/``eos`` may be one
+    token per image (a right-to-left reading starts at eos and ends at sos).
+
+    ``rule="comer"`` follows CoMER's scorer exactly: an ending candidate counts only if it ranks in
+    the first ``beam``; the best ``beam`` endings are kept; an image stops when its worst kept
+    ending beats the best live beam's log-probability over the current length; at most
+    ``max_len - 1`` tokens, after which live beams end as they are.
     """
     k = beam
-    tokens = np.full(n * k, sos, dtype=np.int64)
+    comer = rule == "comer"
+    if rule not in ("hmer", "comer") or (comer and constraint is not None):
+        raise ValueError(f"rule {rule!r} (with a constraint: {constraint is not None}) is not supported")
+    starts = np.broadcast_to(np.asarray(sos, dtype=np.int64), (n,))
+    ends = np.broadcast_to(np.asarray(eos, dtype=np.int64), (n,))
+    tokens = np.repeat(starts, k)
     scores = np.zeros((n, k), dtype=np.float64)
     scores[:, 1:] = -np.inf  # all beams start identical: expand only the first
     seqs: list[list[int]] = [[] for _ in range(n * k)]
     attns: list[list[np.ndarray]] = [[] for _ in range(n * k)]
     finished: list[list[Hypothesis]] = [[] for _ in range(n)]
+    kept = [_NBest(k) for _ in range(n)] if comer else []
     grammar = [constraint.start() for _ in range(n * k)] if constraint else []
     active = np.ones(n, dtype=bool)
-    for t in range(max_len):
+    for t in range(max_len - 1 if comer else max_len):
         logits, attn, state = step(tokens, state)
         logp = _masked(log_softmax(np.asarray(logits, dtype=np.float32)), constraint, grammar,
                        max_len - t).reshape(n, k, -1)
@@ -107,7 +137,7 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
         top = np.argsort(-total, axis=1, kind="stable")[:, : 2 * k]
         new_scores = np.full((n, k), -np.inf)
         rows = np.zeros(n * k, dtype=np.int64)
-        new_tokens = np.full(n * k, eos, dtype=np.int64)
+        new_tokens = np.repeat(ends, k)
         new_seqs: list[list[int]] = [[] for _ in range(n * k)]
         new_attns: list[list[np.ndarray]] = [[] for _ in range(n * k)]
         new_grammar = list(grammar)
@@ -116,17 +146,23 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
                 rows[i * k:(i + 1) * k] = i * k
                 continue
             slot = 0
-            for c in top[i]:
+            for rank, c in enumerate(top[i]):
                 s = total[i, c]
                 if not np.isfinite(s):
                     break
                 b, tok = divmod(int(c), vocab)
                 src = i * k + b
-                if tok == eos or t == max_len - 1:
-                    ids = seqs[src] if tok == eos else seqs[src] + [tok]
-                    hyp_attn = attns[src] + ([np.asarray(attn[src])] if keep_attention and tok != eos else [])
-                    finished[i].append(Hypothesis(list(ids), float(s),
-                                                  float(s) / (len(ids) + 1) ** length_penalty, hyp_attn))
+                ended = tok == ends[i]
+                if ended or (t == max_len - 1 and not comer):
+                    if comer and rank >= k:
+                        continue
+                    ids = seqs[src] if ended else seqs[src] + [tok]
+                    hyp_attn = attns[src] + ([np.asarray(attn[src])] if keep_attention and not ended else [])
+                    hyp = Hypothesis(list(ids), float(s), float(s) / (len(ids) + 1) ** length_penalty, hyp_attn)
+                    if comer:
+                        kept[i].add(hyp)
+                    else:
+                        finished[i].append(hyp)
                     continue
                 if slot < k:
                     dst = i * k + slot
@@ -139,8 +175,12 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
                     if constraint:
                         new_grammar[dst] = constraint.advance(grammar[src], tok)
                     slot += 1
-                if slot == k and len(finished[i]) >= k:
+                if slot == k and (comer or len(finished[i]) >= k):
                     break
+            if comer:
+                if len(kept[i].items) >= k and kept[i].worst >= new_scores[i].max() / (t + 1) ** length_penalty:
+                    active[i] = False
+                continue
             # Stop an image when k hypotheses have ended and no live beam can beat the best of them
             # (log-probabilities only fall, so a live beam's best possible score is bounded).
             if len(finished[i]) >= k:
@@ -155,10 +195,47 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
             break
         scores, tokens, seqs, attns, grammar = new_scores, new_tokens, new_seqs, new_attns, new_grammar
         state = reorder(state, rows)
+    else:
+        for i in np.flatnonzero(active) if comer else []:  # out of length: live beams end as they are
+            for b in range(k):
+                ids = seqs[i * k + b]
+                kept[i].add(Hypothesis(list(ids), float(scores[i, b]),
+                                       float(scores[i, b]) / (len(ids) + 1) ** length_penalty, attns[i * k + b]))
+    if comer:
+        finished = [nb.items for nb in kept]
     out = []
     for i in range(n):
         hyps = sorted(finished[i], key=lambda h: -h.score)[:k]
         out.append(hyps or [Hypothesis([], -np.inf, -np.inf)])
+    return out
+
+
+def bidirectional_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: int, sos: int, eos: int,
+                         max_len: int, length_penalty: float,
+                         rate: Callable[[list[int], list[list[int]], int, int], list[float]]) -> list[list[Hypothesis]]:
+    """CoMER's search: ``beam`` beams reading left to right and ``beam`` reading right to left
+    (state rows for 2n images: the n images, then the same n again), every ending of each
+    rescored by the opposite reading, and ranked by the sum of the two length-normalised
+    log-probabilities. ``rate(images, sequences, start, end)`` gives log P(sequence + end | image,
+    start) by teacher forcing, one per sequence. Returns all 2 x beam candidates per image, in
+    left-to-right order, best first (a stable sort: ties keep CoMER's order)."""
+    hyps = beam_search(step, reorder, state, 2 * n, beam, [sos] * n + [eos] * n, [eos] * n + [sos] * n,
+                       max_len, length_penalty, rule="comer")
+    out = []
+    forward = [(i, h) for i in range(n) for h in hyps[i]]
+    backward = [(i, h) for i in range(n) for h in hyps[n + i]]
+    # a left-to-right ending is rated right to left (its ids reversed), and the other way round
+    rev_f = rate([i for i, _ in forward], [h.ids[::-1] for _, h in forward], eos, sos)
+    rev_b = rate([i for i, _ in backward], [h.ids[::-1] for _, h in backward], sos, eos)
+    for i in range(n):
+        cands = []
+        for pairs, rev, flip in ((forward, rev_f, False), (backward, rev_b, True)):
+            for (j, h), r in zip(pairs, rev):
+                if j == i:
+                    ids = h.ids[::-1] if flip else h.ids
+                    score = h.score + r / (len(ids) + 1) ** length_penalty
+                    cands.append(Hypothesis(list(ids), h.logprob, score))
+        out.append(sorted(cands, key=lambda h: -h.score))
     return out
 
 

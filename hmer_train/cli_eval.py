@@ -95,7 +95,7 @@ def _torch_decoder(ckpt_path: str, beam: int, weights: str = "average", input_sc
     def run(images: list) -> list:
         x, m = (torch.from_numpy(a) for a in pad_batch(images))
         hyps = decode(model, x, m, vocab.sos_id, vocab.eos_id, beam, dec["max_len"], dec["length_penalty"],
-                      constraint=constraint)
+                      constraint=constraint, search=dec.get("search", "hmer"))
         if rescore:
             hyps = rescore_r2l(model, x, m, hyps, vocab.sos_id, vocab.eos_id, dec["length_penalty"])
         return hyps

@@ -131,9 +131,10 @@ def convert_loaded(raw: dict, dictionary: str | Path, path: str | Path) -> dict:
     config["model"] = arch
     # CoMER reads greyscale with ink 1.0 on 0.0 at the size it was given: no rescaling by symbol
     # size or stroke width; its decoding: beam 10, alpha 1.0, rescoring in both directions.
-    config["preprocess"].update({"stroke_width": 0, "symbol_px": 0})
+    config["preprocess"].update({"stroke_width": 0, "symbol_px": 0, "as_given": True})
     config["decode"].update({"beam": int(hp.get("beam_size", 10)), "max_len": int(hp.get("max_len", 200)),
-                             "length_penalty": float(hp.get("alpha", 1.0)), "rescore": True, "grammar": False})
+                             "length_penalty": float(hp.get("alpha", 1.0)), "rescore": True, "grammar": False,
+                             "search": "comer"})
     return {"format": "hmer-checkpoint-1", "model": mapped, "config": config, "vocab": vocab.tokens, "step": int(
         raw.get("global_step", 0)), "epoch": int(raw.get("epoch", 0)), "metrics": {},
         "source": {"kind": "comer-lightning", "path": str(path), "dictionary": str(dictionary)}}

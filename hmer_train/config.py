@@ -33,7 +33,7 @@ DEFAULTS: dict = {
     "render": {"symbol_px": 32.0, "line_width": 3.0, "pad": 8, "max_height": 256, "max_width": 1024,
                "supersample": 4},
     "preprocess": {"pad": 8, "max_height": 256, "max_width": 1024, "ink_threshold": 0.2, "stroke_width": None,
-                   "symbol_px": None},
+                   "symbol_px": None, "as_given": False},
     "train": {
         "batch_size": 16,
         "max_pixels": 800000,
@@ -59,7 +59,7 @@ DEFAULTS: dict = {
         "augment": {"scale": [0.7, 1.4], "rotate_deg": 3.0, "shear": 0.1, "stroke_jitter": 0.3},
     },
     "decode": {"beam": 10, "max_len": 200, "length_penalty": 1.0, "rescore": True, "input_scale": 1.0,
-               "grammar": True},
+               "grammar": True, "search": "hmer"},
 }
 
 # Keys whose value is a free-form mapping (architecture options differ between decoders).

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from hmer_runtime.grammar import LatexGrammar
-from hmer_runtime.search import Constraint, Hypothesis, beam_search, combine_r2l, greedy
+from hmer_runtime.search import Constraint, Hypothesis, beam_search, bidirectional_search, combine_r2l, greedy
 from hmer_runtime.vocab import Vocab
 from hmer_train.models.base import HMERModel, expand_memory, reorder_state
 
@@ -24,12 +24,16 @@ def grammar_constraint(vocab: Vocab, decode_cfg: dict, grammar: bool | None = No
 @torch.no_grad()
 def decode(model: HMERModel, images: torch.Tensor, mask: torch.Tensor, sos: int, eos: int,
            beam: int = 1, max_len: int = 200, length_penalty: float = 1.0,
-           keep_attention: bool = False, constraint: Constraint | None = None) -> list[list[Hypothesis]]:
+           keep_attention: bool = False, constraint: Constraint | None = None,
+           search: str = "hmer") -> list[list[Hypothesis]]:
     """Hypotheses per image, best first (one each for greedy); ``constraint`` restricts the tokens
-    each step may choose (see :class:`hmer_runtime.grammar.LatexGrammar`)."""
+    each step may choose (see :class:`hmer_runtime.grammar.LatexGrammar`). ``search="comer"`` is
+    CoMER's bidirectional beam search (any beam, 1 included; see ``search.bidirectional_search``)."""
     model.eval()
     memory = model.encode(images, mask)
     n = images.shape[0]
+    if search == "comer":
+        return _bidirectional(model, memory, n, sos, eos, max(1, beam), max_len, length_penalty)
     if beam > 1:
         memory = expand_memory(memory, torch.arange(n, device=images.device).repeat_interleave(beam))
     state = model.init_state(memory)
@@ -46,6 +50,42 @@ def decode(model: HMERModel, images: torch.Tensor, mask: torch.Tensor, sos: int,
 
     return beam_search(step, reorder, state, n, beam, sos, eos, max_len, length_penalty, keep_attention,
                        constraint)
+
+
+def _bidirectional(model: HMERModel, memory: dict, n: int, sos: int, eos: int, beam: int, max_len: int,
+                   length_penalty: float) -> list[list[Hypothesis]]:
+    device = memory["mask"].device
+    rows = torch.arange(n, device=device).repeat(2).repeat_interleave(beam)
+    state = model.init_state(expand_memory(memory, rows))
+    beams = expand_memory(memory, rows)
+
+    def step(tokens: np.ndarray, st):
+        logits, attn, st = model.step(torch.from_numpy(tokens).to(device), st, beams)
+        return logits.float().cpu().numpy(), attn.float().cpu().numpy(), st
+
+    def reorder(st, index: np.ndarray):
+        return reorder_state(st, torch.from_numpy(index).to(device))
+
+    def rate(images: list[int], sequences: list[list[int]], start: int, end: int) -> list[float]:
+        return memory_logprob(model, expand_memory(memory, torch.tensor(images, device=device)), sequences,
+                              start, end) if sequences else []
+
+    return bidirectional_search(step, reorder, state, n, beam, sos, eos, max_len, length_penalty, rate)
+
+
+@torch.no_grad()
+def memory_logprob(model: HMERModel, memory: dict, sequences: list[list[int]], start: int, end: int) -> list[float]:
+    """log P(sequence + end | memory row, start) by teacher forcing on already encoded images."""
+    t = max(len(s) for s in sequences) + 1
+    device = memory["mask"].device
+    inp = torch.full((len(sequences), t), start, dtype=torch.long, device=device)
+    tgt = torch.full((len(sequences), t), -1, dtype=torch.long, device=device)
+    for i, s in enumerate(sequences):
+        inp[i, 1: len(s) + 1] = torch.tensor(s, dtype=torch.long)
+        tgt[i, : len(s) + 1] = torch.tensor(s + [end], dtype=torch.long)
+    logp = torch.log_softmax(model.decoder.teacher_forcing(inp, memory).float(), -1)
+    picked = logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (tgt >= 0)
+    return picked.sum(1).tolist()
 
 
 @torch.no_grad()

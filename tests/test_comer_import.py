@@ -167,17 +167,35 @@ def test_encoder_features_and_logits_match_comer(reference):
         assert np.abs(logits[..., keep] - expected[f"{name}.logits"]).max() < 1e-4, name
 
 
-def test_cached_greedy_decoding_reads_the_overfit_expressions(reference):
-    """Left-to-right greedy through the cached step: the expressions whose CoMER beam-1 result
-    is its left-to-right reading come out identical (CoMER's bidirectional search is issue 25's
-    next step)."""
+def test_bidirectional_search_reproduces_comer_in_pytorch(reference):
     model, vocab, meta, _ = reference
-    same = 0
     for item in meta["images"]:
         _, x, mask = _image(item)
-        hyp = decode(model, x, mask, vocab.sos_id, vocab.eos_id, 1, 200)[0][0]
-        same += " ".join(vocab.decode(hyp.ids)) == item["beam1"]["tokens"]
-    assert same >= 6
+        for beam in (10, 1):
+            best = decode(model, x, mask, vocab.sos_id, vocab.eos_id, beam, 200, 1.0, search="comer")[0][0]
+            want = item[f"beam{beam}"]
+            assert " ".join(vocab.decode(best.ids)) == want["tokens"], (item["image"], beam)
+            assert abs(best.score - want["score"]) < 1e-4, (item["image"], beam)
+
+
+def test_exported_comer_model_reproduces_comer_through_hmer_run(reference, tmp_path):
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    _, _, meta, _ = reference
+    p = subprocess.run([str(bin_dir / "hmer-export"), str(REFERENCE / "comer-overfit.ckpt"), str(tmp_path / "out"),
+                        "--vocab", str(REFERENCE / "dictionary.txt")], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    images = [str(REFERENCE / item["image"]) for item in meta["images"]]
+    for beam in (10, 1):  # each image alone, as CoMER's outputs were made (padding a batch changes features)
+        p = subprocess.run([str(bin_dir / "hmer-run"), "--model", str(tmp_path / "out"), "--beam", str(beam),
+                            "--batch-size", "1", "--json", *images], capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr
+        rows = [json.loads(line) for line in p.stdout.splitlines()]
+        for item, row in zip(meta["images"], rows):
+            assert " ".join(row["tokens"]) == item[f"beam{beam}"]["tokens"], (item["image"], beam)
+            assert abs(row["score"] - item[f"beam{beam}"]["score"]) < 1e-3, (item["image"], beam)
 
 
 def test_export_and_eval_read_a_comer_checkpoint_with_its_vocabulary(tmp_path):
@@ -207,3 +225,34 @@ def test_export_and_eval_read_a_comer_checkpoint_with_its_vocabulary(tmp_path):
                            capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, p.stderr
         assert json.loads(p.stdout)["n"] == 2
+
+
+def test_comer_rule_keeps_the_best_endings_and_refuses_constraints():
+    from hmer_runtime.search import Hypothesis, _NBest, beam_search
+
+    best = _NBest(2)
+    for score in (-3.0, -1.0, -2.0, -0.5):
+        best.add(Hypothesis([], score, score))
+    assert sorted(h.score for h in best.items) == [-1.0, -0.5] and best.worst == -1.0
+    with pytest.raises(ValueError):
+        beam_search(lambda t, s: None, lambda s, i: s, None, 1, 2, 1, 2, 5, rule="comer", constraint=object())
+
+
+def test_pytorch_and_onnx_comer_searches_agree_on_a_tiny_model(tmp_path):
+    from hmer_export.exporter import export_checkpoint
+    from hmer_runtime.model_spec import ModelSpec
+    from hmer_runtime.onnx_model import OnnxModel
+    from hmer_runtime.providers import ProviderConfig
+
+    path, dictionary, _ = tiny_comer_checkpoint(tmp_path, seed=3)
+    export_checkpoint(path, tmp_path / "out", log=lambda s: None, vocab=dictionary)  # its own check runs both
+    model = _load(convert(path, dictionary))
+    onnx = OnnxModel(ModelSpec.load(tmp_path / "out"), "fp32", ProviderConfig("cpu"))
+    images = np.random.default_rng(0).random((2, 1, 40, 64)).astype(np.float32)
+    mask = np.ones((2, 40, 64), dtype=bool)
+    for beam in (1, 4):
+        a = decode(model, torch.from_numpy(images), torch.from_numpy(mask), 1, 2, beam, 12, 1.0, search="comer")
+        b = onnx.decode(images, mask, beam, 12)
+        assert [h[0].ids for h in a] == [h[0].ids for h in b]
+        assert np.allclose([h[0].score for h in a], [h[0].score for h in b], atol=1e-4)
+        assert all(len(hs) == 2 * beam for hs in a)  # every ending of both readings, ranked
