@@ -159,17 +159,7 @@ class OnnxModel:
         host_memory, host_state = memory, state
         memory, state = self.to_device(memory), self.to_device(state)
 
-        # The search sees (state, pending reorder); the reorder is applied by the next step's graph.
-        def step(tokens: np.ndarray, st):
-            s0 = time.perf_counter()
-            logits, attn, new = self.step(tokens, st[0], memory, st[1])
-            t.decoder_ms += (time.perf_counter() - s0) * 1000
-            t.steps += 1
-            return logits, attn, (new, None)
-
-        def reorder(st, rows: np.ndarray):
-            return st[0], rows if st[1] is None else st[1][rows]
-
+        step, reorder = self._search_steps(memory, t)
         sos, eos = spec.vocab.sos_id, spec.vocab.eos_id
         if beam <= 1:
             return [[h] for h in greedy(step, (state, None), n, sos, eos, max_len, keep_attention, constraint)]
@@ -183,21 +173,28 @@ class OnnxModel:
             hyps = combine_r2l(hyps, r2l, length_penalty)
         return hyps
 
-    def _bidirectional(self, memory: State, state: State, n: int, beam: int, max_len: int, length_penalty: float,
-                       t: Timings) -> list[list[Hypothesis]]:
-        """CoMER's search (``search.bidirectional_search``) over the step graph."""
-        rows = np.tile(np.repeat(np.arange(n), beam), 2)
-        beams = self.to_device({k: v[rows] for k, v in memory.items()})
+    def _search_steps(self, memory: State, t: Timings):
+        """(step, reorder) for the shared search over the step graph with ``memory`` (one row per
+        hypothesis). The search holds (state, pending reorder); the reorder is applied by the next
+        step's graph, so the state never leaves the device."""
 
         def step(tokens: np.ndarray, st):
             s0 = time.perf_counter()
-            logits, attn, new = self.step(tokens, st[0], beams, st[1])
+            logits, attn, new = self.step(tokens, st[0], memory, st[1])
             t.decoder_ms += (time.perf_counter() - s0) * 1000
             t.steps += 1
             return logits, attn, (new, None)
 
-        def reorder(st, index: np.ndarray):
-            return st[0], index if st[1] is None else st[1][index]
+        def reorder(st, rows: np.ndarray):
+            return st[0], rows if st[1] is None else st[1][rows]
+
+        return step, reorder
+
+    def _bidirectional(self, memory: State, state: State, n: int, beam: int, max_len: int, length_penalty: float,
+                       t: Timings) -> list[list[Hypothesis]]:
+        """CoMER's search (``search.bidirectional_search``) over the step graph."""
+        rows = np.tile(np.repeat(np.arange(n), beam), 2)
+        step, reorder = self._search_steps(self.to_device({k: v[rows] for k, v in memory.items()}), t)
 
         def rate(images: list[int], sequences: list[list[int]], start: int, end: int) -> list[float]:
             if not sequences:
