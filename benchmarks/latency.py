@@ -138,7 +138,7 @@ def time_torch(loaded: tuple, images: list[np.ndarray], beam: int, batch: int, r
 
     def _decode(x, m):
         hyps = decode(model, x, m, vocab.sos_id, vocab.eos_id, beam, dec_cfg["max_len"], dec_cfg["length_penalty"],
-                      constraint=constraint)
+                      constraint=constraint, search=dec_cfg.get("search", "hmer"))
         return rescore_r2l(model, x, m, hyps, vocab.sos_id, vocab.eos_id, dec_cfg["length_penalty"]) \
             if rescore else hyps
 
@@ -163,7 +163,7 @@ def time_torch(loaded: tuple, images: list[np.ndarray], beam: int, batch: int, r
 
 
 def length_sweep(model: OnnxModel, images: list[np.ndarray], lengths: list[int], ckpt: str | None,
-                 runs: int) -> dict[str, dict[int, float]]:
+                 runs: int, vocab: str | None = None) -> dict[str, dict[int, float]]:
     """ms per expression (batch 1) to decode exactly L tokens: cached step graph vs. no-cache prefix
     graph (exported on the fly from ``ckpt``; comer only)."""
     import tempfile
@@ -178,8 +178,8 @@ def length_sweep(model: OnnxModel, images: list[np.ndarray], lengths: list[int],
         from hmer_export.graphs import export_prefix_graph
         from hmer_train.checkpoint import load_model
 
-        torch_model, _, _ = load_model(ckpt)
-        if torch_model.kind == "comer":
+        torch_model, _, _ = load_model(ckpt, vocab=vocab)
+        if torch_model.kind in ("comer", "comer-exact"):
             path = Path(tempfile.mkdtemp()) / "prefix.onnx"
             names = export_prefix_graph(torch_model, path)
             so = ort.SessionOptions()
@@ -291,9 +291,10 @@ def _ints(s: str) -> list[int]:
               help="Comma list of devices for PyTorch eager: cpu,cuda.")
 @click.option("--autocast", "autocasts", default="none", show_default=True,
               help="Comma list of PyTorch eager precisions: none (fp32), fp16, bf16.")
+@click.option("--vocab", type=click.Path(dir_okay=False), help="A CoMER checkpoint's dictionary.txt.")
 @click.option("--debug", is_flag=True)
 def main(model_dir, checkpoint, data, limit, providers, variants, beams, batches, threads, runs, lengths, json_out,
-         md_out, plot_out, grammar, devices, autocasts, debug) -> None:
+         md_out, plot_out, grammar, devices, autocasts, vocab, debug) -> None:
     """Measure recognition latency and throughput on this machine."""
     from hmer_runtime.recognizer import BUNDLED_MODEL
 
@@ -312,7 +313,7 @@ def main(model_dir, checkpoint, data, limit, providers, variants, beams, batches
             from hmer_train.checkpoint import load_model
 
             torch.set_num_threads(threads)
-            loaded = load_model(checkpoint)
+            loaded = load_model(checkpoint, vocab=vocab)
             for device in devices.split(","):
                 for cast in autocasts.split(","):
                     for beam in _ints(beams):
@@ -336,7 +337,7 @@ def main(model_dir, checkpoint, data, limit, providers, variants, beams, batches
                     base = eager.get((beam, batch))
                     row.vs_eager = base.p50_ms / row.p50_ms if base else None
                     rows.append(row)
-    sweep = length_sweep(first, images[:3], _ints(lengths), checkpoint, 1) if first and _ints(lengths) else {}
+    sweep = length_sweep(first, images[:3], _ints(lengths), checkpoint, 1, vocab) if first and _ints(lengths) else {}
     meta = {"model": str(spec.directory), "parameters": spec.raw.get("parameters", 0), "expressions": len(images),
             "data": data or "bundled samples", "threads": threads, "runs": runs,
             "grammar": spec.grammar if grammar is None else grammar}

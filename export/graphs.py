@@ -193,8 +193,9 @@ class PrefixGraph(nn.Module):
 
 def export_prefix_graph(model: HMERModel, path: Path, opset: int = DEFAULT_OPSET) -> list[str]:
     """Write the no-cache baseline decoder (only for decoders with a parallel teacher-forcing path:
-    ``comer``); returns its memory input names."""
-    if model.kind != "comer":
+    ``comer`` and ``comer-exact``, which then decodes as CoMER's own code does); returns its memory
+    input names."""
+    if model.kind not in ("comer", "comer-exact"):
         raise ValueError(f"no parallel prefix graph for the {model.kind} decoder (its teacher forcing is a loop)")
     model = model.eval()
     layout = model.decoder.layout()
