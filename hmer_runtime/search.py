@@ -218,25 +218,20 @@ def bidirectional_search(step: StepFn, reorder: ReorderFn, state: object, n: int
     rescored by the opposite reading, and ranked by the sum of the two length-normalised
     log-probabilities. ``rate(images, sequences, start, end)`` gives log P(sequence + end | image,
     start) by teacher forcing, one per sequence. Returns all 2 x beam candidates per image, in
-    left-to-right order, best first (a stable sort: ties keep CoMER's order)."""
+    left-to-right order, best first (on a tie, left-to-right endings first, as in CoMER)."""
     hyps = beam_search(step, reorder, state, 2 * n, beam, [sos] * n + [eos] * n, [eos] * n + [sos] * n,
                        max_len, length_penalty, rule="comer")
-    out = []
     forward = [(i, h) for i in range(n) for h in hyps[i]]
     backward = [(i, h) for i in range(n) for h in hyps[n + i]]
     # a left-to-right ending is rated right to left (its ids reversed), and the other way round
     rev_f = rate([i for i, _ in forward], [h.ids[::-1] for _, h in forward], eos, sos)
     rev_b = rate([i for i, _ in backward], [h.ids[::-1] for _, h in backward], sos, eos)
-    for i in range(n):
-        cands = []
-        for pairs, rev, flip in ((forward, rev_f, False), (backward, rev_b, True)):
-            for (j, h), r in zip(pairs, rev):
-                if j == i:
-                    ids = h.ids[::-1] if flip else h.ids
-                    score = h.score + r / (len(ids) + 1) ** length_penalty
-                    cands.append(Hypothesis(list(ids), h.logprob, score))
-        out.append(sorted(cands, key=lambda h: -h.score))
-    return out
+    cands: list[list[Hypothesis]] = [[] for _ in range(n)]
+    for pairs, rev, flip in ((forward, rev_f, False), (backward, rev_b, True)):
+        for (i, h), r in zip(pairs, rev):
+            ids = h.ids[::-1] if flip else h.ids
+            cands[i].append(Hypothesis(list(ids), h.logprob, h.score + r / (len(ids) + 1) ** length_penalty))
+    return [sorted(c, key=lambda h: -h.score) for c in cands]
 
 
 def combine_r2l(hyps: list[list[Hypothesis]], r2l: list[float], length_penalty: float = 1.0) -> list[list[Hypothesis]]:

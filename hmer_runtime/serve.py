@@ -11,6 +11,7 @@ encoder call, one decoder call per step for all of them); ``batch_wait_ms=0`` de
 # (``Request``, imported inside create_app so the runtime does not need fastapi) at definition time.
 import asyncio
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,8 +80,6 @@ class TimedH11Protocol(H11Protocol):
         self._arm_header_timer()
 
     def _arm_header_timer(self) -> None:
-        import os
-
         waiting_for = self.cycle  # a new request replaces self.cycle once its headers are in
 
         def expire() -> None:
@@ -345,8 +344,6 @@ def main(model_dir, host, port, provider, variant, threads, workers, batch_wait_
     except ImportError as e:
         raise click.ClickException("hmer-serve needs the serve extra: pip install 'hmer[serve]'") from e
     Recognizer(model_dir, provider=provider, variant=variant, threads=threads)  # fail fast on a bad model
-    import os
-
     os.environ.update({"HMER_SERVE_MODEL": str(model_dir or ""), "HMER_SERVE_PROVIDER": provider,
                        "HMER_SERVE_VARIANT": variant, "HMER_SERVE_THREADS": str(threads),
                        "HMER_SERVE_WAIT_MS": str(batch_wait_ms), "HMER_SERVE_MAX_BATCH": str(max_batch),
@@ -385,8 +382,6 @@ def launch(args: list[str], timeout_s: float = 30.0):
 
 def app_from_env():
     """uvicorn factory for worker processes: settings travel in HMER_SERVE_* variables."""
-    import os
-
     env = os.environ
     return create_app(env.get("HMER_SERVE_MODEL") or None, env.get("HMER_SERVE_PROVIDER", "auto"),
                       env.get("HMER_SERVE_VARIANT", "fp32"), int(env.get("HMER_SERVE_THREADS", "0")),

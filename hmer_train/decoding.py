@@ -56,8 +56,8 @@ def _bidirectional(model: HMERModel, memory: dict, n: int, sos: int, eos: int, b
                    length_penalty: float) -> list[list[Hypothesis]]:
     device = memory["mask"].device
     rows = torch.arange(n, device=device).repeat(2).repeat_interleave(beam)
-    state = model.init_state(expand_memory(memory, rows))
     beams = expand_memory(memory, rows)
+    state = model.init_state(beams)
 
     def step(tokens: np.ndarray, st):
         logits, attn, st = model.step(torch.from_numpy(tokens).to(device), st, beams)
@@ -68,14 +68,17 @@ def _bidirectional(model: HMERModel, memory: dict, n: int, sos: int, eos: int, b
 
     def rate(images: list[int], sequences: list[list[int]], start: int, end: int) -> list[float]:
         return memory_logprob(model, expand_memory(memory, torch.tensor(images, device=device)), sequences,
-                              start, end) if sequences else []
+                              start, end)
 
     return bidirectional_search(step, reorder, state, n, beam, sos, eos, max_len, length_penalty, rate)
 
 
 @torch.no_grad()
 def memory_logprob(model: HMERModel, memory: dict, sequences: list[list[int]], start: int, end: int) -> list[float]:
-    """log P(sequence + end | memory row, start) by teacher forcing on already encoded images."""
+    """log P(sequence + end | memory row, start) by teacher forcing on already encoded images,
+    one memory row per sequence."""
+    if not sequences:
+        return []
     t = max(len(s) for s in sequences) + 1
     device = memory["mask"].device
     inp = torch.full((len(sequences), t), start, dtype=torch.long, device=device)
@@ -89,23 +92,6 @@ def memory_logprob(model: HMERModel, memory: dict, sequences: list[list[int]], s
 
 
 @torch.no_grad()
-def sequence_logprob(model: HMERModel, images: torch.Tensor, mask: torch.Tensor,
-                     sequences: list[list[int]], start: int, end: int) -> list[float]:
-    """log P(sequence + end | image, start) by teacher forcing; one image per sequence."""
-    if not sequences:
-        return []
-    t = max(len(s) for s in sequences) + 1
-    inp = torch.zeros(len(sequences), t, dtype=torch.long, device=images.device)
-    tgt = torch.full((len(sequences), t), -1, dtype=torch.long, device=images.device)
-    for i, s in enumerate(sequences):
-        inp[i, : len(s) + 1] = torch.tensor([start] + s)
-        tgt[i, : len(s) + 1] = torch.tensor(s + [end])
-    logp = torch.log_softmax(model(images, mask, inp).float(), -1)
-    picked = logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (tgt >= 0)
-    return picked.sum(1).tolist()
-
-
-@torch.no_grad()
 def rescore_r2l(model: HMERModel, images: torch.Tensor, mask: torch.Tensor,
                 hyps: list[list[Hypothesis]], sos: int, eos: int,
                 length_penalty: float = 1.0) -> list[list[Hypothesis]]:
@@ -114,8 +100,8 @@ def rescore_r2l(model: HMERModel, images: torch.Tensor, mask: torch.Tensor,
     Right-to-left sequences start with ``eos`` and end with ``sos`` (how bidirectional training
     lays them out).
     """
-    index = [i for i, hs in enumerate(hyps) for _ in hs]
+    index = torch.tensor([i for i, hs in enumerate(hyps) for _ in hs], device=images.device)
     seqs = [h.ids[::-1] for hs in hyps for h in hs]
-    sel = torch.tensor(index, device=images.device)
-    r2l = sequence_logprob(model, images[sel], mask[sel], seqs, start=eos, end=sos)
-    return combine_r2l(hyps, r2l, length_penalty)
+    # each image encoded once, its memory shared by its hypotheses
+    memory = expand_memory(model.encode(images, mask), index)
+    return combine_r2l(hyps, memory_logprob(model, memory, seqs, start=eos, end=sos), length_penalty)
