@@ -15,13 +15,15 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
                         limit: int | None, batch_size: int, config_path: str | None = None,
                         variant: str = "fp32", provider: str = "auto", weights: str = "average",
                         input_scale: float | None = None, grammar: bool | None = None,
-                        vocab_file: str | None = None) -> dict:
+                        vocab_file: str | None = None, teacher_forced: bool = False) -> dict:
     """Metrics of a checkpoint (PyTorch) or an exported model directory (ONNX Runtime) on a source.
 
     Both go through the same data, batching and scoring; only the decoder differs. ``weights``
     picks a checkpoint's moving-average or trained weights (see ``load_model``); ``input_scale``
     replaces a checkpoint's ``decode.input_scale`` (an exported model's is fixed in model.json);
     ``grammar`` replaces the model's ``decode.grammar`` (keep outputs valid canonical LaTeX).
+    ``teacher_forced`` adds a checkpoint's teacher-forced loss and token accuracy (``tf_loss``,
+    ``tf_acc``), the quick signal short training runs are compared by.
     """
     from hmer_runtime.preprocess import pad_batch
     from hmer_runtime.sources import DEFAULT_ROOTS, resolve_split
@@ -36,6 +38,8 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
         if input_scale is not None:
             raise ModelError(model_path, "an exported model reads at the input scale it was exported with; "
                                          "re-export with hmer-export --input-scale")
+        if teacher_forced:
+            raise ModelError(model_path, "teacher-forced figures need a checkpoint, not an exported model")
         rec = Recognizer(model_path, provider=provider, variant=variant, grammar=grammar)
         vocab, render, pre = rec.spec.vocab, rec.spec.render, rec.spec.preprocess
         roots, cache, stride = DEFAULT_ROOTS, DEFAULT_CACHE, rec.spec.stride
@@ -44,7 +48,7 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
             x, m = pad_batch(images, stride)
             return rec.model.decode(x, m, beam, grammar=rec.grammar)
     else:
-        run, vocab, cfg = _torch_decoder(model_path, beam, weights, input_scale, grammar, vocab_file)
+        run, vocab, cfg, torch_model = _torch_decoder(model_path, beam, weights, input_scale, grammar, vocab_file)
         render, pre = image_configs(cfg, inference=True)
         roots, cache = cfg["data_roots"], cfg.get("cache_dir") or DEFAULT_CACHE
     src = resolve_split(source, split, roots) if split else Path(source)
@@ -66,6 +70,10 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
             rows.append({"file": data.names[i], "truth": " ".join(data.tokens[i]), "prediction": " ".join(pred),
                          "score": hs[0].score, "edits": d})
     summary = metrics.summary()
+    if teacher_forced:
+        from hmer_train.train import teacher_forced as tf_figures
+
+        summary.update(tf_figures(torch_model, data, vocab, "cpu", batch_size=batch_size))
     summary["errors"] = data.errors
     if out:
         with open(out, "w", encoding="utf-8") as f:
@@ -76,7 +84,7 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
 
 def _torch_decoder(ckpt_path: str, beam: int, weights: str = "average", input_scale: float | None = None,
                    grammar: bool | None = None, vocab_file: str | None = None):
-    """(batch -> hypotheses, vocabulary, config) for a checkpoint; CoMER's bidirectional
+    """(batch -> hypotheses, vocabulary, config, model) for a checkpoint; CoMER's bidirectional
     rescoring when the model was trained both ways and the config asks for it."""
     import torch
 
@@ -100,7 +108,7 @@ def _torch_decoder(ckpt_path: str, beam: int, weights: str = "average", input_sc
             hyps = rescore_r2l(model, x, m, hyps, vocab.sos_id, vocab.eos_id, dec["length_penalty"])
         return hyps
 
-    return run, vocab, cfg
+    return run, vocab, cfg, model
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -124,9 +132,11 @@ def _torch_decoder(ckpt_path: str, beam: int, weights: str = "average", input_sc
               help="Keep outputs valid canonical LaTeX (default: the model's decode.grammar).")
 @click.option("--vocab", "vocab_file", type=click.Path(dir_okay=False),
               help="A CoMER checkpoint's vocabulary file (its dictionary.txt).")
+@click.option("--teacher-forced", is_flag=True,
+              help="Checkpoint: also the teacher-forced loss per token and next-token accuracy.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_json, variant, provider,
-         weights, input_scale, grammar, vocab_file, debug) -> None:
+         weights, input_scale, grammar, vocab_file, teacher_forced, debug) -> None:
     """Evaluate MODEL (a checkpoint, or a directory from hmer-export) on DATA (InkML folder/archive or
     image folder).
 
@@ -159,12 +169,14 @@ def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_jso
         jobs.append((model, data, None))
     for ckpt, src, split in jobs:
         s = evaluate_checkpoint(ckpt, src, split, beam, out, limit, batch_size, variant=variant, provider=provider,
-                                weights=weights, input_scale=input_scale, grammar=grammar, vocab_file=vocab_file)
+                                weights=weights, input_scale=input_scale, grammar=grammar, vocab_file=vocab_file,
+                                teacher_forced=teacher_forced)
         label = f"{src}:{split}" if split else src
         if as_json:
             click.echo(json.dumps({"data": label, "beam": beam, **s}))
         else:
-            click.echo(f"{label} beam {beam}: {format_summary(s)}")
+            tf = f" | teacher-forced loss {s['tf_loss']:.3f} token acc {s['tf_acc']:.2f}" if teacher_forced else ""
+            click.echo(f"{label} beam {beam}: {format_summary(s)}{tf}")
             if s["errors"]:
                 click.echo(f"  {len(s['errors'])} unreadable/unlabelled samples skipped")
 

@@ -56,7 +56,10 @@ DEFAULTS: dict = {
         "pad_to": 16,
         "val_every": 1,
         "val_max": None,
-        "augment": {"scale": [0.7, 1.4], "rotate_deg": 3.0, "shear": 0.1, "stroke_jitter": 0.3},
+        # hmer_train/augment.py: AugmentConfig says what each key does
+        "augment": {"scale": [0.7, 1.4], "rotate_deg": 3.0, "shear": 0.1, "stroke_jitter": 0.3, "ink": True,
+                    "aspect": 0.15, "stroke_shift": 0.04, "stroke_scale": 0.08, "elastic": 0.1,
+                    "pen_width": [0.85, 1.2], "blur": 0.2},
     },
     "decode": {"beam": 10, "max_len": 200, "length_penalty": 1.0, "rescore": True, "input_scale": 1.0,
                "grammar": True, "search": "hmer"},

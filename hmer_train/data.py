@@ -8,10 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter
 
-from hmer_runtime.preprocess import pad_batch
+from hmer_runtime.errors import HmerError
+from hmer_runtime.preprocess import PreprocessConfig, pad_batch
+from hmer_runtime.render import RenderConfig
 from hmer_runtime.vocab import Vocab
+from hmer_train.augment import AugmentConfig, augment_image, finish_image, render_augmented
 from hmer_train.prepared import PreparedSet
 
 
@@ -53,34 +55,6 @@ def make_batches(shapes: np.ndarray, max_images: int, max_pixels: int) -> list[l
     return batches
 
 
-def augment(img: np.ndarray, rng: random.Random, cfg: dict, max_hw: tuple[int, int]) -> np.ndarray:
-    """Scale (CoMER's x0.7-1.4), small rotation/shear and stroke-width jitter on an ink-1.0 image."""
-    h, w = img.shape
-    lo, hi = cfg.get("scale", (1.0, 1.0))
-    s = rng.uniform(lo, hi)
-    s = min(s, max_hw[0] / h, max_hw[1] / w)
-    pil = Image.fromarray((img * 255).astype(np.uint8))
-    if abs(s - 1) > 1e-3:
-        pil = pil.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BILINEAR)
-    rot, shear = cfg.get("rotate_deg", 0.0), cfg.get("shear", 0.0)
-    if rot or shear:
-        a = np.deg2rad(rng.uniform(-rot, rot))
-        sh = rng.uniform(-shear, shear)
-        cw, chh = pil.size[0] / 2, pil.size[1] / 2
-        m = np.array([[np.cos(a), -np.sin(a) + sh], [np.sin(a), np.cos(a)]])
-        inv = np.linalg.inv(m)
-        off = np.array([cw, chh]) - inv @ np.array([cw, chh])
-        pil = pil.transform(pil.size, Image.Transform.AFFINE,
-                            (inv[0, 0], inv[0, 1], off[0], inv[1, 0], inv[1, 1], off[1]),
-                            resample=Image.Resampling.BILINEAR)
-    p = cfg.get("stroke_jitter", 0.0)
-    if p and rng.random() < p:
-        pil = pil.filter(ImageFilter.MaxFilter(3) if rng.random() < 0.5 else ImageFilter.MinFilter(3))
-        if np.asarray(pil).max() == 0:  # thinning erased thin ink: undo
-            pil = Image.fromarray((img * 255).astype(np.uint8))
-    return np.asarray(pil, dtype=np.float32) / 255.0
-
-
 def collate(images: list[np.ndarray], token_ids: list[list[int]], names: list[str], vocab: Vocab,
             bidirectional: bool, pad_to: int = 1) -> Batch:
     """A padded batch; ``pad_to`` rounds its height and width up to a multiple (fewer distinct
@@ -103,14 +77,22 @@ def collate(images: list[np.ndarray], token_ids: list[list[int]], names: list[st
 
 class BatchLoader:
     """Deterministic batches: epoch ``e`` order and augmentation depend only on (seed, e, index),
-    so a resumed run sees exactly the batches the uninterrupted one would."""
+    so a resumed run sees exactly the batches the uninterrupted one would.
+
+    With ``augment.ink`` and the ``images`` (render, preprocess) settings the set was prepared
+    with, ink samples are augmented as ink and rendered again (:mod:`hmer_train.augment`);
+    batches are still planned on the prepared shapes."""
 
     def __init__(self, data: PreparedSet, vocab: Vocab, max_images: int, max_pixels: int, seed: int,
-                 augment_cfg: dict | None, bidirectional: bool, max_hw: tuple[int, int], rank: int = 0,
-                 world: int = 1, pad_to: int = 1):
+                 augment_cfg: AugmentConfig | dict | None, bidirectional: bool, max_hw: tuple[int, int],
+                 rank: int = 0, world: int = 1, pad_to: int = 1,
+                 images: tuple[RenderConfig, PreprocessConfig] | None = None):
         self.data, self.vocab = data, vocab
         self.batches = make_batches(data.shapes, max_images, max_pixels)
+        if not isinstance(augment_cfg, AugmentConfig):
+            augment_cfg = AugmentConfig.from_dict(augment_cfg)
         self.seed, self.augment_cfg, self.bidirectional, self.max_hw = seed, augment_cfg, bidirectional, max_hw
+        self.images = images
         self.ids = [vocab.encode(t) for t in data.tokens]
         self.rank, self.world, self.pad_to = rank, world, pad_to
 
@@ -127,14 +109,24 @@ class BatchLoader:
     def batch(self, epoch: int, b: int) -> Batch:
         """Batch ``b`` of the bucketing as epoch ``epoch`` augments it."""
         idx = self.batches[b]
-        imgs = []
-        for i in idx:
-            img = self.data.image(i)
-            if self.augment_cfg:
-                img = augment(img, random.Random(f"{self.seed}-{epoch}-{i}"), self.augment_cfg, self.max_hw)
-            imgs.append(img)
+        imgs = [self.sample(epoch, i) for i in idx]
         return collate(imgs, [self.ids[i] for i in idx], [self.data.names[i] for i in idx], self.vocab,
                        self.bidirectional, self.pad_to)
+
+    def sample(self, epoch: int, i: int) -> np.ndarray:
+        """Model input of sample ``i`` as epoch ``epoch`` augments it."""
+        cfg = self.augment_cfg
+        if not cfg.active:
+            return self.data.image(i)
+        rng = random.Random(f"{self.seed}-{epoch}-{i}")
+        ink = self.data.ink(i) if cfg.ink and self.images is not None else None
+        if ink is None:
+            return augment_image(self.data.image(i), rng, cfg, self.max_hw)
+        try:
+            img = render_augmented(ink, rng, cfg, *self.images)
+        except HmerError:  # a distortion the renderer refuses: this time, the sample as prepared
+            return self.data.image(i)
+        return finish_image(img, rng, cfg)
 
     def epoch(self, epoch: int, start: int = 0, workers: int = 0, pin_memory: bool = False):
         """Epoch ``epoch``'s batches from position ``start`` on. ``workers`` > 0 augments and

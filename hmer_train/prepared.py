@@ -3,7 +3,9 @@
 Training must not re-parse XML every epoch. A prepared set lives in
 ``<cache_root>/<key>/`` as ``images.npy`` (all model-input images, uint8, ink = 255, flattened
 and concatenated) and ``index.json`` (names, shapes, offsets, canonical tokens, per-sample
-errors). The key hashes the source fingerprint, the render and preprocessing settings and the
+errors). Ink samples also keep their strokes, so training can augment the ink and render it
+anew (``ink.npy``: every point as float32 X, Y relative to its expression's corner, and
+``stroke_lengths`` in the index). The key hashes the source fingerprint, the render and preprocessing settings and the
 format version, so changing any of them builds a new cache. No pickle anywhere.
 """
 
@@ -22,11 +24,12 @@ import numpy as np
 from tqdm import tqdm
 
 from hmer_runtime.errors import HmerError, input_error
+from hmer_runtime.inkml import Ink
 from hmer_runtime.preprocess import PreprocessConfig
 from hmer_runtime.render import RenderConfig, model_input
 from hmer_runtime.sources import iter_source, load_labelled, source_fingerprint
 
-PREPARED_FORMAT = 1
+PREPARED_FORMAT = 2
 DEFAULT_CACHE = Path(os.environ.get("HMER_CACHE", Path.home() / ".cache" / "hmer"))
 
 
@@ -41,6 +44,9 @@ class PreparedSet:
     pixels: np.ndarray  # flat uint8
     errors: list[str] = field(default_factory=list)
     path: Path | None = None
+    stroke_lengths: list[list[int]] | None = None  # per sample; empty for an image sample
+    ink_offsets: np.ndarray | None = None  # (n,) first point of each sample in ``points``
+    points: np.ndarray | None = None  # (P, 2) float32
 
     def __len__(self) -> int:
         return len(self.names)
@@ -51,11 +57,24 @@ class PreparedSet:
         o = self.offsets[i]
         return self.pixels[o:o + h * w].reshape(h, w).astype(np.float32) / 255.0
 
+    def ink(self, i: int) -> Ink | None:
+        """Sample ``i``'s strokes (coordinates relative to its top-left corner), or None when it
+        was an image."""
+        if self.stroke_lengths is None or not self.stroke_lengths[i]:
+            return None
+        lengths = self.stroke_lengths[i]
+        o = int(self.ink_offsets[i])
+        pts = np.asarray(self.points[o:o + sum(lengths)], dtype=np.float64)
+        return Ink(traces=np.split(pts, np.cumsum(lengths)[:-1]), id=self.names[i])
+
     def select(self, keep: np.ndarray) -> PreparedSet:
         """A view restricted to the indices in ``keep`` (pixels are shared, not copied)."""
         keep = np.asarray(keep, dtype=np.int64)
+        has_ink = self.stroke_lengths is not None
         return PreparedSet([self.names[i] for i in keep], [self.tokens[i] for i in keep],
-                           self.shapes[keep], self.offsets[keep], self.pixels, self.errors, self.path)
+                           self.shapes[keep], self.offsets[keep], self.pixels, self.errors, self.path,
+                           [self.stroke_lengths[i] for i in keep] if has_ink else None,
+                           self.ink_offsets[keep] if has_ink else None, self.points)
 
 
 def sample_image(sample, render: RenderConfig, pre: PreprocessConfig) -> np.ndarray:
@@ -81,6 +100,7 @@ def prepare(source: str | Path, render: RenderConfig = RenderConfig(),
         return load_prepared(directory)
     workers = min(os.cpu_count() or 1, 16) if workers is None else workers
     names, tokens, shapes, chunks, errors = [], [], [], [], []
+    stroke_lengths, ink_chunks = [], []
 
     def jobs():
         for sample in iter_source(source):
@@ -94,7 +114,7 @@ def prepare(source: str | Path, render: RenderConfig = RenderConfig(),
     pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
     try:
         results = pool.imap(_render_job, jobs(), chunksize=16) if pool else map(_render_job, jobs())
-        for name, toks, img, error in tqdm(results, desc=f"preparing {Path(source).name}", unit="expr",
+        for name, toks, img, error, traces in tqdm(results, desc=f"preparing {Path(source).name}", unit="expr",
                                            disable=not progress, leave=False):
             if error is not None:
                 errors.append(error)
@@ -103,34 +123,45 @@ def prepare(source: str | Path, render: RenderConfig = RenderConfig(),
             tokens.append(toks)
             shapes.append(img.shape)
             chunks.append(img.ravel())
+            stroke_lengths.append([len(t) for t in traces])
+            ink_chunks.extend(traces)
     finally:
         if pool:
             pool.terminate()
     sizes = np.array([c.size for c in chunks], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if len(sizes) else np.zeros(0, np.int64)
     pixels = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)
-    _write_atomic(directory, pixels, {
+    points = np.concatenate(ink_chunks) if ink_chunks else np.zeros((0, 2), np.float32)
+    _write_atomic(directory, pixels, points, {
         "format": PREPARED_FORMAT, "source": str(source), "render": render.to_dict(),
         "preprocess": pre.to_dict(), "names": names, "tokens": [" ".join(t) for t in tokens],
         "shapes": [list(s) for s in shapes], "offsets": offsets.tolist(), "errors": errors,
+        "stroke_lengths": stroke_lengths,
     })
     return load_prepared(directory)
 
 
-def _render_job(job: tuple) -> tuple[str, list[str], np.ndarray | None, str | None]:
-    """(name, tokens, uint8 model input or None, error or None) of one parsed sample."""
+def _render_job(job: tuple) -> tuple[str, list[str], np.ndarray | None, str | None, list[np.ndarray]]:
+    """(name, tokens, uint8 model input or None, error or None, strokes) of one parsed sample;
+    an ink sample's strokes are float32 X, Y from its top-left corner (none for an image)."""
     obj, toks, name, render, pre = job
+    traces = []
+    if isinstance(obj, Ink):
+        traces = [t[:, :2] for t in obj.traces if len(t)]
+        lo = np.concatenate(traces).min(axis=0) if traces else 0.0
+        traces = [(t - lo).astype(np.float32) for t in traces]
     try:
         img = model_input(obj, render, pre, name)
     except Exception as e:  # noqa: BLE001 - one sample's failure, named after its file, never the set's
-        return name, toks, None, str(input_error(name, e))
-    return name, toks, np.round(img * 255).astype(np.uint8), None
+        return name, toks, None, str(input_error(name, e)), []
+    return name, toks, np.round(img * 255).astype(np.uint8), None, traces
 
 
-def _write_atomic(directory: Path, pixels: np.ndarray, index: dict) -> None:
+def _write_atomic(directory: Path, pixels: np.ndarray, points: np.ndarray, index: dict) -> None:
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".building-"))
     np.save(tmp / "images.npy", pixels)
+    np.save(tmp / "ink.npy", points)
     (tmp / "index.json").write_text(json.dumps(index))
     try:
         os.replace(tmp, directory)
@@ -145,11 +176,15 @@ def load_prepared(directory: str | Path) -> PreparedSet:
     index = json.loads((directory / "index.json").read_text())
     if index.get("format") != PREPARED_FORMAT:
         raise HmerError(str(directory), f"prepared-set format {index.get('format')} is not {PREPARED_FORMAT}")
+    lengths = index["stroke_lengths"]
+    ink_offsets = np.concatenate([[0], np.cumsum([sum(s) for s in lengths])[:-1]]).astype(np.int64) \
+        if lengths else np.zeros(0, np.int64)
     return PreparedSet(
         names=index["names"], tokens=[t.split(" ") for t in index["tokens"]],
         shapes=np.array(index["shapes"], dtype=np.int64).reshape(-1, 2),
         offsets=np.array(index["offsets"], dtype=np.int64),
-        pixels=np.load(directory / "images.npy", mmap_mode="r"), errors=index["errors"], path=directory)
+        pixels=np.load(directory / "images.npy", mmap_mode="r"), errors=index["errors"], path=directory,
+        stroke_lengths=lengths, ink_offsets=ink_offsets, points=np.load(directory / "ink.npy", mmap_mode="r"))
 
 
 def token_counts(sets: list[PreparedSet]) -> Counter:

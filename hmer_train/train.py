@@ -89,6 +89,29 @@ def evaluate(model: HMERModel, data: PreparedSet, vocab: Vocab, device: str, bea
     return metrics.summary()
 
 
+@torch.no_grad()
+def teacher_forced(model: HMERModel, data: PreparedSet, vocab: Vocab, device: str, limit: int | None = None,
+                   batch_size: int = 16, max_pixels: int = 2_000_000) -> dict:
+    """Teacher-forced cross-entropy per token and next-token accuracy (%) of ``model`` reading
+    left to right on ``data``: a quick, smooth signal for comparing short runs at equal steps."""
+    from hmer_train.data import make_batches
+
+    model.eval()
+    n = len(data) if limit is None else min(limit, len(data))
+    sub = data.select(range(n)) if n < len(data) else data
+    ids = [vocab.encode(t) for t in sub.tokens]
+    loss = correct = tokens = 0.0
+    for idx in make_batches(sub.shapes, batch_size, max_pixels):
+        b = collate([sub.image(i) for i in idx], [ids[i] for i in idx], [sub.names[i] for i in idx], vocab, False)
+        logits = model(b.images.to(device), b.mask.to(device), b.inputs.to(device), b.image_index.to(device)).float()
+        target = b.targets.to(device)
+        keep = target >= 0
+        loss += F.cross_entropy(logits[keep], target[keep], reduction="sum").item()
+        correct += (logits.argmax(-1)[keep] == target[keep]).sum().item()
+        tokens += keep.sum().item()
+    return {"tf_loss": loss / max(tokens, 1), "tf_acc": 100.0 * correct / max(tokens, 1)}
+
+
 def train(cfg: dict, resume: str | None = None, progress: bool = True, until_step: int | None = None) -> dict:
     """Train per ``cfg``; returns the last validation summary. Checkpoints go to cfg['out'].
 
@@ -143,7 +166,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
     loader = BatchLoader(train_set, vocab, tc["batch_size"], tc["max_pixels"], tc["seed"],
                          tc["augment"], tc["bidirectional"],
                          (cfg["preprocess"]["max_height"], cfg["preprocess"]["max_width"]), rank, world,
-                         tc["pad_to"])
+                         tc["pad_to"], images=image_configs(cfg))
     per_epoch = max(1, len(loader) // tc["accumulate"])
     total = tc["max_steps"] or tc["epochs"] * per_epoch
     step, epoch, batch_in_epoch, best = 0, 0, 0, -1.0
@@ -259,14 +282,19 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
                 # Cap decoding near the longest reference so an untrained model's endless output
                 # doesn't dominate the epoch; reported test figures use hmer-eval's full max_len.
                 cap = max(len(t) for t in val_set.tokens) + 10
-                metrics = summary = evaluate(ema.module if ema is not None else raw_model, val_set, vocab, device,
-                                             max_len=cap, limit=tc["val_max"], batch_size=max(16, tc["batch_size"]),
-                                             max_pixels=max(2_000_000, tc["max_pixels"]))
+                judged = ema.module if ema is not None else raw_model
+                sizes = {"batch_size": max(16, tc["batch_size"]), "max_pixels": max(2_000_000, tc["max_pixels"])}
+                metrics = summary = evaluate(judged, val_set, vocab, device, max_len=cap, limit=tc["val_max"],
+                                             **sizes)
+                summary.update(teacher_forced(judged, val_set, vocab, device, tc["val_max"], **sizes))
                 history.append(summary)
-                tqdm.write(f"epoch {epoch} step {step} val {format_summary(summary)}")
+                tqdm.write(f"epoch {epoch} step {step} val {format_summary(summary)} | teacher-forced loss "
+                           f"{summary['tf_loss']:.3f} token acc {summary['tf_acc']:.2f}")
                 _log(out / "val.csv", {"step": step, "epoch": epoch, "exprate": round(summary["exprate"], 3),
                                        "le1": round(summary["le1"], 3), "le2": round(summary["le2"], 3),
-                                       "wer": round(summary["wer"], 3), "time": round(time.time(), 1)}, tb, "val/")
+                                       "wer": round(summary["wer"], 3), "tf_loss": round(summary["tf_loss"], 4),
+                                       "tf_acc": round(summary["tf_acc"], 3), "time": round(time.time(), 1)},
+                     tb, "val/")
             checkpoint("last.pt", metrics)
             if metrics and metrics["exprate"] > best:
                 best = metrics["exprate"]

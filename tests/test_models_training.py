@@ -13,7 +13,7 @@ from hmer_runtime.errors import ModelError
 from hmer_runtime.vocab import Vocab
 from hmer_train.checkpoint import load_checkpoint, save_checkpoint
 from hmer_train.config import DEFAULTS, ConfigError, load_config
-from hmer_train.data import BatchLoader
+from hmer_train.data import BatchLoader, collate
 from hmer_train.decoding import decode, rescore_r2l
 from hmer_train.models.base import HMERModel, expand_memory
 from hmer_train.train import TrainingError, autocast, evaluate, load_split, lr_at, train
@@ -353,6 +353,26 @@ def test_bf16_autocast_trains_on_cpu_and_fp16_is_refused(tmp_path):
 def test_validation_every_n_epochs_and_at_the_end(tmp_path):
     cfg = tiny_config(tmp_path, "comer", epochs=5, val_every=2, batch_size=3)
     train(cfg, progress=False)
-    epochs = [int(r["epoch"]) for r in csv.DictReader(open(tmp_path / "out" / "val.csv"))]
-    assert epochs == [2, 4, 5]
+    rows = list(csv.DictReader(open(tmp_path / "out" / "val.csv")))
+    assert [int(r["epoch"]) for r in rows] == [2, 4, 5]
+    assert all(float(r["tf_loss"]) > 0 and 0 <= float(r["tf_acc"]) <= 100 for r in rows)
     assert load_checkpoint(tmp_path / "out" / "last.pt")["metrics"]["n"] == 6
+
+
+def test_teacher_forced_figures_are_the_left_to_right_training_loss(tmp_path):
+    from hmer_train.train import batch_loss, teacher_forced
+
+    cfg = tiny_config(tmp_path, "comer")
+    data = load_split(cfg, "train", progress=False)
+    vocab = Vocab.build(data.tokens)
+    torch.manual_seed(0)
+    model = HMERModel(cfg["model"], len(vocab)).eval()
+    got = teacher_forced(model, data, vocab, "cpu", batch_size=64)
+    b = collate([data.image(i) for i in range(len(data))], [vocab.encode(t) for t in data.tokens], data.names,
+                vocab, bidirectional=False)
+    with torch.no_grad():
+        assert got["tf_loss"] == pytest.approx(batch_loss(model, b, "cpu").item(), rel=1e-4)
+        logits = model(b.images, b.mask, b.inputs, b.image_index)
+    keep = b.targets >= 0
+    assert got["tf_acc"] == pytest.approx(100 * (logits.argmax(-1)[keep] == b.targets[keep]).float().mean().item())
+    assert teacher_forced(model, data, vocab, "cpu", limit=2)["tf_loss"] != got["tf_loss"]

@@ -1,0 +1,166 @@
+"""Training augmentation: on the ink before it is rendered, and on images (torchvision v2).
+
+An ink sample is distorted as a writer would vary it (slant, rotation, width, each stroke's place
+and size, a smooth elastic warp), then rendered and preprocessed by the runtime's own path
+(``render.model_input``) at a random symbol size and pen width, so the model sees what the
+runtime will give it. An image sample (no strokes) is resized, rotated, sheared and warped with
+``torchvision.transforms.v2.functional``. Both may then be lightly blurred.
+
+Every draw comes from the ``random.Random`` the caller seeds per (seed, epoch, sample), so an
+epoch augments the same in any worker process and a resumed run sees what an uninterrupted one
+would. A field left out of ``train.augment`` is off, so a checkpoint written before it existed
+resumes with the augmentation it was trained with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from torchvision.transforms import InterpolationMode
+
+from hmer_runtime.errors import HmerError
+from hmer_runtime.inkml import Ink
+from hmer_runtime.preprocess import PreprocessConfig
+from hmer_runtime.render import RenderConfig, model_input, symbol_size
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """``train.augment``: ranges of each random change (0 or an empty range: off)."""
+
+    scale: tuple[float, float] = (1.0, 1.0)  # symbol size factor, log-uniform (CoMER: 0.7-1.4)
+    rotate_deg: float = 0.0  # uniform in +-
+    shear: float = 0.0  # slant, x += shear * y, uniform in +-
+    stroke_jitter: float = 0.0  # image samples: probability of a 3 px thicker or thinner pen
+    ink: bool = False  # ink samples are augmented as ink and rendered again (the fields below)
+    aspect: float = 0.0  # width factor exp(U(+-aspect))
+    stroke_shift: float = 0.0  # each stroke moves N(0, this) symbol sizes in x and y
+    stroke_scale: float = 0.0  # each stroke's size changes by exp(N(0, this)) about its centre
+    elastic: float = 0.0  # smooth warp, its largest displacement in symbol sizes
+    pen_width: tuple[float, float] = (1.0, 1.0)  # pen width factor, uniform
+    blur: float = 0.0  # probability of a light Gaussian blur (sigma 0.3-0.8 px)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> AugmentConfig:
+        d = d or {}
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise HmerError("train.augment", f"unknown key(s) {', '.join(sorted(unknown))}")
+        cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        for name in ("scale", "pen_width"):
+            lo, hi = getattr(cfg, name)
+            if not 0 < lo <= hi:
+                raise HmerError(f"train.augment.{name}", f"must be [low, high] with 0 < low <= high, not {[lo, hi]}")
+        return cfg
+
+    @property
+    def active(self) -> bool:
+        return self != AugmentConfig()
+
+
+def _log_uniform(rng: random.Random, lo: float, hi: float) -> float:
+    return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+
+
+def _smooth_field(gen: np.random.Generator, points: np.ndarray, wavelength: float, amplitude: float) -> np.ndarray:
+    """A smooth random displacement of each (x, y): a sum of four plane waves per axis whose
+    wavelength is about ``wavelength``, scaled so its largest value is ``amplitude``."""
+    out = np.zeros_like(points)
+    for axis in (0, 1):
+        angles = gen.uniform(0, 2 * np.pi, 4)
+        freqs = 2 * np.pi / (wavelength * gen.uniform(0.7, 1.5, 4))
+        phases = gen.uniform(0, 2 * np.pi, 4)
+        directions = np.stack([np.cos(angles), np.sin(angles)], axis=1) * freqs[:, None]
+        out[:, axis] = np.sin(points @ directions.T + phases).sum(axis=1) / 4
+    return out * amplitude
+
+
+def augment_ink(ink: Ink, rng: random.Random, cfg: AugmentConfig) -> Ink:
+    """A randomly rewritten copy of ``ink`` (geometry only; size and pen are chosen at render)."""
+    traces = [np.asarray(t[:, :2], dtype=np.float64) for t in ink.traces if len(t)]
+    size = symbol_size(traces)
+    gen = np.random.default_rng(rng.getrandbits(64))
+    centre = np.concatenate(traces).mean(axis=0)
+    a = math.radians(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg))
+    sx = math.exp(rng.uniform(-cfg.aspect, cfg.aspect))
+    k = rng.uniform(-cfg.shear, cfg.shear)
+    # x' = R (S x): slant and aspect first, then rotation (rows act on row vectors below)
+    m = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]) @ np.array([[sx, k], [0.0, 1.0]])
+    out = []
+    for t in traces:
+        p = t - centre
+        if cfg.stroke_scale or cfg.stroke_shift:
+            c = p.mean(axis=0)
+            p = c + (p - c) * math.exp(gen.normal(0, cfg.stroke_scale)) + gen.normal(0, cfg.stroke_shift * size, 2)
+        out.append(p)
+    if cfg.elastic:
+        flat = np.concatenate(out)
+        flat = flat + _smooth_field(gen, flat, 3 * size, cfg.elastic * size)
+        out = np.split(flat, np.cumsum([len(p) for p in out])[:-1])
+    return Ink(traces=[p @ m.T for p in out], truth=ink.truth, id=ink.id)
+
+
+def render_augmented(ink: Ink, rng: random.Random, cfg: AugmentConfig, render: RenderConfig,
+                     pre: PreprocessConfig) -> np.ndarray:
+    """Model input of an augmented ``ink``: rewritten (:func:`augment_ink`), rendered at a random
+    symbol size and pen width, and preprocessed as the runtime preprocesses."""
+    s = _log_uniform(rng, *cfg.scale)
+    pen = rng.uniform(*cfg.pen_width)
+    r = dataclasses.replace(render, symbol_px=render.symbol_px * s, line_width=render.line_width * pen)
+    return model_input(augment_ink(ink, rng, cfg), r, pre, ink.id)
+
+
+def augment_image(img: np.ndarray, rng: random.Random, cfg: AugmentConfig, max_hw: tuple[int, int]) -> np.ndarray:
+    """Resize, rotate + shear, thicken or thin the pen, warp and blur an ink-1.0 (H, W) image."""
+    h, w = img.shape
+    x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None]
+    s = min(_log_uniform(rng, *cfg.scale), max_hw[0] / h, max_hw[1] / w)
+    if abs(s - 1) > 1e-3:
+        x = TF.resize(x, [max(1, round(h * s)), max(1, round(w * s))], antialias=True)
+    if cfg.rotate_deg or cfg.shear:
+        x = TF.affine(x, angle=rng.uniform(-cfg.rotate_deg, cfg.rotate_deg), translate=[0, 0], scale=1.0,
+                      shear=[math.degrees(math.atan(rng.uniform(-cfg.shear, cfg.shear))), 0.0],
+                      interpolation=InterpolationMode.BILINEAR)
+    if cfg.stroke_jitter and rng.random() < cfg.stroke_jitter:
+        thicker = rng.random() < 0.5
+        y = F.max_pool2d(x if thicker else -x, 3, 1, 1)
+        y = y if thicker else -y
+        if y.max() > 0:  # thinning can erase thin ink: keep it then
+            x = y
+    if cfg.elastic:
+        x = _elastic(x, rng, cfg.elastic)
+    return np.ascontiguousarray(_blur(x, rng, cfg.blur)[0].clamp_(0, 1).numpy())
+
+
+def finish_image(img: np.ndarray, rng: random.Random, cfg: AugmentConfig) -> np.ndarray:
+    """The image-level step an ink render still gets (blur)."""
+    if not cfg.blur:
+        return img
+    return np.ascontiguousarray(_blur(torch.from_numpy(img)[None], rng, cfg.blur)[0].numpy())
+
+
+def _elastic(x: torch.Tensor, rng: random.Random, amount: float) -> torch.Tensor:
+    """Warp (1, H, W) by coarse Gaussian noise upsampled smoothly, at most ``amount`` symbol
+    sizes (a symbol taken as a quarter of the height, as in a one-line expression)."""
+    h, w = x.shape[-2:]
+    if h < 2 or w < 2:
+        return x
+    gen = torch.Generator().manual_seed(rng.getrandbits(63))
+    coarse = torch.randn(1, 2, 4, max(2, round(4 * w / h)), generator=gen)
+    field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)[0].permute(1, 2, 0)
+    field = field / field.abs().amax().clamp(min=1e-6) * (amount * h / 4)
+    field = field * torch.tensor([2.0 / w, 2.0 / h])  # pixels to grid_sample's [-1, 1] units
+    return TF.elastic(x, field[None], interpolation=InterpolationMode.BILINEAR)
+
+
+def _blur(x: torch.Tensor, rng: random.Random, p: float) -> torch.Tensor:
+    if p and rng.random() < p:
+        x = TF.gaussian_blur(x, kernel_size=[3, 3], sigma=[rng.uniform(0.3, 0.8)] * 2)
+    return x

@@ -1,0 +1,119 @@
+"""Training augmentation: ink kept in prepared sets, ink- and image-level changes, determinism."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from tiny import tiny_config
+
+from hmer_runtime.errors import HmerError
+from hmer_runtime.inkml import read_inkml
+from hmer_runtime.render import model_input
+from hmer_runtime.vocab import Vocab
+from hmer_train.augment import AugmentConfig, augment_image, augment_ink, render_augmented
+from hmer_train.config import DEFAULTS, image_configs
+from hmer_train.data import BatchLoader
+from hmer_train.prepared import prepare
+from hmer_train.train import load_split
+
+RECIPE = AugmentConfig.from_dict(DEFAULTS["train"]["augment"])
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    cfg = tiny_config(tmp_path, "comer")
+    return cfg, load_split(cfg, "train", progress=False)
+
+
+def test_prepared_set_keeps_each_samples_strokes(tiny, tmp_path):
+    cfg, data = tiny
+    source = sorted((tmp_path / "data").glob("*.inkml"))[0]
+    ink = read_inkml(source)
+    i = [n.split("/")[-1].split(".")[0] for n in data.names].index(source.stem)
+    kept = data.ink(i)
+    lo = np.concatenate([t[:, :2] for t in ink.traces]).min(axis=0)
+    assert len(kept.traces) == len(ink.traces)
+    for a, b in zip(kept.traces, ink.traces):
+        np.testing.assert_allclose(a, b[:, :2] - lo, atol=1e-3)
+    # the strokes render to the prepared image
+    np.testing.assert_allclose(model_input(kept, *image_configs(cfg), "x"), data.image(i), atol=1 / 255 + 1e-6)
+    sub = data.select([i, 0])
+    assert len(sub.ink(0).traces) == len(ink.traces)
+
+
+def test_image_samples_have_no_strokes(tmp_path):
+    from PIL import Image, ImageDraw
+
+    root = tmp_path / "imgs"
+    (root / "images").mkdir(parents=True)
+    im = Image.new("L", (60, 30), 255)
+    ImageDraw.Draw(im).line([(5, 15), (50, 15)], fill=0, width=3)
+    im.save(root / "images" / "a.png")
+    (root / "labels.txt").write_text("a\t-\n")
+    data = prepare(root, cache_root=tmp_path / "cache", progress=False, workers=0)
+    assert len(data) == 1 and data.ink(0) is None
+
+
+def test_missing_keys_are_off_and_unknown_keys_refused():
+    assert not AugmentConfig.from_dict({}).active
+    assert AugmentConfig.from_dict({"scale": [0.7, 1.4]}).scale == (0.7, 1.4)
+    assert RECIPE.ink and RECIPE.active
+    with pytest.raises(HmerError, match="elasticity"):
+        AugmentConfig.from_dict({"elasticity": 0.1})
+    with pytest.raises(HmerError, match="scale"):
+        AugmentConfig.from_dict({"scale": [0.0, 1.0]})
+
+
+def test_ink_augmentation_is_seeded_and_changes_the_geometry(tiny):
+    _, data = tiny
+    ink = data.ink(0)
+    a = augment_ink(ink, random.Random("s-1-0"), RECIPE)
+    b = augment_ink(ink, random.Random("s-1-0"), RECIPE)
+    c = augment_ink(ink, random.Random("s-2-0"), RECIPE)
+    assert all(np.array_equal(x, y) for x, y in zip(a.traces, b.traces))
+    centred = [t - np.concatenate(ink.traces).mean(axis=0) for t in ink.traces]
+    assert not all(np.allclose(x, y) for x, y in zip(a.traces, c.traces))
+    assert not all(np.allclose(x, y, atol=1e-3) for x, y in zip(a.traces, centred))
+    # with everything off it only centres the ink
+    same = augment_ink(ink, random.Random(0), AugmentConfig())
+    assert all(np.allclose(x, y) for x, y in zip(same.traces, centred))
+
+
+def test_augmented_render_goes_through_the_runtime_preprocessing(tiny):
+    cfg, data = tiny
+    render, pre = image_configs(cfg)
+    big = AugmentConfig(ink=True, scale=(1.4, 1.4), pen_width=(1.2, 1.2))
+    small = AugmentConfig(ink=True, scale=(0.7, 0.7))
+    hi = render_augmented(data.ink(0), random.Random(0), big, render, pre)
+    lo = render_augmented(data.ink(0), random.Random(0), small, render, pre)
+    assert hi.dtype == np.float32 and 0 <= hi.min() and hi.max() <= 1
+    assert hi.shape[0] > lo.shape[0] and hi.shape[1] > lo.shape[1]
+    assert (hi[: pre.pad] == 0).all() and (hi[:, -pre.pad:] == 0).all()  # cropped to ink and padded
+
+
+def test_image_augmentation_keeps_ink_and_size_limits(tiny):
+    _, data = tiny
+    img = data.image(0)
+    cfg = AugmentConfig(scale=(2.0, 2.0), rotate_deg=5.0, shear=0.2, stroke_jitter=1.0, elastic=0.2, blur=1.0)
+    out = augment_image(img, random.Random(1), cfg, (img.shape[0] + 4, 10_000))
+    assert out.shape[0] <= img.shape[0] + 4 and out.dtype == np.float32
+    assert out.max() > 0.5 and out.min() >= 0
+    np.testing.assert_array_equal(out, augment_image(img, random.Random(1), cfg, (img.shape[0] + 4, 10_000)))
+
+
+def test_loader_augments_ink_differently_each_epoch_and_identically_in_workers(tiny):
+    cfg, data = tiny
+    vocab = Vocab.build(data.tokens)
+    loader = BatchLoader(data, vocab, 3, 10**9, 0, RECIPE, False, (256, 1024), images=image_configs(cfg))
+    e1 = list(loader.epoch(1))
+    again = list(loader.epoch(1, workers=2))
+    e2 = {tuple(b.names): b for b in loader.epoch(2)}
+    assert [b.names for b in e1] == [b.names for b in again]
+    assert all(torch.equal(a.images, b.images) for a, b in zip(e1, again))
+    for b in e1:  # the same samples, augmented anew in another epoch
+        assert not torch.equal(b.images, e2[tuple(b.names)].images)
+    # ink is rendered again, not taken from the prepared pixels
+    assert all(not np.array_equal(loader.sample(1, i), data.image(i)) for i in range(len(data)))
