@@ -239,6 +239,36 @@ def test_component_extents():
     assert len(component_extents(np.zeros((5, 5), bool))) == 0
 
 
+def _flood_fill_extents(mask: np.ndarray) -> list[int]:
+    """Reference: 8-connected components by breadth-first search, pixel by pixel."""
+    seen = np.zeros_like(mask)
+    out = []
+    for y, x in zip(*np.nonzero(mask)):
+        if seen[y, x]:
+            continue
+        seen[y, x] = True
+        todo, ys, xs = [(y, x)], [], []
+        while todo:
+            cy, cx = todo.pop()
+            ys.append(cy)
+            xs.append(cx)
+            for ny in range(max(0, cy - 1), min(mask.shape[0], cy + 2)):
+                for nx in range(max(0, cx - 1), min(mask.shape[1], cx + 2)):
+                    if mask[ny, nx] and not seen[ny, nx]:
+                        seen[ny, nx] = True
+                        todo.append((ny, nx))
+        out.append(max(max(ys) - min(ys), max(xs) - min(xs)) + 1)
+    return sorted(out)
+
+
+def test_component_extents_match_a_flood_fill_on_random_masks():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        h, w = rng.integers(1, 30, 2)
+        mask = rng.random((h, w)) < rng.uniform(0.05, 0.7)
+        assert sorted(component_extents(mask).tolist()) == _flood_fill_extents(mask)
+
+
 def test_written_symbol_size_matches_the_renderer():
     for lw, px in [(2.5, 24), (1.5, 48), (6, 32), (4, 96)]:
         ink = 1 - to_gray(_clean_render(lw, px))
