@@ -40,9 +40,12 @@ def _check_data(source: str, ckpt_path: str, limit: int, input_scale: float | No
                    "decode.input_scale); pick it on validation data with hmer-eval --input-scale.")
 @click.option("--vocab", type=click.Path(dir_okay=False),
               help="A CoMER checkpoint's vocabulary file (its dictionary.txt).")
+@click.option("--beam", type=click.IntRange(min=1),
+              help="The beam width runtimes decode with by default (model.json decode.beam; default: the "
+                   "checkpoint's decode.beam); pick it from ExpRate and latency on validation data.")
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it exists.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(checkpoint, out_dir, opset, fp16, int8, check, check_data, check_limit, input_scale, vocab, force,
+def main(checkpoint, out_dir, opset, fp16, int8, check, check_data, check_limit, input_scale, vocab, beam, force,
          debug) -> None:
     """Export CHECKPOINT (from hmer-train, or CoMER's own with --vocab) to OUT_DIR for the torch-free runtime."""
     from .exporter import export_checkpoint
@@ -50,7 +53,7 @@ def main(checkpoint, out_dir, opset, fp16, int8, check, check_data, check_limit,
     images, truth = _check_data(check_data, checkpoint, check_limit, input_scale, vocab) if check_data \
         else (None, None)
     raw = export_checkpoint(checkpoint, out_dir, opset, fp16, int8, check, images, truth, force,
-                            log=lambda s: click.echo(s, err=True), input_scale=input_scale, vocab=vocab)
+                            log=lambda s: click.echo(s, err=True), input_scale=input_scale, vocab=vocab, beam=beam)
     click.echo(f"wrote {out_dir}: {', '.join(sorted(raw['variants']))} ({raw['parameters']:,} parameters)")
 
 

@@ -27,7 +27,14 @@ from hmer_train.checkpoint import holds_average, load_model
 from hmer_train.config import image_configs
 
 from .check import check_fp32, compare, scribble_images
-from .graphs import DEFAULT_OPSET, attach_metadata, export_graphs, tensorrt_profiles
+from .graphs import (
+    DEFAULT_OPSET,
+    PARALLEL_DECODERS,
+    attach_metadata,
+    export_graphs,
+    export_scorer_graph,
+    tensorrt_profiles,
+)
 from .variants import convert_fp16, quantize_int8
 
 
@@ -96,13 +103,14 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opset: int = 
                       int8: bool = False, check: bool = True, check_images: list[np.ndarray] | None = None,
                       check_truth: list[list[int]] | None = None, force: bool = False,
                       log: Callable[[str], None] = print, input_scale: float | None = None,
-                      vocab: str | Path | None = None) -> dict:
+                      vocab: str | Path | None = None, beam: int | None = None) -> dict:
     """Export, check and (optionally) quantize; returns the written model.json as a dict.
 
     ``check_images`` (model inputs) and ``check_truth`` (token ids) add real data to the synthetic
     fixtures; with truth, reduced-precision variants report their ExpRate change on it.
     ``input_scale`` replaces the checkpoint's ``decode.input_scale`` (see ``image_configs``).
     ``vocab``: the vocabulary file of a CoMER checkpoint (``hmer_train.comer_import``).
+    ``beam`` replaces the checkpoint's ``decode.beam``: the width runtimes decode with by default.
     """
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     model, vocab, ckpt = load_model(checkpoint, input_scale=input_scale, vocab=vocab)
@@ -115,10 +123,15 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opset: int = 
     try:
         layout = export_graphs(model, tmp, opset)
         meta = describe(model, vocab, ckpt, checkpoint, layout, opset)
-        for name in ("encoder.onnx", "decoder.onnx"):
+        if beam is not None:
+            meta["decode"]["beam"] = int(beam)
+        graphs = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
+        if model.kind in PARALLEL_DECODERS:  # whole sequences scored in one call (rescoring)
+            export_scorer_graph(model, tmp / "scorer.onnx", opset)
+            graphs["scorer"] = "scorer.onnx"
+        for name in graphs.values():
             attach_metadata(tmp / name, meta)
-        raw = {**meta, "tensorrt_profiles": tensorrt_profiles(meta),
-               "variants": {"fp32": {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}}}
+        raw = {**meta, "tensorrt_profiles": tensorrt_profiles(meta), "variants": {"fp32": dict(graphs)}}
         dump_spec(raw, tmp)
         cpu = ProviderConfig("cpu")
         render, pre = RenderConfig.from_dict(meta["render"]), PreprocessConfig.from_dict(meta["preprocess"])
@@ -134,8 +147,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opset: int = 
             if not wanted:
                 continue
             # int8 quantizes the decoder only (its encoder is encoder.onnx, see variants.quantize_int8).
-            parts = ("decoder",) if name == "int8" else ("encoder", "decoder")
-            files = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
+            parts = [p for p in graphs if p != "encoder" or name != "int8"]
+            files = dict(graphs)
             for part in parts:
                 files[part] = f"{part}.{name}.onnx"
                 make(tmp / f"{part}.onnx", tmp / files[part])

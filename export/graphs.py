@@ -191,24 +191,67 @@ class PrefixGraph(nn.Module):
         return self.model.decoder.teacher_forcing(tokens, memory)[:, -1]
 
 
-def export_prefix_graph(model: HMERModel, path: Path, opset: int = DEFAULT_OPSET) -> list[str]:
-    """Write the no-cache baseline decoder (only for decoders with a parallel teacher-forcing path:
-    ``comer`` and ``comer-exact``, which then decodes as CoMER's own code does); returns its memory
-    input names."""
-    if model.kind not in ("comer", "comer-exact"):
-        raise ValueError(f"no parallel prefix graph for the {model.kind} decoder (its teacher forcing is a loop)")
+class ScorerGraph(nn.Module):
+    """tokens (N, T), targets (N, T), image_index (N,), memory.* (one row per image) -> logprob (N,):
+    log P(targets | image, tokens) for whole sequences in one call (``Decoder.logprob``), how beam
+    results are rescored in the other reading direction. Each image's memory is sent once and
+    gathered here for the sequences that read it."""
+
+    def __init__(self, model: HMERModel, memory_names: list[str]):
+        super().__init__()
+        self.model = model
+        self.memory_names = memory_names
+
+    def forward(self, tokens: torch.Tensor, targets: torch.Tensor, image_index: torch.Tensor, *tensors: torch.Tensor):
+        memory = {n: t.index_select(0, image_index) for n, t in zip(self.memory_names, tensors)}
+        return self.model.decoder.logprob(tokens, targets, memory)
+
+
+#: Decoders whose teacher forcing runs all positions at once (no loop in the graph).
+PARALLEL_DECODERS = ("comer", "comer-exact")
+
+
+def _teacher_forced_export(model: HMERModel, graph: type[nn.Module], path: Path, opset: int) -> list[str]:
+    """Export a teacher-forced graph (:class:`PrefixGraph` or :class:`ScorerGraph`); returns its
+    memory input names."""
+    if model.kind not in PARALLEL_DECODERS:
+        raise ValueError(f"no parallel teacher-forced graph for the {model.kind} decoder "
+                         "(its teacher forcing is a loop)")
     model = model.eval()
     layout = model.decoder.layout()
     images, mask = example_inputs()
     with torch.no_grad():
         memory = model.decoder.prepare(*model.encoder(images, mask))
     names = list(memory)
-    tokens = torch.ones(images.shape[0], 3, dtype=torch.long)
-    dyn = {"tokens": {0: "batch", 1: "steps"}, "logits": {0: "batch"}}
-    dyn |= {f"memory.{n}": axes(layout[n]) for n in names}
+    n = images.shape[0]
+    tokens = torch.ones(n + 1, 3, dtype=torch.long)
+    dyn = {"tokens": {0: "batch", 1: "steps"}}
+    dyn |= {f"memory.{k}": axes(layout[k], {"batch": "images"} if graph is ScorerGraph else None) for k in names}
+    if graph is ScorerGraph:
+        targets = torch.tensor([[2, 3, -1]] * (n + 1))
+        index = torch.tensor([1, 0, 1][: n + 1])  # sequences per image, not the identity
+        args, inputs = (tokens, targets, index), ["tokens", "targets", "image_index"]
+        dyn |= {"targets": {0: "batch", 1: "steps"}, "image_index": {0: "batch"}, "logprob": {0: "batch"}}
+        outputs = ["logprob"]
+    else:
+        args, inputs, outputs = (tokens[:n],), ["tokens"], ["logits"]
+        dyn |= {"logits": {0: "batch"}}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(PrefixGraph(model, names).eval(), (tokens, *(memory[n] for n in names)), str(path),
-                          dynamo=False, opset_version=opset, input_names=["tokens"] + [f"memory.{n}" for n in names],
-                          output_names=["logits"], dynamic_axes=dyn)
+        torch.onnx.export(graph(model, names).eval(), (*args, *(memory[k] for k in names)), str(path),
+                          dynamo=False, opset_version=opset, input_names=inputs + [f"memory.{k}" for k in names],
+                          output_names=outputs, dynamic_axes=dyn)
+    assert_no_control_flow(path)
     return names
+
+
+def export_prefix_graph(model: HMERModel, path: Path, opset: int = DEFAULT_OPSET) -> list[str]:
+    """Write the no-cache baseline decoder (only for decoders with a parallel teacher-forcing path:
+    ``comer`` and ``comer-exact``, which then decodes as CoMER's own code does); returns its memory
+    input names."""
+    return _teacher_forced_export(model, PrefixGraph, path, opset)
+
+
+def export_scorer_graph(model: HMERModel, path: Path, opset: int = DEFAULT_OPSET) -> list[str]:
+    """Write scorer.onnx (:class:`ScorerGraph`) for a decoder in :data:`PARALLEL_DECODERS`."""
+    return _teacher_forced_export(model, ScorerGraph, path, opset)

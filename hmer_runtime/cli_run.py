@@ -15,6 +15,8 @@ from hmer_runtime.files import walk_files
 from hmer_runtime.sources import IMAGE_SUFFIXES
 
 INPUT_SUFFIXES = IMAGE_SUFFIXES + (".inkml",)
+#: Batches' worth of inputs read ahead and sorted by size (results still come out in input order).
+WINDOW_BATCHES = 8
 
 
 def printable(text: str) -> str:
@@ -53,11 +55,12 @@ def expand_inputs(args: list[str]) -> tuple[list[str], list[HmerError]]:
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("paths", nargs=-1)
 @click.option("--model", "model_dir", type=click.Path(), help="Exported model directory (default: bundled model).")
-@click.option("--beam", default=1, show_default=True, type=click.IntRange(min=1), help="Beam width (1 = greedy).")
+@click.option("--beam", type=click.IntRange(min=1),
+              help="Beam width, 1 = greedy (default: the model's, decode.beam in its model.json).")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True)
 @click.option("--variant", default="fp32", show_default=True, help="Graph variant: fp32, int8 or fp16.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Inputs decoded together.")
+              help="Inputs decoded together (sorted by size within each window of 8 batches).")
 @click.option("--threads", default=0, type=click.IntRange(min=0), help="CPU threads (0 = onnxruntime's choice).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line: file, latex, tokens, score, ms.")
 @click.option("--attention", "attention_dir", type=click.Path(file_okay=False),
@@ -81,10 +84,11 @@ def main(paths, model_dir, beam, provider, variant, batch_size, threads, as_json
     if attention_dir:
         Path(attention_dir).mkdir(parents=True, exist_ok=True)
     failed = len(failures)
-    for start in range(0, len(files), max(1, batch_size)):
-        chunk = files[start:start + batch_size]
+    window = WINDOW_BATCHES * batch_size  # inputs read ahead, so batches can be formed by size
+    for start in range(0, len(files), window):
+        chunk = files[start:start + window]
         errors: list[HmerError] = []
-        results = rec.recognize_batch(chunk, attention=bool(attention_dir), errors=errors)
+        results = rec.recognize_batch(chunk, attention=bool(attention_dir), errors=errors, batch_size=batch_size)
         errs = iter(errors)
         for offset, (path, res) in enumerate(zip(chunk, results)):
             if res is None:

@@ -9,8 +9,12 @@ Graph contract (names are fixed; shapes use the axis labels of :class:`TensorSpe
 * encoder: ``images`` (batch, 1, H, W) float32, ink 1.0 on 0.0, H and W multiples of ``stride``;
   ``pixel_mask`` (batch, H, W) bool, True on real pixels -> ``memory.<name>`` for every memory
   tensor and ``init.<name>`` for every state tensor (the state before the first step).
-* decoder: ``tokens`` (batch,) int64, ``memory.<name>``, ``state_in.<name>`` -> ``logits``
-  (batch, vocab), ``attention`` (batch, height, width), ``state_out.<name>``.
+* decoder: ``tokens`` (batch,) int64, ``beam_index`` (batch,) int64 (the ``state_in`` row each
+  row continues), ``memory.<name>``, ``state_in.<name>`` -> ``logits`` (batch, vocab),
+  ``attention`` (batch, height, width), ``state_out.<name>``.
+* scorer (optional, decoders with parallel teacher forcing): ``tokens`` and ``targets`` (batch,
+  steps) int64, targets -1 past each sequence's end, ``image_index`` (batch,) int64 and
+  ``memory.<name>`` with one row per image -> ``logprob`` (batch,): log P(targets | image, tokens).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class ModelSpec:
     state: list[TensorSpec]
     stride: int = 16
     max_len: int = 200
+    beam: int = 1  # the beam width a runtime decodes with unless told otherwise
     length_penalty: float = 1.0
     grammar: bool = False  # constrain decoding to valid canonical LaTeX (hmer_runtime.grammar)
     search: str = "hmer"  # "comer": CoMER's bidirectional beam search (hmer_runtime.search)
@@ -76,6 +81,11 @@ class ModelSpec:
             raise ModelError(str(self.directory), f"no {variant} variant in {MODEL_FILE} (has: {have})")
         files = self.variants[variant]
         return self.directory / files["encoder"], self.directory / files["decoder"]
+
+    def scorer_path(self, variant: str = "fp32") -> Path | None:
+        """The variant's scorer graph (whole sequences by teacher forcing), if it was exported."""
+        name = self.variants.get(variant, {}).get("scorer")
+        return self.directory / name if name else None
 
     @classmethod
     def load(cls, directory: str | Path) -> ModelSpec:
@@ -108,6 +118,7 @@ class ModelSpec:
                        memory=[TensorSpec.from_dict(d) for d in raw["memory"]],
                        state=[TensorSpec.from_dict(d) for d in raw["state"]],
                        stride=int(raw.get("stride", 16)), max_len=int(raw["decode"]["max_len"]),
+                       beam=max(1, int(raw["decode"].get("beam", 1))),
                        length_penalty=float(raw["decode"].get("length_penalty", 1.0)),
                        grammar=bool(raw["decode"].get("grammar", False)),
                        search=str(raw["decode"].get("search", "hmer")),

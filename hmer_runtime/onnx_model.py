@@ -20,7 +20,15 @@ from hmer_runtime.errors import ModelError
 from hmer_runtime.grammar import LatexGrammar
 from hmer_runtime.model_spec import METADATA_KEY, ModelSpec
 from hmer_runtime.providers import ProviderConfig, create_session
-from hmer_runtime.search import Hypothesis, beam_search, bidirectional_search, combine_r2l, greedy, log_softmax
+from hmer_runtime.search import (
+    Hypothesis,
+    beam_search,
+    bidirectional_search,
+    combine_r2l,
+    greedy,
+    log_softmax,
+    teacher_forced_inputs,
+)
 
 State = dict[str, np.ndarray]
 
@@ -53,8 +61,11 @@ class OnnxModel:
         self.device = "cuda" if self.provider in ("cuda", "tensorrt") else "cpu"
         self.device_id = config.device_id
         self.decoder, _ = create_session(dec_path, config)
-        for session, path in ((self.encoder, enc_path), (self.decoder, dec_path)):
-            self._check_metadata(session, path)
+        scorer_path = spec.scorer_path(variant)
+        self.scorer = create_session(scorer_path, config)[0] if scorer_path else None
+        for session, path in ((self.encoder, enc_path), (self.decoder, dec_path), (self.scorer, scorer_path)):
+            if session is not None:
+                self._check_metadata(session, path)
         self._decoder_inputs = {i.name for i in self.decoder.get_inputs()}
         self._encoder_inputs = {i.name for i in self.encoder.get_inputs()}
         self.memory_names = [t.name for t in spec.memory]
@@ -152,40 +163,44 @@ class OnnxModel:
         n = images.shape[0]
         if spec.search == "comer":
             return self._bidirectional(memory, state, n, max(1, beam), max_len, length_penalty, t)
+        image_memory, image_state = memory, state  # one row per image
         if beam > 1:
             rows = np.repeat(np.arange(n), beam)
             memory = {k: v[rows] for k, v in memory.items()}
             state = {k: v[rows] for k, v in state.items()}
-        host_memory, host_state = memory, state
-        memory, state = self.to_device(memory), self.to_device(state)
-
         step, reorder = self._search_steps(memory, t)
+        state = self.to_device(state)
         sos, eos = spec.vocab.sos_id, spec.vocab.eos_id
         if beam <= 1:
-            return [[h] for h in greedy(step, (state, None), n, sos, eos, max_len, keep_attention, constraint)]
+            return [[h] for h in greedy(step, (state, None), n, sos, eos, max_len, keep_attention, constraint,
+                                        reorder)]
         hyps = beam_search(step, reorder, (state, None), n, beam, sos, eos, max_len, length_penalty, keep_attention,
                            constraint)
         if spec.raw.get("decode", {}).get("rescore_r2l"):
-            rows = np.repeat(np.arange(n * beam, step=beam), [len(hs) for hs in hyps])
-            r2l = self.sequence_logprob(self.to_device({k: v[rows] for k, v in host_memory.items()}),
-                                        self.to_device({k: v[rows] for k, v in host_state.items()}),
-                                        [h.ids[::-1] for hs in hyps for h in hs], start=eos, end=sos)
+            images = np.repeat(np.arange(n), [len(hs) for hs in hyps])
+            r2l = self.sequence_logprob(image_memory, image_state, images,
+                                        [h.ids[::-1] for hs in hyps for h in hs], start=eos, end=sos, timings=t)
             hyps = combine_r2l(hyps, r2l, length_penalty)
         return hyps
 
     def _search_steps(self, memory: State, t: Timings):
-        """(step, reorder) for the shared search over the step graph with ``memory`` (one row per
-        hypothesis). The search holds (state, pending reorder); the reorder is applied by the next
-        step's graph, so the state never leaves the device."""
+        """(step, reorder) for the shared search over the step graph with ``memory`` (host arrays,
+        one row per hypothesis). The search holds (state, pending reorder); the reorder is applied
+        by the next step's graph, so the state never leaves the device. When the search drops the
+        rows of finished hypotheses, the memory rows follow (gathered on the host)."""
+        held = {"host": memory, "device": self.to_device(memory), "rows": len(next(iter(memory.values())))}
 
         def step(tokens: np.ndarray, st):
             s0 = time.perf_counter()
-            logits, attn, new = self.step(tokens, st[0], memory, st[1])
+            logits, attn, new = self.step(tokens, st[0], held["device"], st[1])
             t.decoder_ms += (time.perf_counter() - s0) * 1000
             t.steps += 1
             return logits, attn, (new, None)
 
         def reorder(st, rows: np.ndarray):
+            if len(rows) != held["rows"]:  # rows within an image share its memory: only a shrink gathers
+                held["host"] = {k: v[rows] for k, v in held["host"].items()}
+                held["device"], held["rows"] = self.to_device(held["host"]), len(rows)
             return st[0], rows if st[1] is None else st[1][rows]
 
         return step, reorder
@@ -194,36 +209,43 @@ class OnnxModel:
                        t: Timings) -> list[list[Hypothesis]]:
         """CoMER's search (``search.bidirectional_search``) over the step graph."""
         rows = np.tile(np.repeat(np.arange(n), beam), 2)
-        step, reorder = self._search_steps(self.to_device({k: v[rows] for k, v in memory.items()}), t)
+        step, reorder = self._search_steps({k: v[rows] for k, v in memory.items()}, t)
 
         def rate(images: list[int], sequences: list[list[int]], start: int, end: int) -> list[float]:
-            if not sequences:
-                return []
-            picked = np.asarray(images)
-            return self.sequence_logprob(self.to_device({k: v[picked] for k, v in memory.items()}),
-                                         self.to_device({k: v[picked] for k, v in state.items()}),
-                                         sequences, start, end)
+            return self.sequence_logprob(memory, state, np.asarray(images, dtype=np.int64), sequences, start, end,
+                                         timings=t)
 
         vocab = self.spec.vocab
         return bidirectional_search(step, reorder, (self.to_device({k: v[rows] for k, v in state.items()}), None),
                                     n, beam, vocab.sos_id, vocab.eos_id, max_len, length_penalty, rate)
 
-    def sequence_logprob(self, memory: State, state: State, sequences: list[list[int]], start: int,
-                         end: int) -> list[float]:
-        """log P(sequence + end | image, start) for one sequence per row, one step call per position
-        (used for right-to-left rescoring: start = eos, end = sos)."""
-        t = max(len(s) for s in sequences) + 1
-        inp = np.full((len(sequences), t), start, dtype=np.int64)
-        tgt = np.full((len(sequences), t), -1, dtype=np.int64)
-        for i, s in enumerate(sequences):
-            inp[i, 1:len(s) + 1] = s
-            tgt[i, :len(s) + 1] = s + [end]
-        total = np.zeros(len(sequences), dtype=np.float64)
-        for k in range(t):
-            logits, _, state = self.step(inp[:, k], state, memory)
-            logp = log_softmax(np.asarray(logits, dtype=np.float32))
-            live = tgt[:, k] >= 0
-            total[live] += logp[live, tgt[live, k]]
+    def sequence_logprob(self, memory: State, state: State, images: np.ndarray, sequences: list[list[int]],
+                         start: int, end: int, timings: Timings | None = None) -> list[float]:
+        """log P(sequence + end | image, start) per sequence, for rescoring in the other reading
+        direction (right to left: start = eos, end = sos). ``memory`` and ``state`` hold one host
+        row per image, ``images`` the image of each sequence. One scorer call when the model has a
+        scorer graph; otherwise one step call per position."""
+        if not sequences:
+            return []
+        s0 = time.perf_counter()
+        inputs, targets = teacher_forced_inputs(sequences, start, end)
+        if self.scorer is not None:
+            feeds = {"tokens": inputs, "targets": targets, "image_index": images.astype(np.int64, copy=False)}
+            for i in self.scorer.get_inputs():
+                if i.name.startswith("memory."):
+                    feeds[i.name] = memory[i.name.removeprefix("memory.")]
+            total = self.scorer.run(["logprob"], feeds)[0].astype(np.float64)
+        else:
+            rows_memory = self.to_device({k: v[images] for k, v in memory.items()})
+            rows_state = self.to_device({k: v[images] for k, v in state.items()})
+            total = np.zeros(len(sequences), dtype=np.float64)
+            for k in range(inputs.shape[1]):
+                logits, _, rows_state = self.step(inputs[:, k], rows_state, rows_memory)
+                logp = log_softmax(np.asarray(logits, dtype=np.float32))
+                live = targets[:, k] >= 0
+                total[live] += logp[live, targets[live, k]]
+        if timings is not None:
+            timings.extra["rescore_ms"] = timings.extra.get("rescore_ms", 0.0) + (time.perf_counter() - s0) * 1000
         return total.tolist()
 
 

@@ -51,15 +51,18 @@ class Result:
 class Recognizer:
     """Loads a model directory (default: the bundled model) on an ONNX Runtime provider."""
 
-    def __init__(self, model_dir: str | Path | None = None, provider: str = "auto", beam: int = 1,
+    def __init__(self, model_dir: str | Path | None = None, provider: str = "auto", beam: int | None = None,
                  variant: str = "fp32", threads: int = 0, max_len: int | None = None,
                  length_penalty: float | None = None, trt_fp16: bool = False, cache_dir: str | Path | None = None,
                  grammar: bool | None = None):
-        """``grammar``: keep outputs valid canonical LaTeX (default: as the model's ``decode.grammar``)."""
+        """``beam``: the beam width (default: the model's ``decode.beam``, chosen when it was
+        exported; 1 is greedy). ``grammar``: keep outputs valid canonical LaTeX (default: as the
+        model's ``decode.grammar``)."""
         self.spec = ModelSpec.load(model_dir or BUNDLED_MODEL)
         config = ProviderConfig(provider, threads, trt_fp16=trt_fp16, cache_dir=Path(cache_dir) if cache_dir else None)
         self.model = OnnxModel(self.spec, variant, config)
-        self.beam, self.max_len, self.length_penalty = beam, max_len, length_penalty
+        self.beam = beam or self.spec.beam
+        self.max_len, self.length_penalty = max_len, length_penalty
         self.grammar = grammar
 
     @property
@@ -98,9 +101,10 @@ class Recognizer:
         return self.recognize_batch([item], beam, attention)[0]
 
     def recognize_batch(self, items: list, beam: int | None = None, attention: bool = False,
-                        errors: list | None = None) -> list[Result | None]:
-        """Recognise several inputs in one padded batch. Without ``errors`` a bad input raises;
-        with a list, its HmerError is appended there and its result is None."""
+                        errors: list | None = None, batch_size: int | None = None) -> list[Result | None]:
+        """Recognise several inputs: in one padded batch, or by size in batches of ``batch_size``
+        (see :meth:`decode_images`). Without ``errors`` a bad input raises; with a list, its
+        HmerError is appended there and its result is None."""
         t0 = time.perf_counter()
         images: list[np.ndarray | None] = []
         for item in items:
@@ -116,19 +120,29 @@ class Recognizer:
         if not ok:
             return results
         pre_ms = (time.perf_counter() - t0) * 1000
-        results_ok = self.decode_images([images[i] for i in ok], beam, attention)
+        results_ok = self.decode_images([images[i] for i in ok], beam, attention, batch_size)
         for i, r in zip(ok, results_ok):
             r.timings["preprocess_ms"] = pre_ms / len(ok)
             r.ms += pre_ms / len(ok)
             results[i] = r
         return results
 
-    def decode_images(self, images: list[np.ndarray], beam: int | None = None,
-                      attention: bool = False) -> list[Result]:
-        """Recognise preprocessed model inputs (H, W) float32, batched with padding + mask."""
+    def decode_images(self, images: list[np.ndarray], beam: int | None = None, attention: bool = False,
+                      batch_size: int | None = None) -> list[Result]:
+        """Recognise preprocessed model inputs (H, W) float32, batched with padding + mask; results
+        in input order. With ``batch_size``, inputs are sorted by size and decoded that many at a
+        time, so a batch pads little and its images end at about the same step."""
         for im in images:
             if im.ndim != 2 or im.size == 0:
                 raise ImageError("<input>", f"model input must be a non-empty 2-D array, got shape {im.shape}")
+        if batch_size and len(images) > batch_size:
+            order = sorted(range(len(images)), key=lambda i: (images[i].shape[1], images[i].shape[0]))
+            out: list[Result | None] = [None] * len(images)
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                for i, r in zip(chunk, self.decode_images([images[i] for i in chunk], beam, attention)):
+                    out[i] = r
+            return out
         beam = beam or self.beam
         x, mask = pad_batch(images, self.spec.stride)
         timings = Timings()

@@ -41,6 +41,19 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
+def teacher_forced_inputs(sequences: list[list[int]], start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets), int64 (N, T), to score each sequence read from ``start`` to ``end``:
+    inputs ``start, s...`` and targets ``s..., end``, -1 past a sequence's end (a right-to-left
+    reading starts at eos and ends at sos)."""
+    t = max((len(s) for s in sequences), default=0) + 1
+    inputs = np.full((len(sequences), t), start, dtype=np.int64)
+    targets = np.full((len(sequences), t), -1, dtype=np.int64)
+    for i, s in enumerate(sequences):
+        inputs[i, 1:len(s) + 1] = s
+        targets[i, :len(s) + 1] = list(s) + [end]
+    return inputs, targets
+
+
 def _masked(logp: np.ndarray, constraint: Constraint | None, states: list, steps_left: int) -> np.ndarray:
     """``logp`` (rows, vocab) with the tokens the constraint forbids at -inf."""
     if constraint is None:
@@ -51,29 +64,38 @@ def _masked(logp: np.ndarray, constraint: Constraint | None, states: list, steps
 
 
 def greedy(step: StepFn, state: object, n: int, sos: int, eos: int, max_len: int,
-           keep_attention: bool = False, constraint: Constraint | None = None) -> list[Hypothesis]:
+           keep_attention: bool = False, constraint: Constraint | None = None,
+           reorder: ReorderFn | None = None) -> list[Hypothesis]:
     """Arg-max decoding of ``n`` sequences; stops when all have emitted ``eos`` or at max_len.
-    ``constraint`` restricts each step to the tokens it allows."""
-    tokens = np.full(n, sos, dtype=np.int64)
-    done = np.zeros(n, dtype=bool)
+    ``constraint`` restricts each step to the tokens it allows. With ``reorder``, a sequence that
+    has ended leaves the batch, so the steps after it run on fewer rows."""
     out = [Hypothesis([], 0.0, 0.0) for _ in range(n)]
+    live = np.arange(n)  # the sequence each state row decodes
+    done = np.zeros(n, dtype=bool)
+    tokens = np.full(n, sos, dtype=np.int64)
     states = [constraint.start() for _ in range(n)] if constraint else []
     for t in range(max_len):
         logits, attn, state = step(tokens, state)
         logp = _masked(log_softmax(np.asarray(logits, dtype=np.float32)), constraint, states, max_len - t)
         tokens = logp.argmax(-1).astype(np.int64)
-        for i in np.flatnonzero(~done):
-            out[i].logprob += float(logp[i, tokens[i]])
+        for r, i in enumerate(live):
+            if done[i]:
+                continue
+            out[i].logprob += float(logp[r, tokens[r]])
             if constraint:
-                states[i] = constraint.advance(states[i], tokens[i])
-            if tokens[i] == eos:
+                states[r] = constraint.advance(states[r], tokens[r])
+            if tokens[r] == eos:
                 done[i] = True
             else:
-                out[i].ids.append(int(tokens[i]))
+                out[i].ids.append(int(tokens[r]))
                 if keep_attention:
-                    out[i].attention.append(np.asarray(attn[i]))
+                    out[i].attention.append(np.asarray(attn[r]))
         if done.all():
             break
+        rows = np.flatnonzero(~done[live])
+        if reorder is not None and len(rows) < len(live):
+            live, tokens, state = live[rows], tokens[rows], reorder(state, rows)
+            states = [states[r] for r in rows] if constraint else []
     for h in out:
         h.score = h.logprob
     return out
@@ -107,6 +129,10 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
     restricts each hypothesis's next token to the ones it allows. ``sos``/``eos`` may be one
     token per image (a right-to-left reading starts at eos and ends at sos).
 
+    ``reorder(state, rows)`` gets one source row per next row; an image that is done leaves the
+    batch, so ``rows`` may be shorter than the batch it indexes, and the caller's per-row memory
+    must follow it.
+
     ``rule="comer"`` follows CoMER's scorer exactly: an ending candidate counts only if it ranks in
     the first ``beam``; the best ``beam`` endings are kept; an image stops when its worst kept
     ending beats the best live beam's log-probability over the current length; at most
@@ -118,6 +144,7 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
         raise ValueError(f"rule {rule!r} (with a constraint: {constraint is not None}) is not supported")
     starts = np.broadcast_to(np.asarray(sos, dtype=np.int64), (n,))
     ends = np.broadcast_to(np.asarray(eos, dtype=np.int64), (n,))
+    live = np.arange(n)  # the images in the batch, k rows each; an image leaves when it is done
     tokens = np.repeat(starts, k)
     scores = np.zeros((n, k), dtype=np.float64)
     scores[:, 1:] = -np.inf  # all beams start identical: expand only the first
@@ -126,32 +153,30 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
     finished: list[list[Hypothesis]] = [[] for _ in range(n)]
     kept = [_NBest(k) for _ in range(n)] if comer else []
     grammar = [constraint.start() for _ in range(n * k)] if constraint else []
-    active = np.ones(n, dtype=bool)
     for t in range(max_len - 1 if comer else max_len):
         logits, attn, state = step(tokens, state)
+        m = len(live)
         logp = _masked(log_softmax(np.asarray(logits, dtype=np.float32)), constraint, grammar,
-                       max_len - t).reshape(n, k, -1)
+                       max_len - t).reshape(m, k, -1)
         vocab = logp.shape[-1]
-        total = (scores[:, :, None] + logp).reshape(n, k * vocab)
+        total = (scores[:, :, None] + logp).reshape(m, k * vocab)
         # 2k candidates so that k survive after removing the ones that end here.
         top = np.argsort(-total, axis=1, kind="stable")[:, : 2 * k]
-        new_scores = np.full((n, k), -np.inf)
-        rows = np.zeros(n * k, dtype=np.int64)
-        new_tokens = np.repeat(ends, k)
-        new_seqs: list[list[int]] = [[] for _ in range(n * k)]
-        new_attns: list[list[np.ndarray]] = [[] for _ in range(n * k)]
+        new_scores = np.full((m, k), -np.inf)
+        rows = np.zeros(m * k, dtype=np.int64)
+        new_tokens = np.repeat(ends[live], k)
+        new_seqs: list[list[int]] = [[] for _ in range(m * k)]
+        new_attns: list[list[np.ndarray]] = [[] for _ in range(m * k)]
         new_grammar = list(grammar)
-        for i in range(n):
-            if not active[i]:
-                rows[i * k:(i + 1) * k] = i * k
-                continue
+        going = np.ones(m, dtype=bool)
+        for j, i in enumerate(live):
             slot = 0
-            for rank, c in enumerate(top[i]):
-                s = total[i, c]
+            for rank, c in enumerate(top[j]):
+                s = total[j, c]
                 if not np.isfinite(s):
                     break
                 b, tok = divmod(int(c), vocab)
-                src = i * k + b
+                src = j * k + b
                 ended = tok == ends[i]
                 if ended or (t == max_len - 1 and not comer):
                     if comer and rank >= k:
@@ -165,8 +190,8 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
                         finished[i].append(hyp)
                     continue
                 if slot < k:
-                    dst = i * k + slot
-                    new_scores[i, slot] = s
+                    dst = j * k + slot
+                    new_scores[j, slot] = s
                     rows[dst] = src
                     new_tokens[dst] = tok
                     new_seqs[dst] = seqs[src] + [tok]
@@ -178,29 +203,28 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
                 if slot == k and (comer or len(finished[i]) >= k):
                     break
             if comer:
-                if len(kept[i].items) >= k and kept[i].worst >= new_scores[i].max() / (t + 1) ** length_penalty:
-                    active[i] = False
-                continue
-            # Stop an image when k hypotheses have ended and no live beam can beat the best of them
-            # (log-probabilities only fall, so a live beam's best possible score is bounded).
-            if len(finished[i]) >= k:
-                best_done = max(h.score for h in finished[i])
-                best_live = new_scores[i].max() / (t + 2) ** length_penalty if slot else -np.inf
-                if slot == 0 or best_live <= best_done:
-                    active[i] = False
-                    new_scores[i] = -np.inf
-            elif slot == 0:
-                active[i] = False
-        if not active.any():
+                going[j] = not (len(kept[i].items) >= k and
+                                kept[i].worst >= new_scores[j].max() / (t + 1) ** length_penalty)
+            elif len(finished[i]) >= k:
+                # Stop an image when k hypotheses have ended and no live beam can beat the best of
+                # them (log-probabilities only fall, so a live beam's best possible score is bounded).
+                best_live = new_scores[j].max() / (t + 2) ** length_penalty if slot else -np.inf
+                going[j] = slot > 0 and best_live > max(h.score for h in finished[i])
+            else:
+                going[j] = slot > 0
+        if not going.any():
             break
-        scores, tokens, seqs, attns, grammar = new_scores, new_tokens, new_seqs, new_attns, new_grammar
+        keep = (np.flatnonzero(going)[:, None] * k + np.arange(k)).ravel()  # the rows that go on
+        live, scores, tokens, rows = live[going], new_scores[going], new_tokens[keep], rows[keep]
+        seqs, attns = [new_seqs[r] for r in keep], [new_attns[r] for r in keep]
+        grammar = [new_grammar[r] for r in keep] if constraint else []
         state = reorder(state, rows)
     else:
-        for i in np.flatnonzero(active) if comer else []:  # out of length: live beams end as they are
+        for j, i in enumerate(live) if comer else []:  # out of length: live beams end as they are
             for b in range(k):
-                ids = seqs[i * k + b]
-                kept[i].add(Hypothesis(list(ids), float(scores[i, b]),
-                                       float(scores[i, b]) / (len(ids) + 1) ** length_penalty, attns[i * k + b]))
+                ids = seqs[j * k + b]
+                kept[i].add(Hypothesis(list(ids), float(scores[j, b]),
+                                       float(scores[j, b]) / (len(ids) + 1) ** length_penalty, attns[j * k + b]))
     if comer:
         finished = [nb.items for nb in kept]
     out = []

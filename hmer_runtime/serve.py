@@ -228,14 +228,14 @@ def create_app(model_dir: str | Path | None = None, provider: str = "auto", vari
         spec = rec.spec
         return {"architecture": spec.architecture, "parameters": spec.raw.get("parameters"),
                 "vocab_size": len(spec.vocab), "provider": rec.provider, "variant": rec.model.variant,
-                "max_len": spec.max_len, "checkpoint": spec.raw.get("checkpoint", {}),
+                "max_len": spec.max_len, "beam": rec.beam, "checkpoint": spec.raw.get("checkpoint", {}),
                 "batching": {"wait_ms": batch_wait_ms, "max_batch": max_batch,
                              "batches": state["batcher"].batches, "decoded": state["batcher"].decoded}}
 
     def parse_options(params, body: dict | None = None) -> tuple[int, bool]:
         src = {**dict(params), **(body or {})}
         try:
-            beam = int(src.get("beam", 1))
+            beam = int(src.get("beam", state["rec"].beam))  # default: the model's decode.beam
         except (TypeError, ValueError) as e:
             raise ValueError(f"beam must be an integer, got {src.get('beam')!r}") from e
         if not 1 <= beam <= limits.max_beam:
@@ -258,7 +258,7 @@ def create_app(model_dir: str | Path | None = None, provider: str = "auto", vari
     @app.post("/v1/recognize")
     async def recognize(request: Request):
         """Recognise one expression: an image (multipart field ``file``, or the raw body) or JSON
-        ``{"strokes": [[[x, y], ...], ...], "beam": 1, "attention": false}``."""
+        ``{"strokes": [[[x, y], ...], ...], "beam": 5, "attention": false}`` (beam: default the model's)."""
         rec: Recognizer = state["rec"]
         t0 = time.perf_counter()
         declared = request.headers.get("content-length")

@@ -10,7 +10,15 @@ import numpy as np
 import torch
 
 from hmer_runtime.grammar import LatexGrammar
-from hmer_runtime.search import Constraint, Hypothesis, beam_search, bidirectional_search, combine_r2l, greedy
+from hmer_runtime.search import (
+    Constraint,
+    Hypothesis,
+    beam_search,
+    bidirectional_search,
+    combine_r2l,
+    greedy,
+    teacher_forced_inputs,
+)
 from hmer_runtime.vocab import Vocab
 from hmer_train.models.base import HMERModel, expand_memory, reorder_state
 
@@ -36,20 +44,31 @@ def decode(model: HMERModel, images: torch.Tensor, mask: torch.Tensor, sos: int,
         return _bidirectional(model, memory, n, sos, eos, max(1, beam), max_len, length_penalty)
     if beam > 1:
         memory = expand_memory(memory, torch.arange(n, device=images.device).repeat_interleave(beam))
+    step, reorder = _search_steps(model, memory)
     state = model.init_state(memory)
-
-    def step(tokens: np.ndarray, st):
-        logits, attn, st = model.step(torch.from_numpy(tokens).to(images.device), st, memory)
-        return logits.float().cpu().numpy(), attn.float().cpu().numpy(), st
-
     if beam <= 1:
-        return [[h] for h in greedy(step, state, n, sos, eos, max_len, keep_attention, constraint)]
-
-    def reorder(st, rows: np.ndarray):
-        return reorder_state(st, torch.from_numpy(rows).to(images.device))
-
+        return [[h] for h in greedy(step, state, n, sos, eos, max_len, keep_attention, constraint, reorder)]
     return beam_search(step, reorder, state, n, beam, sos, eos, max_len, length_penalty, keep_attention,
                        constraint)
+
+
+def _search_steps(model: HMERModel, memory: dict):
+    """(step, reorder) for the shared search (``hmer_runtime.search``) over ``model.step`` with
+    ``memory`` (one row per hypothesis); when the search drops finished rows, memory follows."""
+    held = {"memory": memory, "rows": memory["mask"].shape[0]}
+    device = memory["mask"].device
+
+    def step(tokens: np.ndarray, st):
+        logits, attn, st = model.step(torch.from_numpy(tokens).to(device), st, held["memory"])
+        return logits.float().cpu().numpy(), attn.float().cpu().numpy(), st
+
+    def reorder(st, rows: np.ndarray):
+        index = torch.from_numpy(rows).to(device)
+        if len(rows) != held["rows"]:  # rows within an image share its memory: only a shrink gathers
+            held["memory"], held["rows"] = expand_memory(held["memory"], index), len(rows)
+        return reorder_state(st, index)
+
+    return step, reorder
 
 
 def _bidirectional(model: HMERModel, memory: dict, n: int, sos: int, eos: int, beam: int, max_len: int,
@@ -58,13 +77,7 @@ def _bidirectional(model: HMERModel, memory: dict, n: int, sos: int, eos: int, b
     rows = torch.arange(n, device=device).repeat(2).repeat_interleave(beam)
     beams = expand_memory(memory, rows)
     state = model.init_state(beams)
-
-    def step(tokens: np.ndarray, st):
-        logits, attn, st = model.step(torch.from_numpy(tokens).to(device), st, beams)
-        return logits.float().cpu().numpy(), attn.float().cpu().numpy(), st
-
-    def reorder(st, index: np.ndarray):
-        return reorder_state(st, torch.from_numpy(index).to(device))
+    step, reorder = _search_steps(model, beams)
 
     def rate(images: list[int], sequences: list[list[int]], start: int, end: int) -> list[float]:
         return memory_logprob(model, expand_memory(memory, torch.tensor(images, device=device)), sequences,
@@ -79,16 +92,9 @@ def memory_logprob(model: HMERModel, memory: dict, sequences: list[list[int]], s
     one memory row per sequence."""
     if not sequences:
         return []
-    t = max(len(s) for s in sequences) + 1
     device = memory["mask"].device
-    inp = torch.full((len(sequences), t), start, dtype=torch.long, device=device)
-    tgt = torch.full((len(sequences), t), -1, dtype=torch.long, device=device)
-    for i, s in enumerate(sequences):
-        inp[i, 1: len(s) + 1] = torch.tensor(s, dtype=torch.long)
-        tgt[i, : len(s) + 1] = torch.tensor(s + [end], dtype=torch.long)
-    logp = torch.log_softmax(model.decoder.teacher_forcing(inp, memory).float(), -1)
-    picked = logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (tgt >= 0)
-    return picked.sum(1).tolist()
+    inputs, targets = (torch.from_numpy(a).to(device) for a in teacher_forced_inputs(sequences, start, end))
+    return model.decoder.logprob(inputs, targets, memory).tolist()
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ from hmer_runtime.onnx_model import OnnxModel
 from hmer_runtime.preprocess import pad_batch
 from hmer_runtime.providers import ProviderConfig
 from hmer_train.checkpoint import load_model
-from hmer_train.decoding import decode, rescore_r2l
+from hmer_train.decoding import decode, memory_logprob, rescore_r2l
 
 CPU = ProviderConfig("cpu")
 
@@ -33,13 +33,15 @@ def exported(request, tmp_path_factory):
 
 def test_written_files_metadata_and_no_control_flow(exported):
     ckpt, model_dir, raw = exported
-    assert {p.name for p in model_dir.iterdir()} == {"model.json", "encoder.onnx", "decoder.onnx", "decoder.int8.onnx",
-                                                     "encoder.fp16.onnx", "decoder.fp16.onnx"}
+    graphs = {"encoder.onnx", "decoder.onnx", "decoder.int8.onnx", "encoder.fp16.onnx", "decoder.fp16.onnx"}
+    if raw["architecture"]["decoder"]["type"] == "comer":  # parallel teacher forcing: a scorer graph
+        graphs |= {"scorer.onnx", "scorer.int8.onnx", "scorer.fp16.onnx"}
+    assert {p.name for p in model_dir.iterdir()} == graphs | {"model.json"}
     assert raw["variants"]["int8"]["encoder"] == "encoder.onnx"  # convolutions stay fp32
     assert raw["checkpoint"]["weights"] == "trained"  # a checkpoint without a moving average
     spec = ModelSpec.load(model_dir)
     assert spec.vocab.tokens == raw["vocab"] and spec.state and spec.memory
-    for name in ("encoder.onnx", "decoder.onnx", "decoder.int8.onnx", "encoder.fp16.onnx", "decoder.fp16.onnx"):
+    for name in graphs:
         graph = onnx.load(str(model_dir / name))
         onnx.checker.check_model(graph)
         assert not {n.op_type for n in graph.graph.node} & {"If", "Loop", "Scan"}
@@ -82,6 +84,34 @@ def test_onnx_matches_pytorch_at_any_batch_and_size(exported, sizes):
             got = runner.decode(x, m, beam, 12, grammar=grammar)
             assert [h[0].ids for h in got] == [h[0].ids for h in want]
             assert np.allclose([h[0].score for h in got], [h[0].score for h in want], atol=1e-3)
+
+
+def test_scorer_graph_rescores_as_the_step_graph_does(exported):
+    ckpt, model_dir, raw = exported
+    spec = ModelSpec.load(model_dir)
+    if spec.scorer_path() is None:
+        assert raw["architecture"]["decoder"]["type"] == "wap"  # its teacher forcing is a loop
+        return
+    model, vocab, _ = load_model(ckpt)
+    images = scribble_images(spec.render, spec.preprocess, n=4, seed=3)
+    x, m = pad_batch(images, spec.stride)
+    with_scorer, stepwise = OnnxModel(spec, "fp32", CPU), OnnxModel(spec, "fp32", CPU)
+    stepwise.scorer = None
+    memory, state = with_scorer.encode(x, m)
+    sequences = [[5, 6, 7], [], [8] * 11, [9, 5], [6]]
+    images_of = np.array([0, 1, 3, 3, 2])
+    one_call = with_scorer.sequence_logprob(memory, state, images_of, sequences, vocab.eos_id, vocab.sos_id)
+    by_step = stepwise.sequence_logprob(memory, state, images_of, sequences, vocab.eos_id, vocab.sos_id)
+    np.testing.assert_allclose(one_call, by_step, atol=1e-4)
+    with torch.no_grad():
+        tm = model.encode(torch.from_numpy(x), torch.from_numpy(m))
+        eager = memory_logprob(model, {k: v[torch.from_numpy(images_of)] for k, v in tm.items()}, sequences,
+                               vocab.eos_id, vocab.sos_id)
+    np.testing.assert_allclose(one_call, eager, atol=1e-4)
+    for beam in (2, 4):  # rescored beams: the same ranking and scores either way
+        a, b = with_scorer.decode(x, m, beam, 12), stepwise.decode(x, m, beam, 12)
+        assert [[h.ids for h in hs] for hs in a] == [[h.ids for h in hs] for hs in b]
+        np.testing.assert_allclose([h.score for hs in a for h in hs], [h.score for hs in b for h in hs], atol=1e-4)
 
 
 def test_fp16_variant_runs_close_to_fp32(exported):
