@@ -37,35 +37,28 @@ def peak_gflops(m: int, k: int, n: int, seconds: float = 1.0) -> float:
     return 2 * m * k * n * reps / (time.perf_counter() - t0) / 1e9
 
 
-def count_flops(model, vocab, cfg: dict, image: np.ndarray, beam: int) -> tuple[float, float]:
+def count_flops(decoder, image: np.ndarray, options) -> tuple[float, float]:
     """(encoder FLOPs, decoder FLOPs) of one expression at batch 1, as the eager model decodes it
-    (rescoring in the other direction included when the model asks for it)."""
+    with ``options`` (rescoring in the other direction included when they ask for it)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from hmer_runtime.preprocess import pad_batch
-    from hmer_train.decoding import decode, grammar_constraint, rescore_r2l
 
-    x, m = (torch.from_numpy(a) for a in pad_batch([image], model.input_multiple))
-    dec = cfg["decode"]
+    x, m = (torch.from_numpy(a) for a in pad_batch([image], decoder.model.input_multiple))
     with torch.no_grad(), FlopCounterMode(display=False) as enc:
-        model.encode(x, m)
+        decoder.model.encode(x, m)
     with torch.no_grad(), FlopCounterMode(display=False) as total:
-        hyps = decode(model, x, m, vocab.sos_id, vocab.eos_id, beam, dec["max_len"], dec["length_penalty"],
-                      constraint=grammar_constraint(vocab, dec), search=dec.get("search", "hmer"))
-        if beam > 1 and dec.get("rescore") and model.kind == "comer" and cfg["train"].get("bidirectional"):
-            # rescoring encodes nothing again: count it apart from the encoder it shares
-            memory_flops = enc.get_total_flops()
-            rescore_r2l(model, x, m, hyps, vocab.sos_id, vocab.eos_id, dec["length_penalty"])
-            return memory_flops, total.get_total_flops() - 2 * memory_flops
-    return enc.get_total_flops(), total.get_total_flops() - enc.get_total_flops()
+        decoder.decode(x, m, options)
+    encodes = 2 if options.rescores else 1  # rescore_r2l encodes the image again: not decoder work
+    return enc.get_total_flops(), total.get_total_flops() - encodes * enc.get_total_flops()
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 @click.option("--model", "model_dir", type=click.Path(file_okay=False),
               help="The checkpoint's export (default: the bundled model).")
-@click.option("--data", type=click.Path(exists=True), help="Images/InkML source (default: bundled samples).")
+@click.option("--data", type=click.Path(exists=True), help="Images/InkML source (default: the bundled benchmark set).")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option("--beam", "beams", default="1,10", show_default=True)
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1))
@@ -80,31 +73,34 @@ def main(checkpoint, model_dir, data, limit, beams, threads) -> None:
     from hmer_runtime.providers import ProviderConfig
     from hmer_runtime.recognizer import BUNDLED_MODEL
     from hmer_train.checkpoint import load_model
+    from hmer_train.decoding import TorchDecoder
 
     torch.set_num_threads(threads)
     spec = ModelSpec.load(model_dir or BUNDLED_MODEL)
     images = load_inputs(spec, data, limit)
-    model, vocab, ckpt = load_model(checkpoint)
+    model, vocab, _ = load_model(checkpoint)
+    decoder = TorchDecoder(model, vocab, spec.decode)
     onnx_model = OnnxModel(spec, "fp32", ProviderConfig("cpu", threads))
     d = spec.architecture.get("decoder", {}).get("d_model", 256)
     gemm, gemv = peak_gflops(1024, 1024, 1024), peak_gflops(1, d, 4 * d)
-    click.echo(f"{len(images)} expressions ({data or 'bundled samples'}), {threads} threads, torch "
+    click.echo(f"{len(images)} expressions ({data or 'the bundled benchmark set'}), {threads} threads, torch "
                f"{torch.__version__}: 1024^3 matmul {gemm:.0f} GFLOP/s, 1 x {d} x {4 * d} matrix-vector "
                f"{gemv:.0f} GFLOP/s\n")
     click.echo("| part | beam | GFLOP per expression | ms per expression (ORT fp32, batch 1) | GFLOP/s reached |")
     click.echo("|---|---|---|---|---|")
     encoder_done = False
     for beam in _ints(beams):
+        options = spec.decode.with_overrides(beam=beam)
         enc_f, dec_f, enc_ms, dec_ms = [], [], 0.0, 0.0
         for im in images:
-            e, dflops = count_flops(model, vocab, ckpt["config"], im, beam)
+            e, dflops = count_flops(decoder, im, options)
             enc_f.append(e)
             dec_f.append(dflops)
             x, m = pad_batch([im], spec.stride)
-            onnx_model.decode(x, m, beam)  # warm
+            onnx_model.decode(x, m, options)  # warm
             t = Timings()
             t0 = time.perf_counter()
-            onnx_model.decode(x, m, beam, timings=t)
+            onnx_model.decode(x, m, options, timings=t)
             enc_ms += t.encoder_ms
             dec_ms += (time.perf_counter() - t0) * 1000 - t.encoder_ms
         n = len(images)

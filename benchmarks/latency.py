@@ -21,14 +21,15 @@ from pathlib import Path
 import click
 import numpy as np
 
-import hmer_runtime
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
+from hmer_runtime.decode_options import DecodeOptions
 from hmer_runtime.model_spec import ModelSpec
 from hmer_runtime.onnx_model import OnnxModel, Timings
 from hmer_runtime.preprocess import pad_batch
 from hmer_runtime.providers import ProviderConfig
 
-SAMPLES = Path(hmer_runtime.__file__).parent / "samples"
+#: The project's own expressions of realistic length (``benchmarks/bench_set.py``), used without --data.
+BENCH_SET = Path(__file__).resolve().parent / "expressions"
 
 
 @dataclass
@@ -56,14 +57,14 @@ def peak_rss_mb() -> float:
 
 
 def load_inputs(spec: ModelSpec, data: str | None, limit: int) -> list[np.ndarray]:
-    """Model inputs: the bundled sample images, or the first ``limit`` expressions of a source."""
+    """Model inputs: the first ``limit`` expressions of a source, or of the bundled benchmark set."""
     from hmer_runtime.preprocess import load_image, preprocess
     from hmer_runtime.render import model_input
     from hmer_runtime.sources import iter_source
 
     if data is None:
-        files = sorted(SAMPLES.glob("*.png"))
-        return [preprocess(load_image(f), spec.preprocess, str(f)) for f in files][:limit]
+        files = sorted(BENCH_SET.glob("*.png"))[:limit]
+        return [preprocess(load_image(f), spec.preprocess, str(f)) for f in files]
     out = []
     for sample in iter_source(data):
         try:
@@ -89,27 +90,26 @@ def _row(variant, provider, beam, batch, per_expr: list[float], tokens: list[int
                len(a) / total_s, enc / len(a), dec / len(a), float(np.mean(tokens)), peak_rss_mb())
 
 
-def time_onnx(model: OnnxModel, images: list[np.ndarray], beam: int, batch: int, runs: int,
-              grammar: bool | None = None) -> Row:
+def time_onnx(model: OnnxModel, images: list[np.ndarray], options: DecodeOptions, batch: int, runs: int) -> Row:
     stride = model.spec.stride
     chunks = [pad_batch(c, stride) + (len(c),) for c in _batches(images, batch)]
     for x, m, _ in chunks:  # warm-up
-        model.decode(x, m, beam, grammar=grammar)
+        model.decode(x, m, options)
     per_expr, tokens, enc, dec = [], [], 0.0, 0.0
     for _ in range(runs):
         for x, m, n in chunks:
             t = Timings()
             t0 = time.perf_counter()
-            hyps = model.decode(x, m, beam, timings=t, grammar=grammar)
+            hyps = model.decode(x, m, options, timings=t)
             ms = (time.perf_counter() - t0) * 1000
             per_expr += [ms / n] * n
             tokens += [len(h[0].ids) for h in hyps]
             enc, dec = enc + t.encoder_ms, dec + t.decoder_ms
-    return _row(model.variant, model.provider, beam, batch, per_expr, tokens, enc, dec, len(images))
+    return _row(model.variant, model.provider, options.beam, batch, per_expr, tokens, enc, dec, len(images))
 
 
-def time_torch(loaded: tuple, images: list[np.ndarray], beam: int, batch: int, runs: int,
-               grammar: bool | None = None, device: str = "cpu", autocast: str = "none") -> Row:
+def time_torch(loaded: tuple, images: list[np.ndarray], options: DecodeOptions, batch: int, runs: int,
+               device: str = "cpu", autocast: str = "none") -> Row:
     """PyTorch eager on ``loaded`` = load_model(checkpoint), on ``device`` (cpu or cuda), in fp32
     or under ``autocast`` (fp16 or bf16). The encoder split comes from a separate, untimed-in-total
     encode call per batch."""
@@ -117,30 +117,20 @@ def time_torch(loaded: tuple, images: list[np.ndarray], beam: int, batch: int, r
 
     import torch
 
-    from hmer_train.decoding import decode, grammar_constraint, rescore_r2l
+    from hmer_train.decoding import TorchDecoder
 
-    model, vocab, raw = loaded
+    model, vocab, _ = loaded
     model = model.to(device)
+    decoder = TorchDecoder(model, vocab, options)
     cast = torch.autocast(device, dtype=getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}[autocast])) \
         if autocast != "none" else contextlib.nullcontext()
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    dec_cfg = raw["config"]["decode"]
-    constraint = grammar_constraint(vocab, dec_cfg, grammar)
-    rescore = beam > 1 and model.kind == "comer" and dec_cfg.get("rescore") and raw["config"]["train"].get(
-        "bidirectional")
     chunks = [tuple(torch.from_numpy(a).to(device) for a in pad_batch(c, 16)) + (len(c),)
               for c in _batches(images, batch)]
 
-    @torch.no_grad()
     def run(x, m):
         with cast:
-            return _decode(x, m)
-
-    def _decode(x, m):
-        hyps = decode(model, x, m, vocab.sos_id, vocab.eos_id, beam, dec_cfg["max_len"], dec_cfg["length_penalty"],
-                      constraint=constraint, search=dec_cfg.get("search", "hmer"))
-        return rescore_r2l(model, x, m, hyps, vocab.sos_id, vocab.eos_id, dec_cfg["length_penalty"]) \
-            if rescore else hyps
+            return decoder.decode(x, m)
 
     for x, m, _ in chunks:
         run(x, m)
@@ -159,7 +149,7 @@ def time_torch(loaded: tuple, images: list[np.ndarray], beam: int, batch: int, r
             tokens += [len(h[0].ids) for h in hyps]
     total = sum(per_expr)
     variant = "pytorch-eager" + ("" if autocast == "none" else f"-{autocast}")
-    return _row(variant, device, beam, batch, per_expr, tokens, enc, total - enc, len(images))
+    return _row(variant, device, options.beam, batch, per_expr, tokens, enc, total - enc, len(images))
 
 
 def length_sweep(model: OnnxModel, images: list[np.ndarray], lengths: list[int], ckpt: str | None,
@@ -273,8 +263,9 @@ def _ints(s: str) -> list[int]:
 @click.option("--model", "model_dir", type=click.Path(file_okay=False), help="Model directory (default: bundled).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint for the PyTorch eager and no-cache "
                                                                       "baselines (needs torch).")
-@click.option("--data", type=click.Path(exists=True), help="Images/InkML source (default: bundled samples).")
-@click.option("--limit", default=32, show_default=True, type=click.IntRange(min=1),
+@click.option("--data", type=click.Path(exists=True),
+              help="Images/InkML source, e.g. a CROHME archive (default: the bundled benchmark set).")
+@click.option("--limit", default=200, show_default=True, type=click.IntRange(min=1),
               help="Expressions taken from --data.")
 @click.option("--provider", "providers", default="cpu", show_default=True, help="Comma list: cpu,cuda,tensorrt.")
 @click.option("--variants", default="fp32,int8", show_default=True, help="Graph variants present in the model.")
@@ -304,6 +295,7 @@ def main(model_dir, checkpoint, data, limit, providers, variants, beams, batches
         raise click.UsageError("no usable inputs")
     rows: list[Row] = []
     eager: dict[tuple[int, int], Row] = {}
+    options = spec.decode.with_overrides(grammar=grammar)  # every variant and eager decode alike
     if checkpoint:
         try:
             import torch
@@ -319,7 +311,8 @@ def main(model_dir, checkpoint, data, limit, providers, variants, beams, batches
                     for beam in _ints(beams):
                         for batch in _ints(batches):
                             click.echo(f"pytorch eager {device} {cast} beam {beam} batch {batch}", err=True)
-                            row = time_torch(loaded, images, beam, batch, runs, grammar, device, cast)
+                            row = time_torch(loaded, images, options.with_overrides(beam=beam), batch, runs, device,
+                                             cast)
                             eager.setdefault((beam, batch), row)  # the first device/precision is the baseline
                             rows.append(row)
     first = None
@@ -333,14 +326,14 @@ def main(model_dir, checkpoint, data, limit, providers, variants, beams, batches
             for beam in _ints(beams):
                 for batch in _ints(batches):
                     click.echo(f"{variant} on {model.provider} beam {beam} batch {batch}", err=True)
-                    row = time_onnx(model, images, beam, batch, runs, grammar)
+                    row = time_onnx(model, images, options.with_overrides(beam=beam), batch, runs)
                     base = eager.get((beam, batch))
                     row.vs_eager = base.p50_ms / row.p50_ms if base else None
                     rows.append(row)
     sweep = length_sweep(first, images[:3], _ints(lengths), checkpoint, 1, vocab) if first and _ints(lengths) else {}
     meta = {"model": str(spec.directory), "parameters": spec.raw.get("parameters", 0), "expressions": len(images),
-            "data": data or "bundled samples", "threads": threads, "runs": runs,
-            "grammar": spec.grammar if grammar is None else grammar}
+            "data": data or "the bundled benchmark set", "threads": threads, "runs": runs,
+            "grammar": options.grammar}
     md = markdown(rows, sweep, meta)
     click.echo(md)
     if md_out:

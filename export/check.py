@@ -16,7 +16,7 @@ from hmer_runtime.inkml import Ink
 from hmer_runtime.onnx_model import OnnxModel
 from hmer_runtime.preprocess import PreprocessConfig, pad_batch, preprocess
 from hmer_runtime.render import RenderConfig, render_ink
-from hmer_train.decoding import decode, rescore_r2l
+from hmer_train.decoding import TorchDecoder
 from hmer_train.models.base import HMERModel
 
 
@@ -67,7 +67,7 @@ def compare(model: HMERModel, onnx_model: OnnxModel, images: list[np.ndarray], b
             max_len: int | None = None) -> tuple[CheckReport, list[list[int]], list[list[int]]]:
     """Run both sides on ``images``; returns the report and the greedy ids of (PyTorch, ONNX)."""
     spec = onnx_model.spec
-    max_len = max_len or spec.max_len
+    max_len = max_len or spec.decode.max_len
     sos, eos = spec.vocab.sos_id, spec.vocab.eos_id
     x, m, tx, tm = _batch(images, spec.stride)
     model.eval()
@@ -78,9 +78,11 @@ def compare(model: HMERModel, onnx_model: OnnxModel, images: list[np.ndarray], b
     enc_diff = max(float(np.abs(o_mem[k].astype(np.float32) - t_mem[k].float().numpy()).max())
                    for k in o_mem if o_mem[k].dtype != bool)
 
-    constraint = onnx_model.grammar if spec.grammar else None  # the runtime's default decoding
-    torch_greedy = [h[0].ids for h in decode(model, tx, tm, sos, eos, 1, max_len, constraint=constraint,
-                                             search=spec.search)]
+    # both sides decode with the runtime's default options (grammar, rescoring), at beam 1 and ``beam``
+    greedy_opts = spec.decode.with_overrides(beam=1, max_len=max_len)
+    beam_opts = greedy_opts.with_overrides(beam=beam)
+    torch_decoder = TorchDecoder(model, spec.vocab, greedy_opts)
+    torch_greedy = [h[0].ids for h in torch_decoder.decode(tx, tm)]
     # Teacher-force PyTorch's greedy tokens through both step functions and compare every step.
     steps = max(len(s) for s in torch_greedy) + 1
     tokens = np.full((len(images), steps), eos, dtype=np.int64)
@@ -94,13 +96,9 @@ def compare(model: HMERModel, onnx_model: OnnxModel, images: list[np.ndarray], b
         live = np.array([t <= len(s) for s in torch_greedy])  # rows still inside their sequence
         logit_diff = max(logit_diff, float(np.abs(lo[live].astype(np.float32) - lt.numpy()[live]).max()))
 
-    onnx_greedy = [h[0].ids for h in onnx_model.decode(x, m, 1, max_len)]
-    t_hyps = decode(model, tx, tm, sos, eos, beam, max_len, spec.length_penalty, constraint=constraint,
-                    search=spec.search)
-    if spec.raw.get("decode", {}).get("rescore_r2l"):
-        t_hyps = rescore_r2l(model, tx, tm, t_hyps, sos, eos, spec.length_penalty)
-    torch_beam = [h[0].ids for h in t_hyps]
-    onnx_beam = [h[0].ids for h in onnx_model.decode(x, m, beam, max_len)]
+    onnx_greedy = [h[0].ids for h in onnx_model.decode(x, m, greedy_opts)]
+    torch_beam = [h[0].ids for h in torch_decoder.decode(tx, tm, beam_opts)]
+    onnx_beam = [h[0].ids for h in onnx_model.decode(x, m, beam_opts)]
     report = CheckReport(len(images), enc_diff, logit_diff, sum(a == b for a, b in zip(torch_greedy, onnx_greedy)),
                          sum(a == b for a, b in zip(torch_beam, onnx_beam)), beam)
     return report, torch_greedy, onnx_greedy

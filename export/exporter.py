@@ -25,6 +25,7 @@ from hmer_runtime.providers import ProviderConfig
 from hmer_runtime.render import RenderConfig
 from hmer_train.checkpoint import holds_average, load_model
 from hmer_train.config import image_configs
+from hmer_train.decoding import options_from_config
 
 from .check import check_fp32, compare, scribble_images
 from .graphs import (
@@ -59,14 +60,9 @@ def describe(model, vocab, ckpt: dict, ckpt_path: Path, layout: dict, opset: int
         "special_ids": {"pad": vocab.pad_id, "sos": vocab.sos_id, "eos": vocab.eos_id, "unk": vocab.unk_id},
         "preprocess": pre.to_dict(),
         "render": render.to_dict(),
-        "decode": {"max_len": int(cfg["decode"]["max_len"]), "length_penalty": float(cfg["decode"]["length_penalty"]),
-                   "beam": int(cfg["decode"].get("beam", 1)),
-                   "input_scale": float(cfg["decode"].get("input_scale", 1.0)),
-                   "grammar": bool(cfg["decode"]["grammar"]),  # hmer_runtime.grammar, on by default
-                   "search": str(cfg["decode"].get("search", "hmer")),  # comer: search.bidirectional_search
-                   # Beam results re-ranked by the right-to-left reading, as CoMER does (bidirectional models).
-                   "rescore_r2l": bool(cfg["decode"].get("rescore") and cfg["train"].get("bidirectional")
-                                       and cfg["model"]["decoder"].get("type") == "comer")},
+        # hmer_runtime.decode_options: grammar on by default; rescore_r2l re-ranks beams by the
+        # right-to-left reading (bidirectional models); search "comer": search.bidirectional_search
+        "decode": options_from_config(cfg).to_model_json(),
         **layout,
         "metrics": ckpt.get("metrics", {}),
         "checkpoint": {"file": ckpt_path.name, "sha256": file_sha256(ckpt_path), "step": ckpt.get("step"),
@@ -146,8 +142,9 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opset: int = 
         for name, make, wanted in (("int8", quantize_int8, int8), ("fp16", convert_fp16, fp16)):
             if not wanted:
                 continue
-            # int8 quantizes the decoder only (its encoder is encoder.onnx, see variants.quantize_int8).
-            parts = [p for p in graphs if p != "encoder" or name != "int8"]
+            # int8 quantizes the step decoder only: its encoder is encoder.onnx (variants.quantize_int8),
+            # and it rescores with scorer.onnx, one call per batch, not worth a second copy of the weights.
+            parts = [p for p in graphs if name != "int8" or p == "decoder"]
             files = dict(graphs)
             for part in parts:
                 files[part] = f"{part}.{name}.onnx"

@@ -71,6 +71,7 @@ def expand_inputs(args: list[str]) -> tuple[list[str], list[HmerError]]:
 def main(paths, model_dir, beam, provider, variant, batch_size, threads, as_json, attention_dir, grammar,
          debug) -> None:
     """Recognise handwritten expressions in PATHS (images, .inkml, directories, globs; - = stdin)."""
+    from hmer_runtime.providers import ProviderConfig
     from hmer_runtime.recognizer import Recognizer
 
     if not paths:
@@ -78,7 +79,7 @@ def main(paths, model_dir, beam, provider, variant, batch_size, threads, as_json
     files, failures = expand_inputs(list(paths))
     for e in failures:
         click.echo(f"error: {printable(str(e))}", err=True)
-    rec = Recognizer(model_dir, provider=provider, beam=beam, variant=variant, threads=threads, grammar=grammar)
+    rec = Recognizer(model_dir, ProviderConfig(provider, threads), variant, beam=beam, grammar=grammar)
     if debug:
         click.echo(f"model {rec.spec.directory} on {rec.provider}", err=True)
     if attention_dir:

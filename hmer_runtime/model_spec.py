@@ -23,6 +23,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hmer_runtime.decode_options import DecodeOptions
 from hmer_runtime.errors import ModelError
 from hmer_runtime.preprocess import PreprocessConfig
 from hmer_runtime.render import RenderConfig
@@ -61,11 +62,7 @@ class ModelSpec:
     memory: list[TensorSpec]
     state: list[TensorSpec]
     stride: int = 16
-    max_len: int = 200
-    beam: int = 1  # the beam width a runtime decodes with unless told otherwise
-    length_penalty: float = 1.0
-    grammar: bool = False  # constrain decoding to valid canonical LaTeX (hmer_runtime.grammar)
-    search: str = "hmer"  # "comer": CoMER's bidirectional beam search (hmer_runtime.search)
+    decode: DecodeOptions = DecodeOptions()  # how a runtime decodes unless told otherwise
     architecture: dict = field(default_factory=dict)
     variants: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict)
@@ -117,11 +114,7 @@ class ModelSpec:
                        render=RenderConfig.from_dict(raw["render"]),
                        memory=[TensorSpec.from_dict(d) for d in raw["memory"]],
                        state=[TensorSpec.from_dict(d) for d in raw["state"]],
-                       stride=int(raw.get("stride", 16)), max_len=int(raw["decode"]["max_len"]),
-                       beam=max(1, int(raw["decode"].get("beam", 1))),
-                       length_penalty=float(raw["decode"].get("length_penalty", 1.0)),
-                       grammar=bool(raw["decode"].get("grammar", False)),
-                       search=str(raw["decode"].get("search", "hmer")),
+                       stride=int(raw.get("stride", 16)), decode=DecodeOptions.from_model_json(raw["decode"]),
                        architecture=dict(raw.get("architecture", {})), variants=dict(raw.get("variants", {})),
                        raw=raw)
         except (KeyError, TypeError, ValueError) as e:

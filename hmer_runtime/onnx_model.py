@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from hmer_runtime.decode_options import DecodeOptions
 from hmer_runtime.errors import ModelError
 from hmer_runtime.grammar import LatexGrammar
 from hmer_runtime.model_spec import METADATA_KEY, ModelSpec
@@ -35,12 +36,12 @@ State = dict[str, np.ndarray]
 
 @dataclass
 class Timings:
-    """Milliseconds spent in the encoder and in decoder steps, and the number of steps."""
+    """Milliseconds spent in the encoder, in decoder steps and in rescoring, and the number of steps."""
 
     encoder_ms: float = 0.0
     decoder_ms: float = 0.0
     steps: int = 0
-    extra: dict = field(default_factory=dict)
+    rescore_ms: float = 0.0
 
 
 class OnnxModel:
@@ -146,23 +147,19 @@ class OnnxModel:
         return {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v), self.device, self.device_id)
                 for k, v in tensors.items()}
 
-    def decode(self, images: np.ndarray, mask: np.ndarray, beam: int = 1, max_len: int | None = None,
-               length_penalty: float | None = None, keep_attention: bool = False,
-               timings: Timings | None = None, grammar: bool | None = None) -> list[list[Hypothesis]]:
-        """Hypotheses per image, best first; greedy for ``beam`` 1. All beams of all images go
-        through one decoder call per step. ``grammar`` (default: the model's ``decode.grammar``)
-        keeps every hypothesis valid canonical LaTeX."""
-        spec = self.spec
-        constraint = self.grammar if (spec.grammar if grammar is None else grammar) else None
-        max_len = max_len or spec.max_len
-        length_penalty = spec.length_penalty if length_penalty is None else length_penalty
+    def decode(self, images: np.ndarray, mask: np.ndarray, options: DecodeOptions | None = None,
+               keep_attention: bool = False, timings: Timings | None = None) -> list[list[Hypothesis]]:
+        """Hypotheses per image, best first, decoded as ``options`` say (default: the model's own,
+        from model.json). All beams of all images go through one decoder call per step."""
+        opts = options or self.spec.decode
+        constraint = self.grammar if opts.grammar else None
         t = timings if timings is not None else Timings()
         t0 = time.perf_counter()
         memory, state = self.encode(images, mask)
         t.encoder_ms += (time.perf_counter() - t0) * 1000
-        n = images.shape[0]
-        if spec.search == "comer":
-            return self._bidirectional(memory, state, n, max(1, beam), max_len, length_penalty, t)
+        n, beam = images.shape[0], opts.beam
+        if opts.search == "comer":
+            return self._bidirectional(memory, state, n, opts, t)
         image_memory, image_state = memory, state  # one row per image
         if beam > 1:
             rows = np.repeat(np.arange(n), beam)
@@ -170,17 +167,17 @@ class OnnxModel:
             state = {k: v[rows] for k, v in state.items()}
         step, reorder = self._search_steps(memory, t)
         state = self.to_device(state)
-        sos, eos = spec.vocab.sos_id, spec.vocab.eos_id
-        if beam <= 1:
-            return [[h] for h in greedy(step, (state, None), n, sos, eos, max_len, keep_attention, constraint,
+        sos, eos = self.spec.vocab.sos_id, self.spec.vocab.eos_id
+        if beam == 1:
+            return [[h] for h in greedy(step, (state, None), n, sos, eos, opts.max_len, keep_attention, constraint,
                                         reorder)]
-        hyps = beam_search(step, reorder, (state, None), n, beam, sos, eos, max_len, length_penalty, keep_attention,
-                           constraint)
-        if spec.raw.get("decode", {}).get("rescore_r2l"):
+        hyps = beam_search(step, reorder, (state, None), n, beam, sos, eos, opts.max_len, opts.length_penalty,
+                           keep_attention, constraint)
+        if opts.rescores:
             images = np.repeat(np.arange(n), [len(hs) for hs in hyps])
             r2l = self.sequence_logprob(image_memory, image_state, images,
                                         [h.ids[::-1] for hs in hyps for h in hs], start=eos, end=sos, timings=t)
-            hyps = combine_r2l(hyps, r2l, length_penalty)
+            hyps = combine_r2l(hyps, r2l, opts.length_penalty)
         return hyps
 
     def _search_steps(self, memory: State, t: Timings):
@@ -205,9 +202,10 @@ class OnnxModel:
 
         return step, reorder
 
-    def _bidirectional(self, memory: State, state: State, n: int, beam: int, max_len: int, length_penalty: float,
+    def _bidirectional(self, memory: State, state: State, n: int, opts: DecodeOptions,
                        t: Timings) -> list[list[Hypothesis]]:
         """CoMER's search (``search.bidirectional_search``) over the step graph."""
+        beam = opts.beam
         rows = np.tile(np.repeat(np.arange(n), beam), 2)
         step, reorder = self._search_steps({k: v[rows] for k, v in memory.items()}, t)
 
@@ -217,7 +215,7 @@ class OnnxModel:
 
         vocab = self.spec.vocab
         return bidirectional_search(step, reorder, (self.to_device({k: v[rows] for k, v in state.items()}), None),
-                                    n, beam, vocab.sos_id, vocab.eos_id, max_len, length_penalty, rate)
+                                    n, beam, vocab.sos_id, vocab.eos_id, opts.max_len, opts.length_penalty, rate)
 
     def sequence_logprob(self, memory: State, state: State, images: np.ndarray, sequences: list[list[int]],
                          start: int, end: int, timings: Timings | None = None) -> list[float]:
@@ -245,7 +243,7 @@ class OnnxModel:
                 live = targets[:, k] >= 0
                 total[live] += logp[live, targets[live, k]]
         if timings is not None:
-            timings.extra["rescore_ms"] = timings.extra.get("rescore_ms", 0.0) + (time.perf_counter() - s0) * 1000
+            timings.rescore_ms += (time.perf_counter() - s0) * 1000
         return total.tolist()
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from hmer_runtime.decode_options import DecodeOptions
 from hmer_runtime.errors import HmerError, ImageError, input_error
 from hmer_runtime.inkml import Ink, read_inkml
 from hmer_runtime.latex import detokenize
@@ -51,19 +52,16 @@ class Result:
 class Recognizer:
     """Loads a model directory (default: the bundled model) on an ONNX Runtime provider."""
 
-    def __init__(self, model_dir: str | Path | None = None, provider: str = "auto", beam: int | None = None,
-                 variant: str = "fp32", threads: int = 0, max_len: int | None = None,
-                 length_penalty: float | None = None, trt_fp16: bool = False, cache_dir: str | Path | None = None,
-                 grammar: bool | None = None):
-        """``beam``: the beam width (default: the model's ``decode.beam``, chosen when it was
-        exported; 1 is greedy). ``grammar``: keep outputs valid canonical LaTeX (default: as the
-        model's ``decode.grammar``)."""
+    def __init__(self, model_dir: str | Path | None = None, provider: str | ProviderConfig = "auto",
+                 variant: str = "fp32", options: DecodeOptions | None = None, **overrides):
+        """``provider``: a provider name, or a :class:`ProviderConfig` for threads and TensorRT
+        settings. ``options``: how to decode (default: the model's ``decode`` section in its
+        model.json, chosen when it was exported); ``overrides`` replace single settings of it,
+        e.g. ``beam=1`` for greedy or ``grammar=False``."""
         self.spec = ModelSpec.load(model_dir or BUNDLED_MODEL)
-        config = ProviderConfig(provider, threads, trt_fp16=trt_fp16, cache_dir=Path(cache_dir) if cache_dir else None)
+        config = provider if isinstance(provider, ProviderConfig) else ProviderConfig(provider)
         self.model = OnnxModel(self.spec, variant, config)
-        self.beam = beam or self.spec.beam
-        self.max_len, self.length_penalty = max_len, length_penalty
-        self.grammar = grammar
+        self.options = (options or self.spec.decode).with_overrides(**overrides)
 
     @property
     def provider(self) -> str:
@@ -143,11 +141,10 @@ class Recognizer:
                 for i, r in zip(chunk, self.decode_images([images[i] for i in chunk], beam, attention)):
                     out[i] = r
             return out
-        beam = beam or self.beam
         x, mask = pad_batch(images, self.spec.stride)
         timings = Timings()
         t0 = time.perf_counter()
-        hyps = self.model.decode(x, mask, beam, self.max_len, self.length_penalty, attention, timings, self.grammar)
+        hyps = self.model.decode(x, mask, self.options.with_overrides(beam=beam), attention, timings)
         ms = (time.perf_counter() - t0) * 1000 / len(images)
         out = []
         for im, hs in zip(images, hyps):

@@ -23,6 +23,7 @@ from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
 from hmer_runtime.errors import HmerError, ImageError, InkError
 from hmer_runtime.inkml import Ink
 from hmer_runtime.preprocess import load_image, preprocess
+from hmer_runtime.providers import ProviderConfig
 from hmer_runtime.recognizer import Recognizer, Result
 from hmer_runtime.render import render_ink
 
@@ -189,7 +190,7 @@ def create_app(model_dir: str | Path | None = None, provider: str = "auto", vari
 
     @asynccontextmanager
     async def lifespan(app):
-        rec = Recognizer(model_dir, provider=provider, variant=variant, threads=threads)
+        rec = Recognizer(model_dir, ProviderConfig(provider, threads), variant)
         state["rec"] = rec
         state["batcher"] = MicroBatcher(rec, batch_wait_ms, max_batch)
         state["batcher"].start()
@@ -228,14 +229,15 @@ def create_app(model_dir: str | Path | None = None, provider: str = "auto", vari
         spec = rec.spec
         return {"architecture": spec.architecture, "parameters": spec.raw.get("parameters"),
                 "vocab_size": len(spec.vocab), "provider": rec.provider, "variant": rec.model.variant,
-                "max_len": spec.max_len, "beam": rec.beam, "checkpoint": spec.raw.get("checkpoint", {}),
+                "max_len": rec.options.max_len, "beam": rec.options.beam,
+                "checkpoint": spec.raw.get("checkpoint", {}),
                 "batching": {"wait_ms": batch_wait_ms, "max_batch": max_batch,
                              "batches": state["batcher"].batches, "decoded": state["batcher"].decoded}}
 
     def parse_options(params, body: dict | None = None) -> tuple[int, bool]:
         src = {**dict(params), **(body or {})}
         try:
-            beam = int(src.get("beam", state["rec"].beam))  # default: the model's decode.beam
+            beam = int(src.get("beam", state["rec"].options.beam))  # default: the model's decode.beam
         except (TypeError, ValueError) as e:
             raise ValueError(f"beam must be an integer, got {src.get('beam')!r}") from e
         if not 1 <= beam <= limits.max_beam:
@@ -343,7 +345,7 @@ def main(model_dir, host, port, provider, variant, threads, workers, batch_wait_
         import uvicorn
     except ImportError as e:
         raise click.ClickException("hmer-serve needs the serve extra: pip install 'hmer[serve]'") from e
-    Recognizer(model_dir, provider=provider, variant=variant, threads=threads)  # fail fast on a bad model
+    Recognizer(model_dir, ProviderConfig(provider, threads), variant)  # fail fast on a bad model
     os.environ.update({"HMER_SERVE_MODEL": str(model_dir or ""), "HMER_SERVE_PROVIDER": provider,
                        "HMER_SERVE_VARIANT": variant, "HMER_SERVE_THREADS": str(threads),
                        "HMER_SERVE_WAIT_MS": str(batch_wait_ms), "HMER_SERVE_MAX_BATCH": str(max_batch),

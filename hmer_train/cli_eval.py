@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
-from hmer_runtime.metrics import Metrics, format_summary
+from hmer_runtime.metrics import format_summary
 
 
 def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, beam: int, out: str | None,
@@ -25,10 +25,9 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
     ``teacher_forced`` adds a checkpoint's teacher-forced loss and token accuracy (``tf_loss``,
     ``tf_acc``), the quick signal short training runs are compared by.
     """
-    from hmer_runtime.preprocess import pad_batch
     from hmer_runtime.sources import DEFAULT_ROOTS, resolve_split
     from hmer_train.config import image_configs
-    from hmer_train.data import make_batches
+    from hmer_train.evaluation import evaluate
     from hmer_train.prepared import DEFAULT_CACHE, prepare
 
     if Path(model_path).is_dir():
@@ -40,17 +39,20 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
                                          "re-export with hmer-export --input-scale")
         if teacher_forced:
             raise ModelError(model_path, "teacher-forced figures need a checkpoint, not an exported model")
-        rec = Recognizer(model_path, provider=provider, variant=variant, grammar=grammar)
-        vocab, render, pre = rec.spec.vocab, rec.spec.render, rec.spec.preprocess
+        rec = Recognizer(model_path, provider, variant, beam=beam, grammar=grammar)
+        decoder, options, vocab = rec.model, rec.options, rec.spec.vocab
+        render, pre = rec.spec.render, rec.spec.preprocess
         roots, cache, stride = DEFAULT_ROOTS, DEFAULT_CACHE, rec.spec.stride
-
-        def run(images: list) -> list:
-            x, m = pad_batch(images, stride)
-            return rec.model.decode(x, m, beam, grammar=rec.grammar)
     else:
-        run, vocab, cfg, torch_model = _torch_decoder(model_path, beam, weights, input_scale, grammar, vocab_file)
+        from hmer_train.checkpoint import load_model
+        from hmer_train.decoding import TorchDecoder, options_from_config
+
+        torch_model, vocab, ckpt = load_model(model_path, weights=weights, input_scale=input_scale, vocab=vocab_file)
+        cfg = ckpt["config"]
+        options = options_from_config(cfg).with_overrides(beam=beam, grammar=grammar)
+        decoder = TorchDecoder(torch_model, vocab, options)
         render, pre = image_configs(cfg, inference=True)
-        roots, cache = cfg["data_roots"], cfg.get("cache_dir") or DEFAULT_CACHE
+        roots, cache, stride = cfg["data_roots"], cfg.get("cache_dir") or DEFAULT_CACHE, 1  # the model pads itself
     src = resolve_split(source, split, roots) if split else Path(source)
     data = prepare(src, render, pre, cache)
     if len(data) == 0:
@@ -58,57 +60,17 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
 
         shown = "; ".join(data.errors[:3]) + (f"; ... ({len(data.errors)} in all)" if len(data.errors) > 3 else "")
         raise DatasetError(str(src), "no usable sample to evaluate" + (f" ({shown})" if shown else ""))
-    if limit:
-        data = data.select(range(min(limit, len(data))))
-    metrics = Metrics()
-    rows = []
-    for idx in make_batches(data.shapes, batch_size, 2_000_000):
-        hyps = run([data.image(i) for i in idx])
-        for i, hs in zip(idx, hyps):
-            pred = vocab.decode(hs[0].ids)
-            d = metrics.add(data.tokens[i], pred)
-            rows.append({"file": data.names[i], "truth": " ".join(data.tokens[i]), "prediction": " ".join(pred),
-                         "score": hs[0].score, "edits": d})
-    summary = metrics.summary()
+    summary, rows = evaluate(decoder, data, vocab, options, limit, batch_size, stride=stride)
     if teacher_forced:
         from hmer_train.train import teacher_forced as tf_figures
 
-        summary.update(tf_figures(torch_model, data, vocab, "cpu", batch_size=batch_size))
+        summary.update(tf_figures(torch_model, data, vocab, "cpu", limit, batch_size=batch_size))
     summary["errors"] = data.errors
     if out:
         with open(out, "w", encoding="utf-8") as f:
             for r in sorted(rows, key=lambda r: r["file"]):
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
     return summary
-
-
-def _torch_decoder(ckpt_path: str, beam: int, weights: str = "average", input_scale: float | None = None,
-                   grammar: bool | None = None, vocab_file: str | None = None):
-    """(batch -> hypotheses, vocabulary, config, model) for a checkpoint; CoMER's bidirectional
-    rescoring when the model was trained both ways and the config asks for it."""
-    import torch
-
-    from hmer_runtime.preprocess import pad_batch
-    from hmer_train.checkpoint import load_model
-    from hmer_train.decoding import decode, grammar_constraint, rescore_r2l
-
-    model, vocab, ckpt = load_model(ckpt_path, weights=weights, input_scale=input_scale, vocab=vocab_file)
-    cfg = ckpt["config"]
-    dec = cfg["decode"]
-    rescore = dec.get("rescore") and beam > 1 and cfg["model"]["decoder"].get("type") == "comer" \
-        and cfg["train"].get("bidirectional")
-    constraint = grammar_constraint(vocab, dec, grammar)
-
-    @torch.no_grad()
-    def run(images: list) -> list:
-        x, m = (torch.from_numpy(a) for a in pad_batch(images))
-        hyps = decode(model, x, m, vocab.sos_id, vocab.eos_id, beam, dec["max_len"], dec["length_penalty"],
-                      constraint=constraint, search=dec.get("search", "hmer"))
-        if rescore:
-            hyps = rescore_r2l(model, x, m, hyps, vocab.sos_id, vocab.eos_id, dec["length_penalty"])
-        return hyps
-
-    return run, vocab, cfg, model
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)

@@ -2,6 +2,8 @@
 
 The cache makes every step cost the same whatever the prefix length; nothing re-runs the prefix.
 ``rescore_r2l`` adds CoMER's bidirectional rescoring for models trained in both directions.
+:class:`TorchDecoder` puts a model behind the same ``decode(images, mask, options)`` as the
+runtime's ``OnnxModel``, with the options a checkpoint's config gives (:func:`options_from_config`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hmer_runtime.decode_options import DecodeOptions
 from hmer_runtime.grammar import LatexGrammar
 from hmer_runtime.search import (
     Constraint,
@@ -23,10 +26,37 @@ from hmer_runtime.vocab import Vocab
 from hmer_train.models.base import HMERModel, expand_memory, reorder_state
 
 
-def grammar_constraint(vocab: Vocab, decode_cfg: dict, grammar: bool | None = None) -> LatexGrammar | None:
-    """The constraint a checkpoint decodes with: its config's ``decode.grammar`` unless ``grammar``
-    overrides it (as an exported model's ``decode.grammar`` does in ``OnnxModel.decode``)."""
-    return LatexGrammar(vocab) if (decode_cfg["grammar"] if grammar is None else grammar) else None
+def options_from_config(cfg: dict) -> DecodeOptions:
+    """How a checkpoint decodes: its config's ``decode`` section. Right-to-left rescoring needs a
+    transformer decoder trained in both reading directions."""
+    dec = cfg["decode"]
+    rescore = bool(dec.get("rescore") and cfg["train"].get("bidirectional")
+                   and cfg["model"]["decoder"].get("type") == "comer")
+    return DecodeOptions(beam=max(1, int(dec.get("beam", 1))), max_len=int(dec["max_len"]),
+                         length_penalty=float(dec["length_penalty"]), grammar=bool(dec["grammar"]),
+                         rescore=rescore, search=str(dec.get("search", "hmer")),
+                         input_scale=float(dec.get("input_scale", 1.0)))
+
+
+class TorchDecoder:
+    """A PyTorch model behind the runtime's ``decode(images, mask, options)`` (``OnnxModel``'s),
+    so evaluation, benchmarks and the export check decode both sides through one call."""
+
+    def __init__(self, model: HMERModel, vocab: Vocab, options: DecodeOptions):
+        self.model, self.vocab, self.options = model, vocab, options
+        self.grammar = LatexGrammar(vocab)
+
+    @torch.no_grad()
+    def decode(self, images, mask, options: DecodeOptions | None = None,
+               keep_attention: bool = False) -> list[list[Hypothesis]]:
+        """Hypotheses per image, best first; ``images``/``mask`` as numpy arrays or tensors."""
+        opts = options or self.options
+        device = next(self.model.parameters()).device
+        x, m = (torch.as_tensor(a).to(device) for a in (images, mask))
+        sos, eos = self.vocab.sos_id, self.vocab.eos_id
+        hyps = decode(self.model, x, m, sos, eos, opts.beam, opts.max_len, opts.length_penalty, keep_attention,
+                      constraint=self.grammar if opts.grammar else None, search=opts.search)
+        return rescore_r2l(self.model, x, m, hyps, sos, eos, opts.length_penalty) if opts.rescores else hyps
 
 
 @torch.no_grad()

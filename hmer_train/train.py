@@ -16,15 +16,17 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from hmer_runtime.decode_options import DecodeOptions
 from hmer_runtime.errors import DatasetError, HmerError
-from hmer_runtime.metrics import Metrics, format_summary
+from hmer_runtime.metrics import format_summary
 from hmer_runtime.sources import resolve_split
 from hmer_runtime.vocab import Vocab
 from hmer_train.checkpoint import load_checkpoint, save_checkpoint
 from hmer_train.config import image_configs
 from hmer_train.data import Batch, BatchLoader, collate
-from hmer_train.decoding import decode
+from hmer_train.decoding import TorchDecoder
 from hmer_train.ema import ema_model, ema_state, load_ema_state
+from hmer_train.evaluation import evaluate
 from hmer_train.models.base import HMERModel
 from hmer_train.prepared import DEFAULT_CACHE, PreparedSet, prepare
 
@@ -69,24 +71,6 @@ def batch_loss(model: torch.nn.Module, batch: Batch, device: str, label_smoothin
     logits = model(images, mask, batch.inputs.to(device), batch.image_index.to(device))
     return F.cross_entropy(logits.float().flatten(0, 1), batch.targets.to(device).flatten(), ignore_index=-1,
                            label_smoothing=label_smoothing)
-
-
-@torch.no_grad()
-def evaluate(model: HMERModel, data: PreparedSet, vocab: Vocab, device: str, beam: int = 1,
-             max_len: int = 200, limit: int | None = None, batch_size: int = 16,
-             max_pixels: int = 2_000_000) -> dict:
-    """ExpRate etc. of ``model`` on ``data`` (greedy by default), batched by size."""
-    from hmer_train.data import make_batches
-
-    n = len(data) if limit is None else min(limit, len(data))
-    sub = data.select(range(n)) if n < len(data) else data
-    metrics = Metrics()
-    for idx in make_batches(sub.shapes, batch_size, max_pixels):
-        b = collate([sub.image(i) for i in idx], [[] for _ in idx], [sub.names[i] for i in idx], vocab, False)
-        hyps = decode(model, b.images.to(device), b.mask.to(device), vocab.sos_id, vocab.eos_id, beam, max_len)
-        for i, hs in zip(idx, hyps):
-            metrics.add(sub.tokens[i], vocab.decode(hs[0].ids))
-    return metrics.summary()
 
 
 @torch.no_grad()
@@ -284,8 +268,10 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
                 cap = max(len(t) for t in val_set.tokens) + 10
                 judged = ema.module if ema is not None else raw_model
                 sizes = {"batch_size": max(16, tc["batch_size"]), "max_pixels": max(2_000_000, tc["max_pixels"])}
-                metrics = summary = evaluate(judged, val_set, vocab, device, max_len=cap, limit=tc["val_max"],
-                                             **sizes)
+                # validation reads greedy and unconstrained, so the curve shows the model alone
+                options = DecodeOptions(beam=1, max_len=cap, grammar=False, rescore=False)
+                metrics = summary = evaluate(TorchDecoder(judged, vocab, options), val_set, vocab, options,
+                                             tc["val_max"], **sizes)[0]
                 summary.update(teacher_forced(judged, val_set, vocab, device, tc["val_max"], **sizes))
                 history.append(summary)
                 tqdm.write(f"epoch {epoch} step {step} val {format_summary(summary)} | teacher-forced loss "

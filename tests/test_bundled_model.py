@@ -58,7 +58,7 @@ def test_onnx_and_pytorch_agree_on_crohme_2014(crohme_dir, tmp_path):
     for name, model, input_scale in (("torch", CHECKPOINT, scale), ("onnx", BUNDLED_MODEL, None)):
         out = tmp_path / f"{name}.jsonl"
         evaluate_checkpoint(str(model), str(crohme_dir / "crohme-2014.tar.gz"), None, 1, str(out), 60, 16,
-                            provider="cpu", input_scale=input_scale, grammar=spec.grammar)
+                            provider="cpu", input_scale=input_scale, grammar=spec.decode.grammar)
         preds[name] = [json.loads(line)["prediction"] for line in out.read_text().splitlines()]
     same = sum(a == b for a, b in zip(preds["torch"], preds["onnx"]))
     assert same >= 0.98 * len(preds["torch"]), f"{same}/{len(preds['torch'])}"

@@ -252,7 +252,7 @@ def test_pytorch_and_onnx_comer_searches_agree_on_a_tiny_model(tmp_path):
     mask = np.ones((2, 40, 64), dtype=bool)
     for beam in (1, 4):
         a = decode(model, torch.from_numpy(images), torch.from_numpy(mask), 1, 2, beam, 12, 1.0, search="comer")
-        b = onnx.decode(images, mask, beam, 12)
+        b = onnx.decode(images, mask, onnx.spec.decode.with_overrides(beam=beam, max_len=12))
         assert [h[0].ids for h in a] == [h[0].ids for h in b]
         assert np.allclose([h[0].score for h in a], [h[0].score for h in b], atol=1e-4)
         assert all(len(hs) == 2 * beam for hs in a)  # every ending of both readings, ranked

@@ -9,14 +9,16 @@ import pytest
 import torch
 from tiny import EXPRESSIONS, TINY, tiny_config
 
+from hmer_runtime.decode_options import DecodeOptions
 from hmer_runtime.errors import ModelError
 from hmer_runtime.vocab import Vocab
 from hmer_train.checkpoint import load_checkpoint, save_checkpoint
 from hmer_train.config import DEFAULTS, ConfigError, load_config
 from hmer_train.data import BatchLoader, collate
-from hmer_train.decoding import decode, rescore_r2l
+from hmer_train.decoding import TorchDecoder, decode, rescore_r2l
+from hmer_train.evaluation import evaluate
 from hmer_train.models.base import HMERModel, expand_memory
-from hmer_train.train import TrainingError, autocast, evaluate, load_split, lr_at, train
+from hmer_train.train import TrainingError, autocast, load_split, lr_at, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,8 +56,10 @@ def test_overfits_tiny_set_to_exact_predictions(tmp_path, kind):
     model = HMERModel(ckpt["config"]["model"], len(vocab))
     model.load_state_dict(ckpt["model"])
     data = load_split(cfg, "train", progress=False)
-    greedy = evaluate(model, data, vocab, "cpu", beam=1, max_len=12)
-    beam = evaluate(model, data, vocab, "cpu", beam=3, max_len=12)
+    options = DecodeOptions(beam=1, max_len=12)
+    decoder = TorchDecoder(model, vocab, options)
+    greedy = evaluate(decoder, data, vocab, options)[0]
+    beam = evaluate(decoder, data, vocab, options.with_overrides(beam=3))[0]
     assert greedy["exprate"] == 100.0, greedy
     assert beam["exprate"] == 100.0, beam
     if kind == "comer":  # trained in both directions: right-to-left rescoring keeps the right answer

@@ -1,0 +1,59 @@
+"""``DecodeOptions``: how a model decodes, decided once.
+
+Built from an exported model's ``model.json`` (``decode`` section) or, on the training side, from
+a checkpoint's config (``hmer_train.decoding.options_from_config``); callers that override a
+setting (a CLI flag, a benchmark) go through :meth:`DecodeOptions.with_overrides`. Every decoder
+-- ``OnnxModel`` and the PyTorch ``TorchDecoder`` -- reads the policy from here: greedy or beam,
+the grammar constraint, and whether beam results are rescored right to left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+SEARCHES = ("hmer", "comer")
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """``beam`` 1 is greedy. ``rescore``: re-rank beam results by the right-to-left reading (models
+    trained in both directions); it applies only to beams wider than 1 under the ``hmer`` search
+    (``comer`` rescores inside its own search). ``input_scale`` is the multiple of the training
+    symbol size inputs are read at (fixed in an exported model's preprocessing)."""
+
+    beam: int = 1
+    max_len: int = 200
+    length_penalty: float = 1.0
+    grammar: bool = False
+    rescore: bool = False
+    search: str = "hmer"
+    input_scale: float = 1.0
+
+    def __post_init__(self):
+        if self.beam < 1 or self.max_len < 1:
+            raise ValueError(f"beam and max_len must be at least 1 (beam {self.beam}, max_len {self.max_len})")
+        if self.search not in SEARCHES:
+            raise ValueError(f"search must be one of {SEARCHES}, not {self.search!r}")
+
+    @property
+    def rescores(self) -> bool:
+        """Whether a decode with these options rescores its beam right to left."""
+        return self.rescore and self.beam > 1 and self.search == "hmer"
+
+    def with_overrides(self, **values) -> DecodeOptions:
+        """A copy with the given settings replaced; a value of None keeps the current one."""
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+    @classmethod
+    def from_model_json(cls, decode: dict) -> DecodeOptions:
+        """From ``model.json``'s ``decode`` section (written by ``hmer-export``)."""
+        return cls(beam=max(1, int(decode.get("beam", 1))), max_len=int(decode["max_len"]),
+                   length_penalty=float(decode.get("length_penalty", 1.0)), grammar=bool(decode.get("grammar", False)),
+                   rescore=bool(decode.get("rescore_r2l", False)), search=str(decode.get("search", "hmer")),
+                   input_scale=float(decode.get("input_scale", 1.0)))
+
+    def to_model_json(self) -> dict:
+        """The ``decode`` section of ``model.json`` (the inverse of :meth:`from_model_json`)."""
+        d = asdict(self)
+        d["rescore_r2l"] = d.pop("rescore")
+        return d

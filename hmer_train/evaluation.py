@@ -1,0 +1,32 @@
+"""One evaluation loop for every decoder: training's validation and ``hmer-eval`` both call it.
+
+The decoder is anything with the runtime's ``decode(images, mask, options)``: the PyTorch
+:class:`~hmer_train.decoding.TorchDecoder` or an exported model's ``OnnxModel``; only the
+options differ between callers, and each caller writes its own out.
+"""
+
+from __future__ import annotations
+
+from hmer_runtime.decode_options import DecodeOptions
+from hmer_runtime.metrics import Metrics
+from hmer_runtime.preprocess import pad_batch
+from hmer_runtime.vocab import Vocab
+from hmer_train.data import make_batches
+from hmer_train.prepared import PreparedSet
+
+
+def evaluate(decoder, data: PreparedSet, vocab: Vocab, options: DecodeOptions, limit: int | None = None,
+             batch_size: int = 16, max_pixels: int = 2_000_000, stride: int = 1) -> tuple[dict, list[dict]]:
+    """(summary, rows) of ``decoder`` on the first ``limit`` samples of ``data``, batched by size:
+    ExpRate, <=1, <=2 and WER, and one row per expression (file, truth, prediction, score, edits).
+    ``stride``: what batches are padded to (an exported model's ``stride``; PyTorch pads itself)."""
+    n = len(data) if limit is None else min(limit, len(data))
+    sub = data.select(range(n)) if n < len(data) else data
+    metrics, rows = Metrics(), []
+    for idx in make_batches(sub.shapes, batch_size, max_pixels):
+        hyps = decoder.decode(*pad_batch([sub.image(i) for i in idx], stride), options)
+        for i, hs in zip(idx, hyps):
+            pred = vocab.decode(hs[0].ids)
+            rows.append({"file": sub.names[i], "truth": " ".join(sub.tokens[i]), "prediction": " ".join(pred),
+                         "score": hs[0].score, "edits": metrics.add(sub.tokens[i], pred)})
+    return metrics.summary(), rows
