@@ -3,7 +3,7 @@
     python -m benchmarks.grammar_cost [--model DIR] [--beam 10] [--repeats 200] [LATEX ...]
 
 Replays each expression (default: a few long CROHME-style ones) through the search's masking
-(``search._masked``) and the grammar's state updates for ``beam`` hypotheses, as beam search
+(``search.masked_logprobs``) and the grammar's state updates for ``beam`` hypotheses, as beam search
 does at every step, and prints microseconds per step. Compare with a decoder step
 (``benchmarks.profile_step``).
 """
@@ -18,7 +18,7 @@ from hmer_runtime.grammar import LatexGrammar
 from hmer_runtime.latex import tokenize
 from hmer_runtime.model_spec import ModelSpec
 from hmer_runtime.recognizer import BUNDLED_MODEL
-from hmer_runtime.search import _masked
+from hmer_runtime.search import masked_logprobs
 
 LONG = (
     r"\frac{a^{2}+b_{i}}{\sqrt{x+y}}+\sum_{i=1}^{n}x_{i}^{2}-\frac{1}{2}",
@@ -43,7 +43,7 @@ def main(latex, model_dir, beam, repeats, max_len) -> None:
         for _ in range(repeats):
             states = [grammar.start()] * beam
             for k, i in enumerate(ids):
-                _masked(logp, grammar, states, max_len - k)
+                masked_logprobs(logp, grammar, states, max_len - k)
                 states = [grammar.advance(s, i) for s in states]
         us = (time.perf_counter() - start) / (repeats * len(ids)) * 1e6
         click.echo(f"{len(ids):3d} tokens, beam {beam}: {us:6.1f} us per step  {expr}")

@@ -46,6 +46,8 @@ class Row:
     expr_per_s: float
     encoder_ms: float
     decoder_ms: float
+    rescore_ms: float  # right-to-left rescoring (the scorer graph)
+    search_ms: float  # the rest: the search in Python, state and memory copies
     tokens: float
     peak_rss_mb: float
     vs_eager: float | None = None
@@ -82,12 +84,14 @@ def _batches(images: list[np.ndarray], batch: int) -> list[list[np.ndarray]]:
 
 
 def _row(variant, provider, beam, batch, per_expr: list[float], tokens: list[int], enc: float, dec: float,
-         n_expr: int) -> Row:
+         n_expr: int, rescore: float = 0.0) -> Row:
     a = np.array(per_expr)
     total_s = a.sum() / 1000
+    n = len(a)
     return Row(variant, provider, beam, batch, n_expr, float(np.percentile(a, 50)), float(np.percentile(a, 90)),
                float(np.percentile(a, 99)), float(a.sum() / max(1, sum(tokens) + len(tokens))),
-               len(a) / total_s, enc / len(a), dec / len(a), float(np.mean(tokens)), peak_rss_mb())
+               n / total_s, enc / n, dec / n, rescore / n, (a.sum() - enc - dec - rescore) / n,
+               float(np.mean(tokens)), peak_rss_mb())
 
 
 def time_onnx(model: OnnxModel, images: list[np.ndarray], options: DecodeOptions, batch: int, runs: int) -> Row:
@@ -95,7 +99,7 @@ def time_onnx(model: OnnxModel, images: list[np.ndarray], options: DecodeOptions
     chunks = [pad_batch(c, stride) + (len(c),) for c in _batches(images, batch)]
     for x, m, _ in chunks:  # warm-up
         model.decode(x, m, options)
-    per_expr, tokens, enc, dec = [], [], 0.0, 0.0
+    per_expr, tokens, enc, dec, rescore = [], [], 0.0, 0.0, 0.0
     for _ in range(runs):
         for x, m, n in chunks:
             t = Timings()
@@ -104,8 +108,9 @@ def time_onnx(model: OnnxModel, images: list[np.ndarray], options: DecodeOptions
             ms = (time.perf_counter() - t0) * 1000
             per_expr += [ms / n] * n
             tokens += [len(h[0].ids) for h in hyps]
-            enc, dec = enc + t.encoder_ms, dec + t.decoder_ms
-    return _row(model.variant, model.provider, options.beam, batch, per_expr, tokens, enc, dec, len(images))
+            enc, dec, rescore = enc + t.encoder_ms, dec + t.decoder_ms, rescore + t.rescore_ms
+    return _row(model.variant, model.provider, options.beam, batch, per_expr, tokens, enc, dec, len(images),
+                rescore)
 
 
 def time_torch(loaded: tuple, images: list[np.ndarray], options: DecodeOptions, batch: int, runs: int,
@@ -207,13 +212,15 @@ def markdown(rows: list[Row], sweep: dict, meta: dict) -> str:
     lines = [f"Model `{meta['model']}` ({meta['parameters']:,} parameters), {meta['expressions']} expressions "
              f"({meta['data']}), {meta['threads']} threads, {meta['runs']} runs after warm-up, "
              f"grammar {'on' if meta.get('grammar') else 'off'}.", "",
-             "| variant | provider | beam | batch | p50 ms | p90 ms | p99 ms | ms/token | expr/s | encoder ms | "
-             "decoder ms | tokens | peak RSS MiB | speed-up vs eager |", "|" + "---|" * 14]
+             "| variant | provider | beam | batch | p50 ms | p90 ms | p99 ms | mean ms | ms/token | expr/s | "
+             "encoder ms | decoder ms | rescore ms | search ms | tokens | peak RSS MiB | speed-up vs eager |",
+             "|" + "---|" * 17]
     for r in rows:
         ratio = f"{r.vs_eager:.2f}x" if r.vs_eager else "-"
         lines.append(f"| {r.variant} | {r.provider} | {r.beam} | {r.batch} | {r.p50_ms:.1f} | {r.p90_ms:.1f} | "
-                     f"{r.p99_ms:.1f} | {r.ms_per_token:.2f} | {r.expr_per_s:.1f} | {r.encoder_ms:.1f} | "
-                     f"{r.decoder_ms:.1f} | {r.tokens:.1f} | {r.peak_rss_mb:.0f} | {ratio} |")
+                     f"{r.p99_ms:.1f} | {1000 / r.expr_per_s:.1f} | {r.ms_per_token:.2f} | {r.expr_per_s:.1f} | "
+                     f"{r.encoder_ms:.1f} | {r.decoder_ms:.1f} | {r.rescore_ms:.1f} | {r.search_ms:.1f} | "
+                     f"{r.tokens:.1f} | {r.peak_rss_mb:.0f} | {ratio} |")
     if sweep:
         lengths = sorted(next(iter(sweep.values())))
         lines += ["", "Decoding exactly L tokens (batch 1, decoder only, ms per expression):", "",
@@ -331,7 +338,7 @@ def main(model_dir, checkpoint, data, limit, providers, variants, beams, batches
                     row.vs_eager = base.p50_ms / row.p50_ms if base else None
                     rows.append(row)
     sweep = length_sweep(first, images[:3], _ints(lengths), checkpoint, 1, vocab) if first and _ints(lengths) else {}
-    meta = {"model": str(spec.directory), "parameters": spec.raw.get("parameters", 0), "expressions": len(images),
+    meta = {"model": str(spec.directory), "parameters": spec.parameters, "expressions": len(images),
             "data": data or "the bundled benchmark set", "threads": threads, "runs": runs,
             "grammar": options.grammar}
     md = markdown(rows, sweep, meta)

@@ -10,16 +10,17 @@ from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
 def _check_data(source: str, ckpt_path: str, limit: int, input_scale: float | None, vocab: str | None):
     """Model inputs (as the exported model will read them) and token ids of up to ``limit``
     labelled expressions of ``source``."""
+    from hmer_runtime.vocab import Vocab
     from hmer_train.checkpoint import load_checkpoint
     from hmer_train.config import image_configs
     from hmer_train.prepared import DEFAULT_CACHE, prepare
 
     ckpt = load_checkpoint(ckpt_path, input_scale=input_scale, vocab=vocab)
     cfg = ckpt["config"]
-    index = {t: i for i, t in enumerate(ckpt["vocab"])}
+    vocab = Vocab.from_tokens(ckpt["vocab"])
     data = prepare(source, *image_configs(cfg, inference=True), cfg.get("cache_dir") or DEFAULT_CACHE)
     data = data.select(range(min(limit, len(data))))
-    truth = [[index.get(t, 3) for t in toks] for toks in data.tokens]
+    truth = [vocab.encode(toks) for toks in data.tokens]
     return [data.image(i) for i in range(len(data))], truth
 
 

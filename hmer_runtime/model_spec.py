@@ -64,12 +64,15 @@ class ModelSpec:
     stride: int = 16
     decode: DecodeOptions = DecodeOptions()  # how a runtime decodes unless told otherwise
     architecture: dict = field(default_factory=dict)
+    parameters: int = 0
+    checkpoint: dict = field(default_factory=dict)  # file, sha256, step, epoch and weights exported
+    tensorrt_profiles: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # graph stem -> min/opt/max
     variants: dict = field(default_factory=dict)
-    raw: dict = field(default_factory=dict)
+    raw: dict = field(default_factory=dict)  # the whole file, for what a runtime does not read (evaluation)
 
     @property
     def checkpoint_sha256(self) -> str:
-        return str(self.raw.get("checkpoint", {}).get("sha256", ""))
+        return str(self.checkpoint.get("sha256", ""))
 
     def graph_paths(self, variant: str = "fp32") -> tuple[Path, Path]:
         """(encoder, decoder) ONNX paths of a variant (fp32, fp16, int8)."""
@@ -105,17 +108,17 @@ class ModelSpec:
             raise ModelError(where, f"unsupported model format {raw.get('format') if isinstance(raw, dict) else None!r}"
                                     f" (this hmer reads {MODEL_FORMAT})")
         try:
-            tokens = raw["vocab"]
-            vocab = Vocab(tokens[4:])
-            if vocab.tokens != tokens:
-                raise ValueError("vocabulary does not start with the special tokens")
+            vocab = Vocab.from_tokens(raw["vocab"])
             spec = cls(directory=directory, vocab=vocab,
                        preprocess=PreprocessConfig.from_dict(raw["preprocess"]),
                        render=RenderConfig.from_dict(raw["render"]),
                        memory=[TensorSpec.from_dict(d) for d in raw["memory"]],
                        state=[TensorSpec.from_dict(d) for d in raw["state"]],
                        stride=int(raw.get("stride", 16)), decode=DecodeOptions.from_model_json(raw["decode"]),
-                       architecture=dict(raw.get("architecture", {})), variants=dict(raw.get("variants", {})),
+                       architecture=dict(raw.get("architecture", {})), parameters=int(raw.get("parameters", 0)),
+                       checkpoint=dict(raw.get("checkpoint", {})),
+                       tensorrt_profiles={k: tuple(v) for k, v in raw.get("tensorrt_profiles", {}).items()},
+                       variants=dict(raw.get("variants", {})),
                        raw=raw)
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError(where, f"malformed model description ({type(e).__name__}: {e})") from e

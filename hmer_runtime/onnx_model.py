@@ -55,7 +55,7 @@ class OnnxModel:
         self.variant = variant
         config = providers or ProviderConfig()
         if not config.trt_profiles:
-            config.trt_profiles = {k: tuple(v) for k, v in spec.raw.get("tensorrt_profiles", {}).items()}
+            config.trt_profiles = dict(spec.tensorrt_profiles)
         enc_path, dec_path = spec.graph_paths(variant)
         self.encoder, self.provider = create_session(enc_path, config)
         self.io_binding = self.provider in ("cuda", "tensorrt") if io_binding is None else io_binding
@@ -221,19 +221,23 @@ class OnnxModel:
                          start: int, end: int, timings: Timings | None = None) -> list[float]:
         """log P(sequence + end | image, start) per sequence, for rescoring in the other reading
         direction (right to left: start = eos, end = sos). ``memory`` and ``state`` hold one host
-        row per image, ``images`` the image of each sequence. One scorer call when the model has a
-        scorer graph; otherwise one step call per position."""
+        row per image, ``images`` the image of each sequence. With a scorer graph, one call per
+        image (its candidates have similar lengths, so little padding is scored); otherwise one
+        step call per position."""
         if not sequences:
             return []
         s0 = time.perf_counter()
-        inputs, targets = teacher_forced_inputs(sequences, start, end)
         if self.scorer is not None:
-            feeds = {"tokens": inputs, "targets": targets, "image_index": images.astype(np.int64, copy=False)}
-            for i in self.scorer.get_inputs():
-                if i.name.startswith("memory."):
-                    feeds[i.name] = memory[i.name.removeprefix("memory.")]
-            total = self.scorer.run(["logprob"], feeds)[0].astype(np.float64)
+            total = np.zeros(len(sequences), dtype=np.float64)
+            names = [i.name for i in self.scorer.get_inputs() if i.name.startswith("memory.")]
+            for image in np.unique(images):
+                rows = np.flatnonzero(images == image)
+                inputs, targets = teacher_forced_inputs([sequences[r] for r in rows], start, end)
+                feeds = {"tokens": inputs, "targets": targets, "image_index": np.zeros(len(rows), dtype=np.int64)}
+                feeds |= {n: memory[n.removeprefix("memory.")][image:image + 1] for n in names}
+                total[rows] = self.scorer.run(["logprob"], feeds)[0]
         else:
+            inputs, targets = teacher_forced_inputs(sequences, start, end)
             rows_memory = self.to_device({k: v[images] for k, v in memory.items()})
             rows_state = self.to_device({k: v[images] for k, v in state.items()})
             total = np.zeros(len(sequences), dtype=np.float64)
@@ -246,8 +250,3 @@ class OnnxModel:
             timings.rescore_ms += (time.perf_counter() - s0) * 1000
         return total.tolist()
 
-
-def reorder_state(state: State, rows: np.ndarray) -> State:
-    """State rows picked by hypothesis index, whatever the names and shapes (host-side numpy
-    state; exported decoders reorder inside the graph through ``beam_index`` instead)."""
-    return {k: np.take(v, rows, axis=0) for k, v in state.items()}

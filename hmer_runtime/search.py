@@ -54,7 +54,7 @@ def teacher_forced_inputs(sequences: list[list[int]], start: int, end: int) -> t
     return inputs, targets
 
 
-def _masked(logp: np.ndarray, constraint: Constraint | None, states: list, steps_left: int) -> np.ndarray:
+def masked_logprobs(logp: np.ndarray, constraint: Constraint | None, states: list, steps_left: int) -> np.ndarray:
     """``logp`` (rows, vocab) with the tokens the constraint forbids at -inf."""
     if constraint is None:
         return logp
@@ -76,7 +76,7 @@ def greedy(step: StepFn, state: object, n: int, sos: int, eos: int, max_len: int
     states = [constraint.start() for _ in range(n)] if constraint else []
     for t in range(max_len):
         logits, attn, state = step(tokens, state)
-        logp = _masked(log_softmax(np.asarray(logits, dtype=np.float32)), constraint, states, max_len - t)
+        logp = masked_logprobs(log_softmax(np.asarray(logits, dtype=np.float32)), constraint, states, max_len - t)
         tokens = logp.argmax(-1).astype(np.int64)
         for r, i in enumerate(live):
             if done[i]:
@@ -156,7 +156,7 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
     for t in range(max_len - 1 if comer else max_len):
         logits, attn, state = step(tokens, state)
         m = len(live)
-        logp = _masked(log_softmax(np.asarray(logits, dtype=np.float32)), constraint, grammar,
+        logp = masked_logprobs(log_softmax(np.asarray(logits, dtype=np.float32)), constraint, grammar,
                        max_len - t).reshape(m, k, -1)
         vocab = logp.shape[-1]
         total = (scores[:, :, None] + logp).reshape(m, k * vocab)

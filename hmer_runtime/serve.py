@@ -227,10 +227,10 @@ def create_app(model_dir: str | Path | None = None, provider: str = "auto", vari
     def model_info() -> dict:
         rec: Recognizer = state["rec"]
         spec = rec.spec
-        return {"architecture": spec.architecture, "parameters": spec.raw.get("parameters"),
+        return {"architecture": spec.architecture, "parameters": spec.parameters,
                 "vocab_size": len(spec.vocab), "provider": rec.provider, "variant": rec.model.variant,
                 "max_len": rec.options.max_len, "beam": rec.options.beam,
-                "checkpoint": spec.raw.get("checkpoint", {}),
+                "checkpoint": spec.checkpoint,
                 "batching": {"wait_ms": batch_wait_ms, "max_batch": max_batch,
                              "batches": state["batcher"].batches, "decoded": state["batcher"].decoded}}
 

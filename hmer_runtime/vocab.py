@@ -25,6 +25,17 @@ class Vocab:
         self.pad_id, self.sos_id, self.eos_id, self.unk_id = range(4)
 
     @classmethod
+    def from_tokens(cls, tokens: list[str]) -> Vocab:
+        """The vocabulary whose full token list (specials first) is ``tokens``: how checkpoints,
+        model.json and vocabulary files store it; ValueError if the specials are not in front."""
+        if list(tokens[:4]) != list(SPECIALS):
+            raise ValueError("vocabulary does not start with the special tokens")
+        vocab = cls(tokens[4:])
+        if vocab.tokens != list(tokens):
+            raise ValueError("vocabulary lists a special token or a symbol twice")
+        return vocab
+
+    @classmethod
     def build(cls, sequences: Iterable[list[str]], min_count: int = 1) -> Vocab:
         """Vocabulary of every symbol seen at least ``min_count`` times, in sorted order."""
         counts = Counter(t for seq in sequences for t in seq)
@@ -75,9 +86,7 @@ class Vocab:
     def from_dict(cls, d: dict) -> Vocab:
         if d.get("format") != VOCAB_FORMAT:
             raise ValueError(f"unsupported vocabulary format {d.get('format')!r}")
-        if list(d["tokens"][:4]) != list(SPECIALS):
-            raise ValueError("vocabulary does not start with the special tokens")
-        return cls(d["tokens"][4:])
+        return cls.from_tokens(d["tokens"])
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n")

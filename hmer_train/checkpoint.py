@@ -115,7 +115,7 @@ def load_model(path: str | Path, map_location: str = "cpu", weights: str = "aver
     ckpt = load_checkpoint(path, map_location, input_scale, vocab)
     if weights == "trained" and ckpt.get("averaged"):
         raise ModelError(str(path), "a slimmed checkpoint: it holds only the moving average of the weights")
-    vocab = Vocab(ckpt["vocab"][4:])
+    vocab = Vocab.from_tokens(ckpt["vocab"])
     try:
         model = HMERModel(ckpt["config"]["model"], len(vocab))
         model.load_state_dict(ckpt["ema"]["weights"] if weights == "average" and "ema" in ckpt else ckpt["model"])

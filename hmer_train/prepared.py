@@ -16,7 +16,6 @@ import json
 import multiprocessing
 import os
 import tempfile
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,7 +184,3 @@ def load_prepared(directory: str | Path) -> PreparedSet:
         offsets=np.array(index["offsets"], dtype=np.int64),
         pixels=np.load(directory / "images.npy", mmap_mode="r"), errors=index["errors"], path=directory,
         stroke_lengths=lengths, ink_offsets=ink_offsets, points=np.load(directory / "ink.npy", mmap_mode="r"))
-
-
-def token_counts(sets: list[PreparedSet]) -> Counter:
-    return Counter(t for s in sets for seq in s.tokens for t in seq)

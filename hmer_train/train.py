@@ -131,7 +131,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
     except DatasetError:
         val_set = None
     ckpt = load_checkpoint(resume) if resume else None
-    vocab = Vocab(ckpt["vocab"][4:]) if ckpt else Vocab.build(train_set.tokens)
+    vocab = Vocab.from_tokens(ckpt["vocab"]) if ckpt else Vocab.build(train_set.tokens)
     if master:
         print(f"train: {len(train_set)} expressions ({len(train_set.errors)} unreadable, {too_long} over "
               f"{tc['max_tokens']} tokens skipped); val: {len(val_set) if val_set else 0}; vocab {len(vocab)}")

@@ -54,7 +54,7 @@ def test_onnx_and_pytorch_agree_on_crohme_2014(crohme_dir, tmp_path):
     if hashlib.sha256(CHECKPOINT.read_bytes()).hexdigest() != spec.checkpoint_sha256:
         pytest.skip("models/cpu-small/last.pt has moved on from the checkpoint the bundled model was exported from")
     preds = {}
-    scale = spec.raw["decode"].get("input_scale", 1.0)  # the checkpoint reads what the export reads
+    scale = spec.decode.input_scale  # the checkpoint reads what the export reads
     for name, model, input_scale in (("torch", CHECKPOINT, scale), ("onnx", BUNDLED_MODEL, None)):
         out = tmp_path / f"{name}.jsonl"
         evaluate_checkpoint(str(model), str(crohme_dir / "crohme-2014.tar.gz"), None, 1, str(out), 60, 16,

@@ -144,7 +144,7 @@ def reference():
     if not (REFERENCE / "comer-overfit.ckpt").is_file():
         pytest.skip("CoMER reference not found at ../shared/comer-reference")
     ckpt = convert(REFERENCE / "comer-overfit.ckpt", REFERENCE / "dictionary.txt")
-    return _load(ckpt), Vocab(ckpt["vocab"][4:]), json.loads((REFERENCE / "expected.json").read_text()), \
+    return _load(ckpt), Vocab.from_tokens(ckpt["vocab"]), json.loads((REFERENCE / "expected.json").read_text()), \
         np.load(REFERENCE / "expected.npz")
 
 
@@ -215,7 +215,7 @@ def test_export_and_eval_read_a_comer_checkpoint_with_its_vocabulary(tmp_path):
     spec = ModelSpec.load(tmp_path / "out")
     assert spec.vocab.tokens[4:] == SYMBOLS and spec.stride == 1 and spec.architecture["decoder"]["type"] == \
         "comer-exact"
-    assert spec.raw["decode"]["beam"] == 10 and spec.preprocess.symbol_px == 0
+    assert spec.decode.beam == 10 and spec.preprocess.symbol_px == 0
     from synth import write_inkml_set
 
     write_inkml_set(tmp_path / "data", [list("x+1"), list("y2")])

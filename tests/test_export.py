@@ -73,13 +73,13 @@ def test_onnx_matches_pytorch_at_any_batch_and_size(exported, sizes):
         assert v.shape == tuple(t_mem[k].shape)
         assert np.allclose(v, t_mem[k].numpy(), atol=1e-4)
     spec = ModelSpec.load(model_dir)
-    assert spec.raw["decode"]["rescore_r2l"] == (spec.architecture["decoder"]["type"] == "comer")
+    assert spec.decode.rescore == (spec.architecture["decoder"]["type"] == "comer")
     bound = OnnxModel(spec, "fp32", CPU, io_binding=True)  # the CUDA code path, on CPU OrtValues
     assert spec.decode.grammar  # exported on by default; both sides constrained (or not) alike
     for beam, grammar in ((1, True), (3, True), (3, False)):
         constraint = LatexGrammar(vocab) if grammar else None
         want = decode(model, tx, tm, vocab.sos_id, vocab.eos_id, beam, 12, constraint=constraint)
-        if beam > 1 and spec.raw["decode"]["rescore_r2l"]:
+        if beam > 1 and spec.decode.rescore:
             want = rescore_r2l(model, tx, tm, want, vocab.sos_id, vocab.eos_id)
         for runner in (onnx_model, bound):
             got = runner.decode(x, m, spec.decode.with_overrides(beam=beam, max_len=12, grammar=grammar))

@@ -52,7 +52,7 @@ def test_overfits_tiny_set_to_exact_predictions(tmp_path, kind):
     cfg["val_split"] = None
     train(cfg, progress=False)
     ckpt = load_checkpoint(tmp_path / "out" / "last.pt")
-    vocab = Vocab(ckpt["vocab"][4:])
+    vocab = Vocab.from_tokens(ckpt["vocab"])
     model = HMERModel(ckpt["config"]["model"], len(vocab))
     model.load_state_dict(ckpt["model"])
     data = load_split(cfg, "train", progress=False)
