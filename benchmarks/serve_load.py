@@ -9,8 +9,11 @@ throughput. Stops by itself; talks to nothing but 127.0.0.1.
 
 import asyncio
 import json
+import socket
+import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import click
@@ -20,6 +23,28 @@ import numpy as np
 from hmer_runtime.cli_util import CONTEXT_SETTINGS
 
 STROKES = Path(__file__).resolve().parents[1] / "examples" / "strokes"
+
+
+def launch(args: list[str], timeout_s: float = 30.0):
+    """Start ``hmer-serve ARGS`` on a free 127.0.0.1 port and wait until /healthz answers (for
+    tests and load tests). Returns the process and its base URL; RuntimeError with the server's
+    output if it does not come up."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [str(Path(sys.executable).parent / "hmer-serve"), "--port", str(port), *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"hmer-serve did not start: {proc.stdout.read().decode()[-2000:]}")
 
 
 async def _load(url: str, bodies: list[dict], n: int, concurrency: int) -> tuple[list[float], int]:
@@ -39,7 +64,6 @@ async def _load(url: str, bodies: list[dict], n: int, concurrency: int) -> tuple
 
 
 def run_setting(model: str | None, wait_ms: float, n: int, concurrency: int, threads: int) -> dict:
-    from hmer_runtime.serve import launch
 
     args = ["--provider", "cpu", "--batch-wait-ms", str(wait_ms), "--threads", str(threads)]
     proc, url = launch(args + (["--model", model] if model else []))

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+#: HTTP statuses an error can carry (``HmerError.status``), for the services that answer it.
+BAD_REQUEST, TOO_LARGE, NOTHING_TO_READ = 400, 413, 422
+
 
 class HmerError(Exception):
-    """Base class: ``str(err)`` is a complete one-line message naming the input."""
+    """Base class: ``str(err)`` is a complete one-line message naming the input. ``status`` is
+    the HTTP status a service answers it with: input over a size limit is TOO_LARGE, readable
+    input with nothing in it to recognise NOTHING_TO_READ, anything else BAD_REQUEST."""
 
-    def __init__(self, source: str, message: str):
+    status = BAD_REQUEST
+
+    def __init__(self, source: str, message: str, status: int | None = None):
         super().__init__(f"{source}: {message}")
         self.source = source
         self.message = message
+        if status is not None:
+            self.status = status
 
 
 class InkError(HmerError):
@@ -41,7 +50,7 @@ def input_error(name: str, exc: BaseException) -> HmerError:
     PermissionError, ...) becomes an :class:`InputError` saying what happened.
     """
     if isinstance(exc, HmerError):
-        return exc if exc.source == name else type(exc)(name, exc.message)
+        return exc if exc.source == name else type(exc)(name, exc.message, exc.status)
     if isinstance(exc, RecursionError):
         return InputError(name, "nested too deeply to read")
     if isinstance(exc, MemoryError):

@@ -13,7 +13,7 @@ import os
 import stat
 from pathlib import Path
 
-from hmer_runtime.errors import HmerError, InputError, input_error
+from hmer_runtime.errors import TOO_LARGE, HmerError, InputError, input_error
 
 #: Largest image file read (bytes); the pixel limit in preprocess.MAX_IMAGE_PIXELS applies after decoding.
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
@@ -49,14 +49,14 @@ def _read_bounded(path: str | os.PathLike, limit: int, name: str) -> bytes:
             if not stat.S_ISREG(st.st_mode):
                 raise InputError(name, "not a regular file (a FIFO, device or socket is never read)")
             if st.st_size > limit:
-                raise InputError(name, f"file is {st.st_size} bytes, over the {limit}-byte limit")
+                raise InputError(name, f"file is {st.st_size} bytes, over the {limit}-byte limit", TOO_LARGE)
             data = f.read(limit + 1)  # the file may have grown since fstat
         except HmerError:
             raise
         except OSError as e:
             raise input_error(name, e) from e
     if len(data) > limit:
-        raise InputError(name, f"file is over the {limit}-byte limit")
+        raise InputError(name, f"file is over the {limit}-byte limit", TOO_LARGE)
     return data
 
 

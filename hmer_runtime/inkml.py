@@ -15,7 +15,7 @@ import numpy as np
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
 
-from hmer_runtime.errors import InkError
+from hmer_runtime.errors import TOO_LARGE, InkError
 from hmer_runtime.files import read_bounded
 
 #: The largest InkML document we parse (the biggest CROHME file is ~0.5 MB).
@@ -104,7 +104,7 @@ def _fromstring(data: bytes):
 def parse_inkml(data: bytes, name: str = "<bytes>") -> Ink:
     """Parse an InkML document. Raises :class:`InkError` naming ``name`` on any problem."""
     if len(data) > MAX_INKML_BYTES:
-        raise InkError(name, f"InkML is {len(data)} bytes, over the {MAX_INKML_BYTES}-byte limit")
+        raise InkError(name, f"InkML is {len(data)} bytes, over the {MAX_INKML_BYTES}-byte limit", TOO_LARGE)
     if not data.strip():
         raise InkError(name, "empty file")
     try:

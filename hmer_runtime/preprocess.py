@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter, UnidentifiedImageError
 
-from hmer_runtime.errors import ImageError, input_error
+from hmer_runtime.errors import NOTHING_TO_READ, TOO_LARGE, ImageError, input_error
 from hmer_runtime.files import MAX_IMAGE_BYTES, read_bounded
 
 #: Images with more pixels than this are refused before decoding (decompression bombs).
@@ -71,7 +71,7 @@ def load_image(path: str | Path | bytes, name: str | None = None, max_pixels: in
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
             if w * h > max_pixels:
-                raise ImageError(str(path), f"image is {w}x{h} pixels, over the {max_pixels} limit")
+                raise ImageError(str(path), f"image is {w}x{h} pixels, over the {max_pixels} limit", TOO_LARGE)
             im.load()
             return im.copy()
     except ImageError:
@@ -292,7 +292,7 @@ def preprocess(image: Image.Image | np.ndarray, config: PreprocessConfig = Prepr
         gray = to_gray(image)
         ink = 1.0 - gray if float(np.median(gray)) >= 0.5 else gray
         if not (ink >= config.ink_threshold).any():
-            raise ImageError(name, "no ink found (blank image)")
+            raise ImageError(name, "no ink found (blank image)", NOTHING_TO_READ)
         h, w = ink.shape
         if h > config.max_height or w > config.max_width:
             ink = _resize(ink, min(config.max_height / h, config.max_width / w))
@@ -303,7 +303,7 @@ def preprocess(image: Image.Image | np.ndarray, config: PreprocessConfig = Prepr
     rows = np.flatnonzero((ink >= config.ink_threshold).any(axis=1))
     cols = np.flatnonzero((ink >= config.ink_threshold).any(axis=0))
     if len(rows) == 0:
-        raise ImageError(name, "no ink found (blank image)")
+        raise ImageError(name, "no ink found (blank image)", NOTHING_TO_READ)
     ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     if config.stroke_width > 0:
         ink = _training_scale(ink, config)

@@ -13,18 +13,19 @@ import asyncio
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import numpy as np
 
+from hmer_runtime.batching import MicroBatcher
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
-from hmer_runtime.errors import HmerError, ImageError, InkError
+from hmer_runtime.errors import TOO_LARGE, HmerError, InkError
 from hmer_runtime.inkml import Ink
 from hmer_runtime.preprocess import load_image, preprocess
 from hmer_runtime.providers import ProviderConfig
-from hmer_runtime.recognizer import Recognizer, Result
+from hmer_runtime.recognizer import Recognizer
 from hmer_runtime.render import render_ink
 
 PAGE = Path(__file__).parent / "static" / "index.html"
@@ -88,78 +89,6 @@ class TimedH11Protocol(H11Protocol):
                 self.transport.close()
 
         self.loop.call_later(float(os.environ.get("HMER_SERVE_READ_TIMEOUT", Limits.read_timeout_s)), expire)
-
-
-@dataclass
-class _Job:
-    image: np.ndarray
-    beam: int
-    attention: bool
-    future: asyncio.Future
-    queued: float = field(default_factory=time.perf_counter)
-
-
-class MicroBatcher:
-    """Gathers requests for up to ``wait_ms`` (at most ``max_batch``) and decodes each group of
-    equal (beam, attention) as one batch in a worker thread; one batch runs at a time."""
-
-    def __init__(self, recognizer: Recognizer, wait_ms: float = 5.0, max_batch: int = 16):
-        self.rec, self.wait, self.max_batch = recognizer, wait_ms / 1000, max_batch
-        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self.task: asyncio.Task | None = None
-        self.batches = 0
-        self.decoded = 0
-
-    def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self.task:
-            self.task.cancel()
-
-    async def submit(self, image: np.ndarray, beam: int, attention: bool) -> Result:
-        job = _Job(image, beam, attention, asyncio.get_running_loop().create_future())
-        await self.queue.put(job)
-        return await job.future
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            jobs = [await self.queue.get()]
-            deadline = loop.time() + self.wait
-            while len(jobs) < self.max_batch and self.wait > 0:
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                try:
-                    jobs.append(await asyncio.wait_for(self.queue.get(), left))
-                except asyncio.TimeoutError:
-                    break
-            groups: dict[tuple[int, bool], list[_Job]] = {}
-            for j in jobs:
-                if not j.future.cancelled():
-                    groups.setdefault((j.beam, j.attention), []).append(j)
-            for (beam, attention), group in groups.items():
-                try:
-                    results = await loop.run_in_executor(
-                        None, lambda g=group, b=beam, a=attention: self.rec.decode_images([j.image for j in g], b, a))
-                except Exception as e:  # noqa: BLE001 - a failed batch fails its requests, not the server
-                    for j in group:
-                        if not j.future.done():
-                            j.future.set_exception(e)
-                    continue
-                self.batches += 1
-                self.decoded += len(group)
-                for j, r in zip(group, results):
-                    if not j.future.done():
-                        j.future.set_result(r)
-
-
-def _status(e: HmerError) -> int:
-    """413 for input over a size limit, 422 for readable input with nothing to read, else 400."""
-    if "limit" in e.message:
-        return 413
-    return 422 if "no ink" in e.message else 400
 
 
 def to_mathml(latex: str) -> str | None:
@@ -250,10 +179,11 @@ def create_app(model_dir: str | Path | None = None, provider: str = "auto", vari
         if not isinstance(strokes, list) or not strokes:
             raise InkError("strokes", "expected a non-empty list of strokes [[[x, y], ...], ...]")
         if len(strokes) > limits.max_strokes:
-            raise InkError("strokes", f"{len(strokes)} strokes, over the limit of {limits.max_strokes}")
+            raise InkError("strokes", f"{len(strokes)} strokes, over the limit of {limits.max_strokes}",
+                           TOO_LARGE)
         points = sum(len(s) if isinstance(s, list) else 0 for s in strokes)
         if points > limits.max_points:
-            raise InkError("strokes", f"{points} points, over the limit of {limits.max_points}")
+            raise InkError("strokes", f"{points} points, over the limit of {limits.max_points}", TOO_LARGE)
         ink = Ink.from_strokes(strokes)
         return preprocess(render_ink(ink, rec.spec.render), rec.spec.preprocess, "strokes")
 
@@ -309,10 +239,8 @@ def create_app(model_dir: str | Path | None = None, provider: str = "auto", vari
                 image = await asyncio.get_running_loop().run_in_executor(None, decode_image)
         except ValueError as e:
             return error(422, str(e))
-        except (ImageError, InkError) as e:
-            return error(_status(e), str(e))
-        except HmerError as e:
-            return error(400, str(e))
+        except HmerError as e:  # its own status: 413 over a size limit, 422 nothing to read, else 400
+            return error(e.status, str(e))
         try:
             result = await asyncio.wait_for(state["batcher"].submit(image, beam, attention), limits.timeout_s)
         except asyncio.TimeoutError:
@@ -353,33 +281,6 @@ def main(model_dir, host, port, provider, variant, threads, workers, batch_wait_
     uvicorn.run("hmer_runtime.serve:app_from_env", host=host, port=port, workers=workers, factory=True,
                 http=TimedH11Protocol, timeout_keep_alive=max(1, round(read_timeout)),
                 log_level="info" if debug else "warning")
-
-
-def launch(args: list[str], timeout_s: float = 30.0):
-    """Start ``hmer-serve ARGS`` on a free 127.0.0.1 port and wait until /healthz answers (for
-    tests and load tests). Returns the process and its base URL; RuntimeError with the server's
-    output if it does not come up."""
-    import socket
-    import subprocess
-    import sys
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [str(Path(sys.executable).parent / "hmer-serve"), "--port", str(port), *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"hmer-serve did not start: {proc.stdout.read().decode()[-2000:]}")
 
 
 def app_from_env():

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hmer_runtime.errors import DatasetError, HmerError, InkError, input_error
+from hmer_runtime.errors import TOO_LARGE, DatasetError, HmerError, InkError, input_error
 from hmer_runtime.files import walk_files
 from hmer_runtime.inkml import MAX_INKML_BYTES, Ink, parse_inkml, read_inkml
 
@@ -63,7 +63,7 @@ def _archive_samples(entries: Iterator[tuple[str, int, Callable[[], bytes]]]) ->
     for name, size, read in entries:
         if size > MAX_INKML_BYTES:
             yield _ink_sample(name, lambda n=name, s=size: (_ for _ in ()).throw(
-                InkError(n, f"InkML is {s} bytes, over the {MAX_INKML_BYTES}-byte limit")))
+                InkError(n, f"InkML is {s} bytes, over the {MAX_INKML_BYTES}-byte limit", TOO_LARGE)))
             continue
         yield _ink_sample(name, lambda r=read, n=name: parse_inkml(r(), n))
 

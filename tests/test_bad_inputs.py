@@ -245,7 +245,7 @@ def test_resume_after_a_kill_logs_each_step_once_and_clears_partial_writes(tmp_p
 @pytest.fixture(scope="module")
 def server(tiny_model_dir):
     pytest.importorskip("fastapi")
-    from hmer_runtime.serve import launch
+    from hmer_bench.serve_load import launch
 
     proc, url = launch(["--model", str(tiny_model_dir), "--provider", "cpu", "--read-timeout", "1"])
     yield url, proc.pid

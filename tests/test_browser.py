@@ -28,7 +28,7 @@ def server(tmp_path_factory):
         tmp = tmp_path_factory.mktemp("browser")
         export_checkpoint(random_checkpoint(tmp, "comer"), tmp / "model", log=lambda s: None)
         model = str(tmp / "model")
-    from hmer_runtime.serve import launch
+    from hmer_bench.serve_load import launch
 
     proc, url = launch(["--model", model, "--provider", "cpu"])
     yield url

@@ -11,8 +11,9 @@ from synth import expression_strokes
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from hmer_runtime.batching import MicroBatcher  # noqa: E402
 from hmer_runtime.recognizer import Recognizer  # noqa: E402
-from hmer_runtime.serve import Limits, MicroBatcher, create_app  # noqa: E402
+from hmer_runtime.serve import Limits, create_app  # noqa: E402
 
 STROKES = [s.tolist() for s in expression_strokes(list("x+1"))]
 
