@@ -7,7 +7,9 @@ One run, same inputs, same decoding for every variant:
 * a length sweep: cost of decoding exactly L tokens with the cache against a no-cache decoder that
   re-runs the whole prefix every step (how research code and other ONNX ports decode).
 
-Latency is per expression (a batch's wall time divided by its size), after one warm-up pass.
+Latency is per expression (a batch's wall time divided by its size), after warming up on the
+first batches (``WARMUP_BATCHES``: sessions and allocators settle; a whole extra pass over 200
+CROHME expressions would double the run for nothing).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from hmer_runtime.onnx_model import OnnxModel, Timings
 from hmer_runtime.preprocess import pad_batch
 from hmer_runtime.providers import ProviderConfig
 
+WARMUP_BATCHES = 4
 #: The project's own expressions of realistic length (``benchmarks/bench_set.py``), used without --data.
 BENCH_SET = Path(__file__).resolve().parent / "expressions"
 
@@ -60,13 +63,13 @@ def peak_rss_mb() -> float:
 
 def load_inputs(spec: ModelSpec, data: str | None, limit: int) -> list[np.ndarray]:
     """Model inputs: the first ``limit`` expressions of a source, or of the bundled benchmark set."""
-    from hmer_runtime.preprocess import load_image, preprocess
+    from hmer_runtime.preprocess import load_image
     from hmer_runtime.render import model_input
     from hmer_runtime.sources import iter_source
 
     if data is None:
         files = sorted(BENCH_SET.glob("*.png"))[:limit]
-        return [preprocess(load_image(f), spec.preprocess, str(f)) for f in files]
+        return [model_input(load_image(f), spec.render, spec.preprocess, str(f)) for f in files]
     out = []
     for sample in iter_source(data):
         try:
@@ -97,7 +100,7 @@ def _row(variant, provider, beam, batch, per_expr: list[float], tokens: list[int
 def time_onnx(model: OnnxModel, images: list[np.ndarray], options: DecodeOptions, batch: int, runs: int) -> Row:
     stride = model.spec.stride
     chunks = [pad_batch(c, stride) + (len(c),) for c in _batches(images, batch)]
-    for x, m, _ in chunks:  # warm-up
+    for x, m, _ in chunks[:WARMUP_BATCHES]:
         model.decode(x, m, options)
     per_expr, tokens, enc, dec, rescore = [], [], 0.0, 0.0, 0.0
     for _ in range(runs):
@@ -137,7 +140,7 @@ def time_torch(loaded: tuple, images: list[np.ndarray], options: DecodeOptions, 
         with cast:
             return decoder.decode(x, m)
 
-    for x, m, _ in chunks:
+    for x, m, _ in chunks[:WARMUP_BATCHES]:
         run(x, m)
     per_expr, tokens, enc = [], [], 0.0
     for _ in range(runs):

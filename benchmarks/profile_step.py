@@ -19,9 +19,10 @@ import hmer_runtime
 from hmer_runtime.cli_util import CONTEXT_SETTINGS
 from hmer_runtime.model_spec import ModelSpec
 from hmer_runtime.onnx_model import OnnxModel
-from hmer_runtime.preprocess import load_image, pad_batch, preprocess
+from hmer_runtime.preprocess import load_image, pad_batch
 from hmer_runtime.providers import ProviderConfig
 from hmer_runtime.recognizer import BUNDLED_MODEL
+from hmer_runtime.render import model_input
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -33,7 +34,7 @@ def main(model_dir, image, steps, threads) -> None:
     spec = ModelSpec.load(model_dir or BUNDLED_MODEL)
     model = OnnxModel(spec, "fp32", ProviderConfig("cpu", threads))
     path = image or Path(hmer_runtime.__file__).parent / "samples" / "x2.png"
-    x, m = pad_batch([preprocess(load_image(path), spec.preprocess)], spec.stride)
+    x, m = pad_batch([model_input(load_image(path), spec.render, spec.preprocess, str(path))], spec.stride)
     memory, state = model.encode(x, m)
     so = ort.SessionOptions()
     so.enable_profiling, so.intra_op_num_threads = True, threads

@@ -14,8 +14,8 @@ import torch
 from hmer_runtime.errors import HmerError
 from hmer_runtime.inkml import Ink
 from hmer_runtime.onnx_model import OnnxModel
-from hmer_runtime.preprocess import PreprocessConfig, pad_batch, preprocess
-from hmer_runtime.render import RenderConfig, render_ink
+from hmer_runtime.preprocess import PreprocessConfig, pad_batch
+from hmer_runtime.render import RenderConfig, model_input
 from hmer_train.decoding import TorchDecoder
 from hmer_train.models.base import HMERModel
 
@@ -53,7 +53,7 @@ def scribble_images(render: RenderConfig, pre: PreprocessConfig, n: int = 6, see
             x = j * 1.2 + 0.5 * np.sin(2 * np.pi * (t * rng.uniform(0.5, 2) + rng.uniform()))
             y = 0.5 * np.cos(2 * np.pi * (t * rng.uniform(0.5, 2) + rng.uniform())) + rng.normal(0, 0.1)
             strokes.append(np.stack([x, y], 1).tolist())
-        out.append(preprocess(render_ink(Ink.from_strokes(strokes), render), pre))
+        out.append(model_input(Ink.from_strokes(strokes), render, pre, f"scribble {i}"))
     return out
 
 

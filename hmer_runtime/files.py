@@ -73,3 +73,16 @@ def walk_files(root: str | os.PathLike, suffixes: tuple[str, ...]) -> tuple[list
         dirs.sort()
         files += [Path(folder) / n for n in names if n.lower().endswith(suffixes)]
     return sorted(files), errors
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, so a reader (or a
+    run that is killed and resumed) sees the old file or the whole new one, never half of it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

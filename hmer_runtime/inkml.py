@@ -195,3 +195,27 @@ def validate_ink(ink: Ink) -> None:
                                "ink file can hold meaningfully")
     if float(extent.max()) <= 0:
         raise InkError(ink.id, "all points coincide (zero-size ink)")
+
+
+def inkml_bytes(ink: Ink) -> bytes:
+    """``ink`` as a CROHME-style InkML document: X/Y traces, the ``truth`` and ``UI`` annotations,
+    and one ``traceGroup`` per symbol group; :func:`parse_inkml` reads it back."""
+    from xml.sax.saxutils import escape
+
+    ids = ink.trace_ids or [str(i) for i in range(len(ink.traces))]
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>', '<ink xmlns="http://www.w3.org/2003/InkML">',
+             '<traceFormat><channel name="X" type="decimal"/><channel name="Y" type="decimal"/></traceFormat>']
+    if ink.truth is not None:
+        lines.append(f'<annotation type="truth">${escape(ink.truth)}$</annotation>')
+    lines.append(f'<annotation type="UI">{escape(ink.id)}</annotation>')
+    for tid, trace in zip(ids, ink.traces):
+        points = ", ".join(f"{x:.2f} {y:.2f}" for x, y in np.asarray(trace)[:, :2])
+        lines.append(f'<trace id="{escape(tid)}">{points}</trace>')
+    if ink.groups:
+        lines.append('<traceGroup><annotation type="truth">Segmentation</annotation>')
+        for group in ink.groups:
+            refs = "".join(f'<traceView traceDataRef="{escape(t)}"/>' for t in group.trace_ids)
+            lines.append(f'<traceGroup><annotation type="truth">{escape(group.label)}</annotation>{refs}</traceGroup>')
+        lines.append("</traceGroup>")
+    lines.append("</ink>")
+    return ("\n".join(lines) + "\n").encode("utf-8")

@@ -165,7 +165,7 @@ class OnnxModel:
             rows = np.repeat(np.arange(n), beam)
             memory = {k: v[rows] for k, v in memory.items()}
             state = {k: v[rows] for k, v in state.items()}
-        step, reorder = self._search_steps(memory, t)
+        step, reorder = self._search_steps(memory, t, beam)
         state = self.to_device(state)
         sos, eos = self.spec.vocab.sos_id, self.spec.vocab.eos_id
         if beam == 1:
@@ -180,25 +180,44 @@ class OnnxModel:
             hyps = combine_r2l(hyps, r2l, opts.length_penalty)
         return hyps
 
-    def _search_steps(self, memory: State, t: Timings):
+    def _search_steps(self, memory: State, t: Timings, per_image: int):
         """(step, reorder) for the shared search over the step graph with ``memory`` (host arrays,
-        one row per hypothesis). The search holds (state, pending reorder); the reorder is applied
-        by the next step's graph, so the state never leaves the device. When the search drops the
-        rows of finished hypotheses, the memory rows follow (gathered on the host)."""
-        held = {"host": memory, "device": self.to_device(memory), "rows": len(next(iter(memory.values())))}
+        one row per hypothesis, ``per_image`` rows per image). The search holds (state, pending
+        reorder); the reorder is applied by the next step's graph, so the state never leaves the
+        device. When the search drops the rows of finished images, the graph keeps running them
+        (their outputs unused) until at most half of its rows are live, and only then are the
+        memory rows gathered: the memory is copied a few times per batch, not once per image."""
+        held = {"host": memory, "device": self.to_device(memory), "slots": np.arange(len(next(iter(memory.values()))))}
+        fill = self.spec.vocab.eos_id
 
         def step(tokens: np.ndarray, st):
+            slots, graph_rows = held["slots"], len(next(iter(held["host"].values())))
+            if len(slots) < graph_rows:  # rows of finished images still in the graph
+                full = np.full(graph_rows, fill, dtype=np.int64)
+                full[slots] = tokens
+                tokens = full
             s0 = time.perf_counter()
             logits, attn, new = self.step(tokens, st[0], held["device"], st[1])
             t.decoder_ms += (time.perf_counter() - s0) * 1000
             t.steps += 1
+            if len(slots) < graph_rows:
+                logits, attn = logits[slots], attn[slots]
             return logits, attn, (new, None)
 
         def reorder(st, rows: np.ndarray):
-            if len(rows) != held["rows"]:  # rows within an image share its memory: only a shrink gathers
-                held["host"] = {k: v[rows] for k, v in held["host"].items()}
-                held["device"], held["rows"] = self.to_device(held["host"]), len(rows)
-            return st[0], rows if st[1] is None else st[1][rows]
+            slots, graph_rows = held["slots"], len(next(iter(held["host"].values())))
+            source = slots[rows]  # the graph rows that the search's next rows continue
+            before = np.arange(graph_rows) if st[1] is None else st[1]
+            if 2 * len(rows) <= graph_rows:  # compact: the graph runs the live rows only
+                held["host"] = {k: v[source] for k, v in held["host"].items()}
+                held["device"], held["slots"] = self.to_device(held["host"]), np.arange(len(rows))
+                return st[0], before[source]
+            # rows stay within their image, whose memory rows are per_image consecutive graph rows
+            slots = source // per_image * per_image + np.arange(len(rows)) % per_image
+            index = np.arange(graph_rows)
+            index[slots] = source
+            held["slots"] = slots
+            return st[0], before[index]
 
         return step, reorder
 
@@ -207,7 +226,7 @@ class OnnxModel:
         """CoMER's search (``search.bidirectional_search``) over the step graph."""
         beam = opts.beam
         rows = np.tile(np.repeat(np.arange(n), beam), 2)
-        step, reorder = self._search_steps({k: v[rows] for k, v in memory.items()}, t)
+        step, reorder = self._search_steps({k: v[rows] for k, v in memory.items()}, t, beam)
 
         def rate(images: list[int], sequences: list[list[int]], start: int, end: int) -> list[float]:
             return self.sequence_logprob(memory, state, np.asarray(images, dtype=np.int64), sequences, start, end,

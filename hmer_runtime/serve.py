@@ -22,11 +22,9 @@ import numpy as np
 from hmer_runtime.batching import MicroBatcher
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
 from hmer_runtime.errors import TOO_LARGE, HmerError, InkError
-from hmer_runtime.inkml import Ink
-from hmer_runtime.preprocess import load_image, preprocess
+from hmer_runtime.preprocess import load_image
 from hmer_runtime.providers import ProviderConfig
 from hmer_runtime.recognizer import Recognizer
-from hmer_runtime.render import render_ink
 
 PAGE = Path(__file__).parent / "static" / "index.html"
 
@@ -184,8 +182,7 @@ def create_app(model_dir: str | Path | None = None, provider: str = "auto", vari
         points = sum(len(s) if isinstance(s, list) else 0 for s in strokes)
         if points > limits.max_points:
             raise InkError("strokes", f"{points} points, over the limit of {limits.max_points}", TOO_LARGE)
-        ink = Ink.from_strokes(strokes)
-        return preprocess(render_ink(ink, rec.spec.render), rec.spec.preprocess, "strokes")
+        return rec.load(strokes, "strokes")
 
     @app.post("/v1/recognize")
     async def recognize(request: Request):
@@ -234,7 +231,7 @@ def create_app(model_dir: str | Path | None = None, provider: str = "auto", vari
                     return error(400, "empty request body: send an image or JSON strokes")
 
                 def decode_image() -> np.ndarray:
-                    return preprocess(load_image(data, name, limits.max_pixels), rec.spec.preprocess, name)
+                    return rec.load(load_image(data, name, limits.max_pixels), name)
 
                 image = await asyncio.get_running_loop().run_in_executor(None, decode_image)
         except ValueError as e:

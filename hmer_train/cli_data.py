@@ -1,6 +1,7 @@
-"""``hmer-data``: render InkML to the offline image format, print dataset statistics, build vocabularies.
+"""``hmer-data``: render InkML to the offline image format, print dataset statistics, build
+vocabularies, draw contact sheets, and compose synthetic handwriting (``synth``).
 
-Needs no torch: it uses hmer_runtime only.
+Needs no torch: hmer_runtime, and matplotlib's mathtext for ``synth`` (hmer_train/synth.py).
 """
 
 from __future__ import annotations
@@ -201,6 +202,52 @@ def sheet(src: str, out: str, split: str | None, count: int, seed: int, columns:
         y += h
     board.save(out)
     click.echo(f"{len(images)} renders -> {out}")
+
+
+@main.command()
+@click.argument("src")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--split", help="With a dataset name as SRC (e.g. CROHME), the split to use (a training split).")
+@click.option("-n", "count", default=10_000, show_default=True, type=click.IntRange(min=1),
+              help="Expressions to write.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--per-symbol", default=300, show_default=True, type=click.IntRange(min=1),
+              help="Handwritten samples kept per symbol (drawn from all writers).")
+@click.option("--replace", default=0.3, show_default=True, type=click.FloatRange(0, 1),
+              help="Probability that a symbol of a training label is replaced by another of its class.")
+def synth(src: str, out: str, split: str | None, count: int, seed: int, per_symbol: int, replace: float) -> None:
+    """Write COUNT new handwritten expressions to OUT as InkML, each drawn with SRC's own symbols
+    (its traceGroups) in a layout typeset by matplotlib's mathtext. Expressions are SRC's labels,
+    recombined; a rerun keeps the files already written (each file depends on --seed and its
+    number only) and writes the rest."""
+    from hmer_runtime.files import write_atomic
+    from hmer_runtime.inkml import inkml_bytes
+    from hmer_train.synth import GlyphBank, compose, recombine
+
+    bank = GlyphBank.from_source(_source(src, split), per_symbol, seed)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = kept = failed = 0
+    with click.progressbar(range(count), label="composing", file=sys.stderr) as bar:
+        for i in bar:
+            path = folder / f"synth_{seed}_{i:06d}.inkml"
+            if path.is_file():
+                kept += 1
+                continue
+            rng = random.Random(f"{seed}/{i}")
+            for _ in range(20):  # a recombined label may be one mathtext or the bank cannot draw
+                try:
+                    ink = compose(recombine(bank.labels, rng, replace), bank, rng, path.stem)
+                except LatexError:
+                    ink = None
+                if ink is not None:
+                    write_atomic(path, inkml_bytes(ink))
+                    written += 1
+                    break
+            else:
+                failed += 1
+    click.echo(f"{written} written, {kept} already there, {failed} not composed -> {folder} "
+               f"({sum(len(g) for g in bank.glyphs.values())} glyphs of {len(bank.glyphs)} symbols)")
 
 
 def run() -> None:

@@ -87,6 +87,23 @@ def test_onnx_matches_pytorch_at_any_batch_and_size(exported, sizes):
             assert np.allclose([h[0].score for h in got], [h[0].score for h in want], atol=1e-3)
 
 
+def test_a_batch_decodes_each_image_as_it_would_alone(exported):
+    """Finished images stay in the graph until half the rows are done, then leave it: neither
+    changes what the others decode."""
+    _, model_dir, _ = exported
+    spec = ModelSpec.load(model_dir)
+    model = OnnxModel(spec, "fp32", CPU)
+    images = scribble_images(spec.render, spec.preprocess, n=6, seed=5)
+    x, m = pad_batch(images, spec.stride)  # each image alone is padded as in the batch
+    for beam in (1, 3):
+        options = spec.decode.with_overrides(beam=beam, max_len=12)
+        together = model.decode(x, m, options)
+        alone = [model.decode(x[i:i + 1], m[i:i + 1], options)[0] for i in range(len(images))]
+        assert [[h.ids for h in hs] for hs in together] == [[h.ids for h in hs] for hs in alone]
+        np.testing.assert_allclose([h.score for hs in together for h in hs], [h.score for hs in alone for h in hs],
+                                   atol=1e-4)
+
+
 def test_scorer_graph_rescores_as_the_step_graph_does(exported):
     ckpt, model_dir, raw = exported
     spec = ModelSpec.load(model_dir)

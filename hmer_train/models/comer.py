@@ -36,9 +36,12 @@ class Refinement(nn.Module):
 
 
 class ComerLayer(nn.Module):
+    """One decoder layer. ``forward`` reads all positions at once (teacher forcing); ``step`` reads
+    one position against the layer's cache and gives the same numbers as ``forward`` does there."""
+
     def __init__(self, d: int, heads: int, ffn: int, dropout: float, arm_channels: int, arm_kernel: int):
         super().__init__()
-        self.heads, self.hd = heads, d // heads
+        self.d, self.heads, self.hd = d, heads, d // heads
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
         self.qkv = nn.Linear(d, 3 * d)
         self.self_out = nn.Linear(d, d)
@@ -56,22 +59,45 @@ class ComerLayer(nn.Module):
         n, _, t, _ = x.shape
         return x.transpose(1, 2).reshape(n, t, self.heads * self.hd)
 
-    def cross_scores(self, x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """Unrefined cross-attention logits (N, H, T, L) for queries x (N, T, d)."""
-        return (self.split(self.cross_q(x)) @ k.transpose(-1, -2)) / math.sqrt(self.hd)
-
-    def cross(self, scores: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
-              coverage: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """scores from cross_scores; coverage (N, T, H, h, w) before each query.
-        Returns out, raw and refined attention."""
-        n, _, t, _ = scores.shape
-        hh, ww = mask.shape[-2:]
+    def forward(self, x: torch.Tensor, ck: torch.Tensor, cv: torch.Tensor, mask: torch.Tensor,
+                causal: torch.Tensor) -> torch.Tensor:
+        """x (N, T, d) -> (N, T, d); ck/cv (N, H, L, hd) the image's keys and values, mask (N, h, w)."""
+        n, t, _ = x.shape
+        hh, ww = mask.shape[1:]
         flat_mask = mask.flatten(1)[:, None, None, :]
-        raw = masked_softmax(scores, flat_mask)
-        refine = self.arm(coverage.reshape(n * t, self.heads, hh, ww)).view(n, t, self.heads, hh * ww)
+        q, k, v = (self.split(z) for z in self.qkv(self.norm1(x)).chunk(3, dim=-1))
+        sa = masked_softmax((q @ k.transpose(-1, -2)) / math.sqrt(self.hd), causal) @ v
+        x = x + self.dropout(self.self_out(self.merge(sa)))
+        scores = (self.split(self.cross_q(self.norm2(x))) @ ck.transpose(-1, -2)) / math.sqrt(self.hd)
+        raw = masked_softmax(scores, flat_mask)  # (N, H, T, L)
+        # Coverage before query t = sum of the raw attention of queries < t.
+        cov = (torch.cumsum(raw, dim=2) - raw).transpose(1, 2).reshape(n * t, self.heads, hh, ww)
+        refine = self.arm(cov).view(n, t, self.heads, hh * ww)
         attn = masked_softmax(scores - refine.transpose(1, 2), flat_mask)
-        out = self.cross_out(self.merge(attn @ v))
-        return out, raw, attn
+        x = x + self.dropout(self.cross_out(self.merge(attn @ cv)))
+        return x + self.dropout(self.ffn(self.norm3(x)))
+
+    def step(self, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, cov: torch.Tensor,
+             ck: torch.Tensor, cv: torch.Tensor, flat_mask: torch.Tensor):
+        """One position: x (N, 1, d) against the self-attention cache (N, H, t, hd) and the coverage
+        (N, H, h, w) -> (x, caches with this position appended, new coverage, refined attention)."""
+        # Written for T = 1, so splitting and merging heads are reshapes to constant shapes: the
+        # exported step graph then carries no shape arithmetic, which was about half of its nodes
+        # and a third of its kernel time when written like forward. x stays (N, 1, d): 2-D
+        # linears would export as Gemm, which dynamic int8 quantization skips.
+        heads, hd, scale = self.heads, self.hd, math.sqrt(self.hd)
+        q, k, v = (z.reshape(-1, heads, 1, hd) for z in self.qkv(self.norm1(x)).split(self.d, dim=-1))
+        kc = torch.cat([k_cache, k], dim=2)
+        vc = torch.cat([v_cache, v], dim=2)
+        sa = torch.softmax((q @ kc.transpose(-1, -2)) / scale, dim=-1) @ vc
+        x = x + self.dropout(self.self_out(sa.reshape(-1, 1, self.d)))
+        cq = self.cross_q(self.norm2(x)).reshape(-1, heads, 1, hd)
+        scores = (cq @ ck.transpose(-1, -2)) / scale  # (N, H, 1, L)
+        raw = masked_softmax(scores, flat_mask)
+        attn = masked_softmax(scores - self.arm(cov).reshape_as(scores), flat_mask)
+        x = x + self.dropout(self.cross_out((attn @ cv).reshape(-1, 1, self.d)))
+        x = x + self.dropout(self.ffn(self.norm3(x)))
+        return x, kc, vc, cov + raw.reshape_as(cov), attn
 
 
 class ComerDecoder(Decoder):
@@ -130,50 +156,21 @@ class ComerDecoder(Decoder):
         return self.dropout(e + sinusoid(pos, self.d))
 
     def step(self, tokens: torch.Tensor, state: State, memory: Memory):
-        # Written for a single position (T = 1), so splitting and merging heads are reshapes to
-        # constant shapes: the exported step graph then carries no shape arithmetic, which was
-        # about half of its nodes and a third of its kernel time when written like teacher_forcing.
-        # x stays (N, 1, d): 2-D linears would export as Gemm, which dynamic int8 quantization skips.
         mask = memory["mask"]
-        heads, hd, scale = self.heads, self.d // self.heads, math.sqrt(self.d // self.heads)
         flat_mask = mask.flatten(1)[:, None, None, :]
         x = self._embed(tokens[:, None], state["pos"][:, None])  # (N, 1, d)
         new: State = {"pos": state["pos"] + 1}
         attn = None
         for i, layer in enumerate(self.layers):
-            q, k, v = (z.reshape(-1, heads, 1, hd) for z in layer.qkv(layer.norm1(x)).split(self.d, dim=-1))
-            kc = torch.cat([state[f"k{i}"], k], dim=2)
-            vc = torch.cat([state[f"v{i}"], v], dim=2)
-            sa = torch.softmax((q @ kc.transpose(-1, -2)) / scale, dim=-1) @ vc
-            x = x + layer.dropout(layer.self_out(sa.reshape(-1, 1, self.d)))
-            cov = state[f"cov{i}"]
-            cq = layer.cross_q(layer.norm2(x)).reshape(-1, heads, 1, hd)
-            scores = (cq @ memory[f"ck{i}"].transpose(-1, -2)) / scale  # (N, H, 1, L)
-            raw = masked_softmax(scores, flat_mask)
-            attn = masked_softmax(scores - layer.arm(cov).reshape_as(scores), flat_mask)
-            x = x + layer.dropout(layer.cross_out((attn @ memory[f"cv{i}"]).reshape(-1, 1, self.d)))
-            x = x + layer.dropout(layer.ffn(layer.norm3(x)))
-            new[f"k{i}"], new[f"v{i}"] = kc, vc
-            new[f"cov{i}"] = cov + raw.reshape_as(cov)
+            x, new[f"k{i}"], new[f"v{i}"], new[f"cov{i}"], attn = layer.step(
+                x, state[f"k{i}"], state[f"v{i}"], state[f"cov{i}"], memory[f"ck{i}"], memory[f"cv{i}"], flat_mask)
         logits = self.classifier(self.norm(x)).reshape(-1, self.classifier.out_features)
         return logits, attn.mean(1).reshape_as(mask), new
 
     def teacher_forcing(self, tokens: torch.Tensor, memory: Memory) -> torch.Tensor:
-        mask = memory["mask"]
-        n, t = tokens.shape
-        hh, ww = mask.shape[1:]
+        t = tokens.shape[1]
         x = self._embed(tokens, torch.arange(t, device=tokens.device)[None])
         causal = torch.ones(t, t, dtype=torch.bool, device=tokens.device).tril()
         for i, layer in enumerate(self.layers):
-            q, k, v = (layer.split(z) for z in layer.qkv(layer.norm1(x)).chunk(3, dim=-1))
-            sa = masked_softmax((q @ k.transpose(-1, -2)) / math.sqrt(layer.hd), causal) @ v
-            x = x + layer.dropout(layer.self_out(layer.merge(sa)))
-            # Coverage before query t = sum of the raw attention of queries < t.
-            scores = layer.cross_scores(layer.norm2(x), memory[f"ck{i}"])
-            raw = masked_softmax(scores, mask.flatten(1)[:, None, None, :])  # (N, H, T, L)
-            cov = torch.cumsum(raw, dim=2) - raw
-            cov = cov.transpose(1, 2).reshape(n, t, self.heads, hh, ww)
-            out, _, _ = layer.cross(scores, memory[f"cv{i}"], mask, cov)
-            x = x + layer.dropout(out)
-            x = x + layer.dropout(layer.ffn(layer.norm3(x)))
+            x = layer(x, memory[f"ck{i}"], memory[f"cv{i}"], memory["mask"], causal)
         return self.classifier(self.norm(x))

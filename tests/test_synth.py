@@ -1,0 +1,111 @@
+"""hmer-data synth: new handwriting from a training set's own glyphs, on fixtures of our own making."""
+
+import random
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from synth import GLYPHS, expression_strokes
+
+pytest.importorskip("matplotlib")
+
+from hmer_runtime.errors import DatasetError  # noqa: E402
+from hmer_runtime.inkml import Ink, SymbolGroup, inkml_bytes, parse_inkml, read_inkml  # noqa: E402
+from hmer_runtime.latex import tokenize  # noqa: E402
+from hmer_train.cli_data import main as data_cli  # noqa: E402
+from hmer_train.synth import GlyphBank, compose, layout, recombine  # noqa: E402
+
+#: Labelled expressions of the test glyphs (the bank's writers), with a traceGroup per symbol.
+BANK_EXPRESSIONS = [list("x+1=2"), list("y-3=4"), list("7x+0"), list("2y=x"), list("13-4")]
+
+
+def write_bank(folder, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    for i, symbols in enumerate(BANK_EXPRESSIONS):
+        strokes = expression_strokes(symbols, unit=50.0 + 10 * i, jitter=0.02, rng=rng)
+        groups, k = [], 0
+        for s in symbols:
+            n = len(GLYPHS[s])
+            groups.append(SymbolGroup(s, [str(j) for j in range(k, k + n)]))
+            k += n
+        ink = Ink(strokes, " ".join(symbols), f"writer{i}", trace_ids=[str(j) for j in range(k)], groups=groups)
+        (folder / f"writer{i}.inkml").write_bytes(inkml_bytes(ink))
+    return folder
+
+
+def test_inkml_written_reads_back_with_its_symbols(tmp_path):
+    folder = write_bank(tmp_path / "bank")
+    ink = read_inkml(folder / "writer0.inkml")
+    assert ink.truth == "x + 1 = 2" and [g.label for g in ink.groups] == list("x+1=2")
+    assert len(ink.traces) == sum(len(GLYPHS[s]) for s in "x+1=2")
+
+
+def test_layout_gives_a_box_per_symbol_with_bars_and_roots():
+    boxes = layout(r"\frac { x ^ { 2 } } { \sqrt { y + 1 } } - \sin x")
+    labels = [b.label for b in boxes]
+    assert sorted(labels) == sorted(["x", "2", r"\sqrt", "y", "+", "1", "-", r"\sin", "x", "-"])
+    root = next(b for b in boxes if b.label == r"\sqrt")
+    y, one = (next(b for b in boxes if b.label == s) for s in ("y", "1"))
+    assert root.stretch and root.x0 < y.x0 and root.x1 >= one.x1  # the root covers its radicand
+    bar = next(b for b in boxes if b.label == "-" and b.stretch)
+    two = next(b for b in boxes if b.label == "2")
+    assert bar.y1 < two.y0 and bar.y0 > root.y1  # the fraction bar between numerator and denominator
+
+
+def test_compose_draws_every_symbol_from_the_bank(tmp_path):
+    bank = GlyphBank.from_source(write_bank(tmp_path / "bank"))
+    assert set(bank.glyphs) == set("x+1=2y-34 70".replace(" ", "")) and len(bank.labels) == 5
+    ink = compose("x ^ { 2 } + 1 = 7", bank, random.Random(0), "s0")
+    assert ink.truth == "x ^ { 2 } + 1 = 7"
+    assert [g.label for g in ink.groups] == ["x", "2", "+", "1", "=", "7"]
+    again = parse_inkml(inkml_bytes(ink), "s0")
+    assert [g.label for g in again.groups] == [g.label for g in ink.groups]
+    boxes = {g.label: np.concatenate([ink.traces[int(t)] for t in g.trace_ids]) for g in ink.groups}
+    # the superscript sits higher (smaller y: InkML y grows down) and is smaller than its base
+    assert boxes["2"][:, 1].mean() < boxes["x"][:, 1].mean()
+    assert np.ptp(boxes["2"][:, 1]) < np.ptp(boxes["7"][:, 1])
+    assert compose(r"\alpha + 1", bank, random.Random(0), "s1") is None  # no \alpha in the bank
+
+
+def test_recombine_replaces_within_classes_and_stays_valid():
+    rng = random.Random(3)
+    labels = ["x ^ { 2 } + 1 = 7", r"\frac { a } { b } - 3"]
+    made = {recombine(labels, rng, replace=0.5) for _ in range(40)}
+    assert len(made) > 10 and all(tokenize(m) for m in made)
+    assert any(m not in labels for m in made)
+
+
+def test_synth_command_writes_readable_inkml_resumes_and_refuses_test_splits(tmp_path):
+    bank = write_bank(tmp_path / "bank")
+    out = tmp_path / "synth"
+    r = CliRunner().invoke(data_cli, ["synth", str(bank), str(out), "-n", "6", "--seed", "1"])
+    assert r.exit_code == 0, r.output
+    files = sorted(out.glob("*.inkml"))
+    assert len(files) == 6 and "6 written" in r.output
+    for f in files:
+        ink = read_inkml(f)
+        assert ink.truth and len(ink.groups) == len([t for t in tokenize(ink.truth) if t not in "{}^_"])
+    before = {f.name: f.read_bytes() for f in files}
+    r = CliRunner().invoke(data_cli, ["synth", str(bank), str(out), "-n", "8", "--seed", "1"])
+    assert "2 written, 6 already there" in r.output
+    assert all((out / n).read_bytes() == b for n, b in before.items())
+    r = CliRunner().invoke(data_cli, ["stats", str(out)])
+    assert r.exit_code == 0 and "8" in r.output, r.output
+    (tmp_path / "crohme-2014").mkdir()
+    with pytest.raises(DatasetError, match="test split"):
+        GlyphBank.from_source(tmp_path / "crohme-2014")
+
+
+def test_training_reads_synthetic_inkml(tmp_path):
+    from tiny import tiny_config
+
+    from hmer_train.train import train
+
+    bank = write_bank(tmp_path / "bank")
+    out = tmp_path / "synth"
+    assert CliRunner().invoke(data_cli, ["synth", str(bank), str(out), "-n", "8"]).exit_code == 0
+    cfg = tiny_config(tmp_path, "comer", max_steps=2, epochs=1)
+    cfg["dataset"], cfg["val_split"] = str(out), None
+    train(cfg, progress=False)
+    assert (tmp_path / "out" / "last.pt").is_file()
