@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint clean contact-sheet browser-deps bundle-model
+.PHONY: run test lint clean contact-sheet synth-sheet browser-deps bundle-model
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,3 +49,8 @@ bundle-model: $(VENV)/.train
 # CROHME is CC BY-NC-SA: renders of it stay local (git-ignored), never committed.
 contact-sheet: $(VENV)/.runtime
 	$(BIN)/hmer-data sheet ../shared/data/crohme/crohme-train.tar.gz docs/crohme-contact-sheet.png -n 30 --seed 0
+
+# Synthetic handwriting composed from CROHME's own glyphs (hmer-data synth): a local look only.
+synth-sheet: $(VENV)/.train
+	$(BIN)/hmer-data synth ../shared/data/crohme/crohme-train.tar.gz runs/synth-sheet -n 30 --seed 0
+	$(BIN)/hmer-data sheet runs/synth-sheet docs/synth-contact-sheet.png -n 30 --seed 0
