@@ -152,20 +152,28 @@ class _Parser:
         return [tok]
 
 
-def _fold_functions(tokens: list[str]) -> list[str]:
-    """Inside text wrappers, spelled-out function names become their commands (sin -> \\sin)."""
-    out: list[str] = []
+def fold_names(items: list, names, spells, fold) -> list:
+    """``items`` with every run that ``spells(run, name)`` one of ``names`` (longest first)
+    replaced by ``fold(run, name)``: letters that spell a function name become one symbol."""
+    out: list = []
     i = 0
-    while i < len(tokens):
-        for name in sorted(FUNCTIONS, key=len, reverse=True):
-            if "".join(tokens[i:i + len(name)]) == name and all(len(t) == 1 for t in tokens[i:i + len(name)]):
-                out.append("\\" + name)
+    while i < len(items):
+        for name in sorted(names, key=len, reverse=True):
+            run = items[i:i + len(name)]
+            if len(run) == len(name) and spells(run, name):
+                out.append(fold(run, name))
                 i += len(name)
                 break
         else:
-            out.append(tokens[i])
+            out.append(items[i])
             i += 1
     return out
+
+
+def _fold_functions(tokens: list[str]) -> list[str]:
+    """Inside text wrappers, spelled-out function names become their commands (sin -> \\sin)."""
+    return fold_names(tokens, FUNCTIONS, lambda run, name: "".join(run) == name and all(len(t) == 1 for t in run),
+                      lambda run, name: "\\" + name)
 
 
 def tokenize(latex: str) -> list[str]:

@@ -23,7 +23,7 @@ import numpy as np
 
 from hmer_runtime.errors import DatasetError
 from hmer_runtime.inkml import Ink, SymbolGroup
-from hmer_runtime.latex import LatexError, detokenize, tokenize
+from hmer_runtime.latex import LatexError, detokenize, fold_names, tokenize
 
 #: Glyphs mathtext draws for symbols whose token is a command.
 UNICODE_TOKENS = {
@@ -162,21 +162,16 @@ def layout(latex: str, dpi: float = 100.0) -> list[Box]:
 
 def _merge_functions(boxes: list[Box], runs: list[tuple]) -> list[Box]:
     """Upright letter runs spelling sin, cos, tan, log or lim become one box of that function."""
-    out, i = [], 0
-    while i < len(boxes):
-        for name in FUNCTION_GLYPHS:
-            part = runs[i:i + len(name)]
-            if len(part) == len(name) and "".join(c for c, *_ in part) == name and \
-                    all(up and s == part[0][2] and y == part[0][3] for _, up, s, y in part):
-                group = boxes[i:i + len(name)]
-                out.append(Box("\\" + name, group[0].x0, min(b.y0 for b in group), group[-1].x1,
-                               max(b.y1 for b in group)))
-                i += len(name)
-                break
-        else:
-            out.append(boxes[i])
-            i += 1
-    return out
+    def spells(run, name):
+        glyphs = [runs[k] for k, _ in run]
+        return "".join(c for c, *_ in glyphs) == name and \
+            all(up and s == glyphs[0][2] and y == glyphs[0][3] for _, up, s, y in glyphs)
+
+    def fold(run, name):
+        group = [b for _, b in run]
+        return Box("\\" + name, group[0].x0, min(b.y0 for b in group), group[-1].x1, max(b.y1 for b in group))
+
+    return [b for _, b in fold_names(list(enumerate(boxes)), FUNCTION_GLYPHS, spells, lambda r, n: (None, fold(r, n)))]
 
 
 def compose(latex: str, bank: GlyphBank, rng: random.Random, name: str, unit: float = 10.0) -> Ink | None:
