@@ -173,7 +173,7 @@ def length_sweep(model: OnnxModel, images: list[np.ndarray], lengths: list[int],
     if ckpt:
         import onnxruntime as ort
 
-        from hmer_export.graphs import export_prefix_graph
+        from hmer_bench.prefix_graph import export_prefix_graph
         from hmer_train.checkpoint import load_model
 
         torch_model, _, _ = load_model(ckpt, vocab=vocab)

@@ -177,20 +177,6 @@ def tensorrt_profiles(spec: dict, max_batch: int = 64, opt_batch: int = 10, opt_
             for graph, inputs in (("encoder", enc_inputs), ("decoder", dec_inputs))}
 
 
-class PrefixGraph(nn.Module):
-    """tokens (N, T), memory.* -> logits (N, V) of the last position, recomputing the whole prefix:
-    how decoders without a cache run (the research code, other ONNX ports). Benchmark baseline only."""
-
-    def __init__(self, model: HMERModel, memory_names: list[str]):
-        super().__init__()
-        self.model = model
-        self.memory_names = memory_names
-
-    def forward(self, tokens: torch.Tensor, *tensors: torch.Tensor):
-        memory = dict(zip(self.memory_names, tensors))
-        return self.model.decoder.teacher_forcing(tokens, memory)[:, -1]
-
-
 class ScorerGraph(nn.Module):
     """tokens (N, T), targets (N, T), image_index (N,), memory.* (one row per image) -> logprob (N,):
     log P(targets | image, tokens) for whole sequences in one call (``Decoder.logprob``), how beam
@@ -206,14 +192,28 @@ class ScorerGraph(nn.Module):
         memory = {n: t.index_select(0, image_index) for n, t in zip(self.memory_names, tensors)}
         return self.model.decoder.logprob(tokens, targets, memory)
 
+    #: the memory's batch axis holds images, not sequences
+    memory_batch = "images"
+
+    @staticmethod
+    def example(images: int) -> tuple[tuple, list[str], list[str], dict]:
+        """(example args, input names, output names, dynamic axes) besides the memory."""
+        tokens = torch.ones(images + 1, 3, dtype=torch.long)
+        targets = torch.tensor([[2, 3, -1]] * (images + 1))
+        index = torch.tensor([1, 0, 1][: images + 1])  # sequences per image, not the identity
+        dyn = {"tokens": {0: "batch", 1: "steps"}, "targets": {0: "batch", 1: "steps"},
+               "image_index": {0: "batch"}, "logprob": {0: "batch"}}
+        return (tokens, targets, index), ["tokens", "targets", "image_index"], ["logprob"], dyn
+
 
 #: Decoders whose teacher forcing runs all positions at once (no loop in the graph).
 PARALLEL_DECODERS = ("comer", "comer-exact")
 
 
-def _teacher_forced_export(model: HMERModel, graph: type[nn.Module], path: Path, opset: int) -> list[str]:
-    """Export a teacher-forced graph (:class:`PrefixGraph` or :class:`ScorerGraph`); returns its
-    memory input names."""
+def export_teacher_forced(model: HMERModel, graph: type[nn.Module], path: Path,
+                          opset: int = DEFAULT_OPSET) -> list[str]:
+    """Export a teacher-forced graph over ``model`` (a module taking ``graph.example(images)``'s
+    inputs, then the memory tensors; see :class:`ScorerGraph`); returns its memory input names."""
     if model.kind not in PARALLEL_DECODERS:
         raise ValueError(f"no parallel teacher-forced graph for the {model.kind} decoder "
                          "(its teacher forcing is a loop)")
@@ -223,19 +223,9 @@ def _teacher_forced_export(model: HMERModel, graph: type[nn.Module], path: Path,
     with torch.no_grad():
         memory = model.decoder.prepare(*model.encoder(images, mask))
     names = list(memory)
-    n = images.shape[0]
-    tokens = torch.ones(n + 1, 3, dtype=torch.long)
-    dyn = {"tokens": {0: "batch", 1: "steps"}}
-    dyn |= {f"memory.{k}": axes(layout[k], {"batch": "images"} if graph is ScorerGraph else None) for k in names}
-    if graph is ScorerGraph:
-        targets = torch.tensor([[2, 3, -1]] * (n + 1))
-        index = torch.tensor([1, 0, 1][: n + 1])  # sequences per image, not the identity
-        args, inputs = (tokens, targets, index), ["tokens", "targets", "image_index"]
-        dyn |= {"targets": {0: "batch", 1: "steps"}, "image_index": {0: "batch"}, "logprob": {0: "batch"}}
-        outputs = ["logprob"]
-    else:
-        args, inputs, outputs = (tokens[:n],), ["tokens"], ["logits"]
-        dyn |= {"logits": {0: "batch"}}
+    args, inputs, outputs, dyn = graph.example(images.shape[0])
+    per_image = {"batch": graph.memory_batch} if getattr(graph, "memory_batch", "batch") != "batch" else None
+    dyn |= {f"memory.{k}": axes(layout[k], per_image) for k in names}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(graph(model, names).eval(), (*args, *(memory[k] for k in names)), str(path),
@@ -245,13 +235,6 @@ def _teacher_forced_export(model: HMERModel, graph: type[nn.Module], path: Path,
     return names
 
 
-def export_prefix_graph(model: HMERModel, path: Path, opset: int = DEFAULT_OPSET) -> list[str]:
-    """Write the no-cache baseline decoder (only for decoders with a parallel teacher-forcing path:
-    ``comer`` and ``comer-exact``, which then decodes as CoMER's own code does); returns its memory
-    input names."""
-    return _teacher_forced_export(model, PrefixGraph, path, opset)
-
-
 def export_scorer_graph(model: HMERModel, path: Path, opset: int = DEFAULT_OPSET) -> list[str]:
     """Write scorer.onnx (:class:`ScorerGraph`) for a decoder in :data:`PARALLEL_DECODERS`."""
-    return _teacher_forced_export(model, ScorerGraph, path, opset)
+    return export_teacher_forced(model, ScorerGraph, path, opset)

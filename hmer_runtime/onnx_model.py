@@ -169,10 +169,10 @@ class OnnxModel:
         state = self.to_device(state)
         sos, eos = self.spec.vocab.sos_id, self.spec.vocab.eos_id
         if beam == 1:
-            return [[h] for h in greedy(step, (state, None), n, sos, eos, opts.max_len, keep_attention, constraint,
-                                        reorder)]
-        hyps = beam_search(step, reorder, (state, None), n, beam, sos, eos, opts.max_len, opts.length_penalty,
-                           keep_attention, constraint)
+            return [[h] for h in greedy(step, (state, None), n, sos, eos, opts.max_len, keep_attention=keep_attention,
+                                        constraint=constraint, reorder=reorder)]
+        hyps = beam_search(step, reorder, (state, None), n, beam, sos, eos, opts.max_len,
+                           length_penalty=opts.length_penalty, keep_attention=keep_attention, constraint=constraint)
         if opts.rescores:
             images = np.repeat(np.arange(n), [len(hs) for hs in hyps])
             r2l = self.sequence_logprob(image_memory, image_state, images,

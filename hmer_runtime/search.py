@@ -63,7 +63,7 @@ def masked_logprobs(logp: np.ndarray, constraint: Constraint | None, states: lis
     return np.where(allowed, logp, -np.inf)
 
 
-def greedy(step: StepFn, state: object, n: int, sos: int, eos: int, max_len: int,
+def greedy(step: StepFn, state: object, n: int, sos: int, eos: int, max_len: int, *,
            keep_attention: bool = False, constraint: Constraint | None = None,
            reorder: ReorderFn | None = None) -> list[Hypothesis]:
     """Arg-max decoding of ``n`` sequences; stops when all have emitted ``eos`` or at max_len.
@@ -120,7 +120,7 @@ class _NBest:
 
 
 def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: int, sos, eos,
-                max_len: int, length_penalty: float = 1.0, keep_attention: bool = False,
+                max_len: int, *, length_penalty: float = 1.0, keep_attention: bool = False,
                 constraint: Constraint | None = None, rule: str = "hmer") -> list[list[Hypothesis]]:
     """Beam search for ``n`` images whose state rows are laid out image-major, ``beam`` rows each.
 
@@ -244,7 +244,7 @@ def bidirectional_search(step: StepFn, reorder: ReorderFn, state: object, n: int
     start) by teacher forcing, one per sequence. Returns all 2 x beam candidates per image, in
     left-to-right order, best first (on a tie, left-to-right endings first, as in CoMER)."""
     hyps = beam_search(step, reorder, state, 2 * n, beam, [sos] * n + [eos] * n, [eos] * n + [sos] * n,
-                       max_len, length_penalty, rule="comer")
+                       max_len, length_penalty=length_penalty, rule="comer")
     forward = [(i, h) for i in range(n) for h in hyps[i]]
     backward = [(i, h) for i in range(n) for h in hyps[n + i]]
     # a left-to-right ending is rated right to left (its ids reversed), and the other way round

@@ -77,9 +77,10 @@ def decode(model: HMERModel, images: torch.Tensor, mask: torch.Tensor, sos: int,
     step, reorder = _search_steps(model, memory)
     state = model.init_state(memory)
     if beam <= 1:
-        return [[h] for h in greedy(step, state, n, sos, eos, max_len, keep_attention, constraint, reorder)]
-    return beam_search(step, reorder, state, n, beam, sos, eos, max_len, length_penalty, keep_attention,
-                       constraint)
+        return [[h] for h in greedy(step, state, n, sos, eos, max_len, keep_attention=keep_attention,
+                                    constraint=constraint, reorder=reorder)]
+    return beam_search(step, reorder, state, n, beam, sos, eos, max_len, length_penalty=length_penalty,
+                       keep_attention=keep_attention, constraint=constraint)
 
 
 def _search_steps(model: HMERModel, memory: dict):
