@@ -8,8 +8,8 @@ One run, same inputs, same decoding for every variant:
   re-runs the whole prefix every step (how research code and other ONNX ports decode).
 
 Latency is per expression (a batch's wall time divided by its size), after warming up on the
-first batches (``WARMUP_BATCHES``: sessions and allocators settle; a whole extra pass over 200
-CROHME expressions would double the run for nothing).
+largest batches (``WARMUP_BATCHES``: sessions settle and allocators grow to the largest shapes
+once; a whole extra pass over 200 CROHME expressions would double the run).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def _row(variant, provider, beam, batch, per_expr: list[float], tokens: list[int
 def time_onnx(model: OnnxModel, images: list[np.ndarray], options: DecodeOptions, batch: int, runs: int) -> Row:
     stride = model.spec.stride
     chunks = [pad_batch(c, stride) + (len(c),) for c in _batches(images, batch)]
-    for x, m, _ in chunks[:WARMUP_BATCHES]:
+    for x, m, _ in chunks[-WARMUP_BATCHES:]:
         model.decode(x, m, options)
     per_expr, tokens, enc, dec, rescore = [], [], 0.0, 0.0, 0.0
     for _ in range(runs):
@@ -140,7 +140,7 @@ def time_torch(loaded: tuple, images: list[np.ndarray], options: DecodeOptions, 
         with cast:
             return decoder.decode(x, m)
 
-    for x, m, _ in chunks[:WARMUP_BATCHES]:
+    for x, m, _ in chunks[-WARMUP_BATCHES:]:
         run(x, m)
     per_expr, tokens, enc = [], [], 0.0
     for _ in range(runs):
