@@ -14,7 +14,7 @@ $(VENV)/.runtime: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.train: $(VENV)/.runtime
-	$(BIN)/python -m pip install -q -e ".[train,serve,dev]"
+	$(BIN)/python -m pip install -q -e ".[train,serve,ray,dev]"
 	touch $@
 
 run: $(VENV)/.runtime

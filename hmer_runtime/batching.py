@@ -1,17 +1,51 @@
-"""``MicroBatcher``: requests that arrive within a few milliseconds are decoded as one batch.
+"""Requests that arrive within a few milliseconds are decoded as one batch.
 
-Used by ``hmer-serve``; it knows nothing of HTTP, only of a :class:`~hmer_runtime.recognizer.Recognizer`.
+:class:`MicroBatcher` does it for ``hmer-serve``; the Ray Serve deployment (``ray_serve``) gets
+the same from ``@serve.batch``. Both decode a gathered batch with :func:`decode_grouped`, and
+both are a :class:`Backend` to the HTTP app. Nothing here knows of HTTP, only of a
+:class:`~hmer_runtime.recognizer.Recognizer`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from hmer_runtime.recognizer import Recognizer, Result
+
+
+class Backend(Protocol):
+    """What the HTTP app decodes through: a Recognizer, and a way to submit one model input."""
+
+    rec: Recognizer
+
+    async def submit(self, image: np.ndarray, beam: int, attention: bool) -> Result: ...
+
+    def stats(self) -> dict:
+        """Batching settings and counts, shown by ``GET /v1/model``."""
+        ...
+
+
+def decode_grouped(rec: Recognizer, requests: Sequence[tuple[np.ndarray, int, bool]]) -> list[Result | Exception]:
+    """Decode (image, beam, attention) requests in one batch per distinct (beam, attention), results
+    in request order; a batch that fails gives its exception in place of each of its results."""
+    groups: dict[tuple[int, bool], list[int]] = {}
+    for i, (_, beam, attention) in enumerate(requests):
+        groups.setdefault((beam, attention), []).append(i)
+    out: list[Result | Exception] = [None] * len(requests)  # type: ignore[list-item]
+    for (beam, attention), idx in groups.items():
+        try:
+            results: list[Result | Exception] = rec.decode_images([requests[i][0] for i in idx], beam, attention)
+        except Exception as e:  # noqa: BLE001 - a failed batch fails its requests, not the server
+            results = [e] * len(idx)
+        for i, r in zip(idx, results):
+            out[i] = r
+    return out
 
 
 @dataclass
@@ -41,6 +75,10 @@ class MicroBatcher:
         if self.task:
             self.task.cancel()
 
+    def stats(self) -> dict:
+        return {"wait_ms": self.wait * 1000, "max_batch": self.max_batch, "batches": self.batches,
+                "decoded": self.decoded}
+
     async def submit(self, image: np.ndarray, beam: int, attention: bool) -> Result:
         job = _Job(image, beam, attention, asyncio.get_running_loop().create_future())
         await self.queue.put(job)
@@ -59,21 +97,17 @@ class MicroBatcher:
                     jobs.append(await asyncio.wait_for(self.queue.get(), left))
                 except asyncio.TimeoutError:
                     break
-            groups: dict[tuple[int, bool], list[_Job]] = {}
-            for j in jobs:
-                if not j.future.cancelled():
-                    groups.setdefault((j.beam, j.attention), []).append(j)
-            for (beam, attention), group in groups.items():
-                try:
-                    results = await loop.run_in_executor(
-                        None, lambda g=group, b=beam, a=attention: self.rec.decode_images([j.image for j in g], b, a))
-                except Exception as e:  # noqa: BLE001 - a failed batch fails its requests, not the server
-                    for j in group:
-                        if not j.future.done():
-                            j.future.set_exception(e)
+            live = [j for j in jobs if not j.future.cancelled()]
+            if not live:
+                continue
+            outcomes = await loop.run_in_executor(
+                None, decode_grouped, self.rec, [(j.image, j.beam, j.attention) for j in live])
+            self.batches += len({(j.beam, j.attention) for j in live})
+            self.decoded += len(live)
+            for j, r in zip(live, outcomes):
+                if j.future.done():
                     continue
-                self.batches += 1
-                self.decoded += len(group)
-                for j, r in zip(group, results):
-                    if not j.future.done():
-                        j.future.set_result(r)
+                if isinstance(r, Exception):
+                    j.future.set_exception(r)
+                else:
+                    j.future.set_result(r)

@@ -6,6 +6,7 @@ import glob
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,6 +14,9 @@ from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
 from hmer_runtime.errors import HmerError, ImageError
 from hmer_runtime.files import walk_files
 from hmer_runtime.sources import IMAGE_SUFFIXES
+
+if TYPE_CHECKING:
+    from hmer_runtime.recognizer import Result
 
 INPUT_SUFFIXES = IMAGE_SUFFIXES + (".inkml",)
 #: Batches' worth of inputs read ahead and sorted by size (results still come out in input order).
@@ -23,6 +27,14 @@ def printable(text: str) -> str:
     """``text`` as valid UTF-8: bytes of a file name that are not UTF-8 (held by Python as
     surrogates) are shown as \\xNN escapes instead of being written raw."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def json_row(path: str, result: Result | None = None, error: HmerError | None = None) -> str:
+    """One line of ``hmer-run --json`` (and of ``hmer-batch``'s output): file, latex, tokens, score
+    and ms for a result, or file and error for an input that failed."""
+    row = {"file": printable(path)}
+    row.update(result.to_dict() if result is not None else {"error": printable(error.message if error else "failed")})
+    return json.dumps(row, ensure_ascii=False)
 
 
 def expand_inputs(args: list[str]) -> tuple[list[str], list[HmerError]]:
@@ -97,11 +109,10 @@ def main(paths, model_dir, beam, provider, variant, batch_size, threads, as_json
                 error = next(errs)
                 click.echo(f"error: {printable(str(error))}", err=True)
                 # stdout keeps one line per input: an empty line (plain) or an error row (--json)
-                click.echo(json.dumps({"file": printable(path), "error": printable(error.message)},
-                                      ensure_ascii=False) if as_json else "")
+                click.echo(json_row(path, error=error) if as_json else "")
                 continue
             if as_json:
-                click.echo(json.dumps({"file": printable(path), **res.to_dict()}, ensure_ascii=False))
+                click.echo(json_row(path, res))
             else:
                 click.echo(res.latex)
             if attention_dir and res.image is not None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from hmer_runtime.batching import MicroBatcher
+from hmer_runtime.batching import Backend, MicroBatcher
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
 from hmer_runtime.errors import TOO_LARGE, HmerError, InkError
 from hmer_runtime.preprocess import load_image
@@ -103,8 +103,10 @@ def to_mathml(latex: str) -> str | None:
 
 def create_app(model_dir: str | Path | None = None, provider: str = "auto", variant: str = "fp32",
                threads: int = 0, batch_wait_ms: float = 5.0, max_batch: int = 16,
-               limits: Limits | None = None):
-    """The FastAPI application; the Recognizer is loaded at startup (one per worker process)."""
+               limits: Limits | None = None, backend: Backend | None = None):
+    """The FastAPI application. By default a Recognizer behind a :class:`MicroBatcher` is loaded at
+    startup (one per worker process); ``backend`` is one built already (the Ray Serve replica,
+    which batches with ``@serve.batch``), and then the model settings here are unused."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
@@ -117,6 +119,10 @@ def create_app(model_dir: str | Path | None = None, provider: str = "auto", vari
 
     @asynccontextmanager
     async def lifespan(app):
+        if backend is not None:
+            state["rec"], state["batcher"] = backend.rec, backend
+            yield
+            return
         rec = Recognizer(model_dir, ProviderConfig(provider, threads), variant)
         state["rec"] = rec
         state["batcher"] = MicroBatcher(rec, batch_wait_ms, max_batch)
@@ -158,8 +164,7 @@ def create_app(model_dir: str | Path | None = None, provider: str = "auto", vari
                 "vocab_size": len(spec.vocab), "provider": rec.provider, "variant": rec.model.variant,
                 "max_len": rec.options.max_len, "beam": rec.options.beam,
                 "checkpoint": spec.checkpoint,
-                "batching": {"wait_ms": batch_wait_ms, "max_batch": max_batch,
-                             "batches": state["batcher"].batches, "decoded": state["batcher"].decoded}}
+                "batching": state["batcher"].stats()}
 
     def parse_options(params, body: dict | None = None) -> tuple[int, bool]:
         src = {**dict(params), **(body or {})}
@@ -262,14 +267,36 @@ def create_app(model_dir: str | Path | None = None, provider: str = "auto", vari
 @click.option("--max-batch", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--read-timeout", default=Limits.read_timeout_s, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds a client has to send a request's headers, and then its body.")
+@click.option("--ray", "on_ray", is_flag=True,
+              help="Serve on a Ray cluster with Ray Serve replicas (extra ray); --workers does not apply.")
+@click.option("--address", help="With --ray: the cluster to join (default: $RAY_ADDRESS, else a local instance).")
+@click.option("--replicas", default=1, show_default=True, type=click.IntRange(min=1),
+              help="With --ray: replicas (the minimum, with --max-replicas).")
+@click.option("--max-replicas", type=click.IntRange(min=1), help="With --ray: autoscale up to this many replicas.")
+@click.option("--replica-cpus", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="With --ray: CPUs each replica reserves (and its threads, unless --threads).")
+@click.option("--replica-gpus", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="With --ray: GPUs each replica reserves (use with --provider cuda).")
 @click.option("--debug", is_flag=True)
 def main(model_dir, host, port, provider, variant, threads, workers, batch_wait_ms, max_batch, read_timeout,
-         debug) -> None:
+         on_ray, address, replicas, max_replicas, replica_cpus, replica_gpus, debug) -> None:
     """Serve the recognition API and the drawing pad."""
     try:
         import uvicorn
     except ImportError as e:
         raise click.ClickException("hmer-serve needs the serve extra: pip install 'hmer[serve]'") from e
+    if on_ray:
+        try:
+            from hmer_runtime import ray_serve
+        except ImportError as e:
+            raise click.ClickException("hmer-serve --ray needs the ray extra: pip install 'hmer[ray]'") from e
+        Recognizer(model_dir, ProviderConfig("cpu", 1), variant)  # fail fast on a bad model, before Ray starts
+        ray_serve.serve_on_ray(
+            ray_serve.ReplicaOptions(str(model_dir) if model_dir else None, provider, variant, threads,
+                                     batch_wait_ms, max_batch),
+            ray_serve.ScaleOptions(replicas, max_replicas, replica_cpus, replica_gpus),
+            Limits(read_timeout_s=read_timeout), host, port, address)
+        return
     Recognizer(model_dir, ProviderConfig(provider, threads), variant)  # fail fast on a bad model
     os.environ.update({"HMER_SERVE_MODEL": str(model_dir or ""), "HMER_SERVE_PROVIDER": provider,
                        "HMER_SERVE_VARIANT": variant, "HMER_SERVE_THREADS": str(threads),

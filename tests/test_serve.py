@@ -3,8 +3,8 @@
 import asyncio
 import io
 
-import numpy as np
 import pytest
+from http_cases import check_bad_requests, png
 from PIL import Image
 from synth import expression_strokes
 
@@ -16,6 +16,7 @@ from hmer_runtime.recognizer import Recognizer  # noqa: E402
 from hmer_runtime.serve import Limits, create_app  # noqa: E402
 
 STROKES = [s.tolist() for s in expression_strokes(list("x+1"))]
+LIMITS = Limits(max_body_bytes=200_000, max_pixels=1_000_000, max_strokes=50, max_points=5_000)
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +26,8 @@ def model_dir(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def client(model_dir):
-    limits = Limits(max_body_bytes=200_000, max_pixels=1_000_000, max_strokes=50, max_points=5_000)
-    with TestClient(create_app(model_dir, provider="cpu", batch_wait_ms=2, limits=limits)) as c:
+    with TestClient(create_app(model_dir, provider="cpu", batch_wait_ms=2, limits=LIMITS)) as c:
         yield c
-
-
-def _png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +35,7 @@ def expression_png(model_dir) -> bytes:
     from hmer_runtime.inkml import Ink
     from hmer_runtime.render import RenderConfig, render_ink
 
-    return _png(render_ink(Ink.from_strokes(STROKES), RenderConfig(symbol_px=20, line_width=2)))
+    return png(render_ink(Ink.from_strokes(STROKES), RenderConfig(symbol_px=20, line_width=2)))
 
 
 def test_info_endpoints_and_page(client):
@@ -70,29 +64,7 @@ def test_strokes_and_images_match_the_recognizer(client, model_dir, expression_p
 
 
 def test_bad_requests_get_a_json_error_and_the_server_keeps_serving(client, expression_png):
-    blank = _png(np.full((40, 60), 255, dtype=np.uint8))
-    huge = _png(np.full((1200, 1000), 255, dtype=np.uint8))  # 1.2 MP, over the 1 MP test limit
-    cases = [
-        (dict(content=b"{not json", headers={"Content-Type": "application/json"}), 400, "malformed JSON"),
-        (dict(json=[1, 2]), 400, "object"),
-        (dict(json={"beam": 1}), 400, "strokes"),
-        (dict(json={"strokes": [[1, 2, 3]]}), 400, "stroke 0"),
-        (dict(json={"strokes": [[[0, 0]]] * 51}), 413, "51 strokes"),
-        (dict(json={"strokes": [[[i, i] for i in range(5001)]]}), 413, "5001 points"),
-        (dict(json={"strokes": STROKES, "beam": 0}), 422, "beam"),
-        (dict(json={"strokes": STROKES, "beam": "wide"}), 422, "beam"),
-        (dict(content=b"", headers={"Content-Type": "image/png"}), 400, "empty request body"),
-        (dict(content=b"GIF89a-but-not-really", headers={"Content-Type": "image/png"}), 400, "not a readable image"),
-        (dict(content=expression_png[:70], headers={"Content-Type": "image/png"}), 400, "image"),
-        (dict(content=blank, headers={"Content-Type": "image/png"}), 422, "no ink"),
-        (dict(content=huge, headers={"Content-Type": "image/png"}), 413, "limit"),
-        (dict(content=b"x" * 200_001, headers={"Content-Type": "image/png"}), 413, "over the limit"),
-        (dict(files={"other": ("a.txt", b"x", "text/plain")}), 400, "'file'"),
-    ]
-    for kwargs, status, message in cases:
-        r = client.post("/v1/recognize", **kwargs)
-        assert r.status_code == status, (kwargs.get("json"), r.text)
-        assert message in r.json()["error"], (message, r.json())
+    check_bad_requests(client.post, LIMITS, expression_png, STROKES)
     assert client.get("/healthz").status_code == 200
     assert client.post("/v1/recognize", json={"strokes": STROKES}).status_code == 200
 

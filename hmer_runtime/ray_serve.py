@@ -1,0 +1,133 @@
+"""``hmer-serve --ray``: hmer-serve's HTTP API served by Ray Serve replicas on a cluster (extra ``ray``).
+
+Each replica holds one torch-free :class:`Recognizer` and gathers concurrent requests with
+``@serve.batch``. The routes, limits and error shapes are hmer-serve's own app
+(:func:`hmer_runtime.serve.create_app`), mounted with ``@serve.ingress``, so both serve the same
+code. Ray's proxy on each node takes HTTP and routes it to the replicas.
+
+    hmer-serve --ray --replicas 2                      # a local Ray instance (or $RAY_ADDRESS)
+    hmer-serve --ray --address auto --max-replicas 8   # a running cluster, autoscaled 1..8
+    serve run configs/ray-serve.yaml                   # Ray's own CLI, settings in a file
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, fields
+
+import numpy as np
+from ray import serve
+
+from hmer_runtime.batching import decode_grouped
+from hmer_runtime.providers import ProviderConfig
+from hmer_runtime.recognizer import Recognizer, Result
+from hmer_runtime.serve import Limits, create_app
+
+APP_NAME = "hmer"
+
+
+@dataclass(frozen=True)
+class ReplicaOptions:
+    """What each replica loads and how it batches (as hmer-serve's flags of the same names)."""
+
+    model_dir: str | None = None
+    provider: str = "auto"
+    variant: str = "fp32"
+    threads: int = 0  # ONNX Runtime threads; 0 = the replica's CPUs
+    batch_wait_ms: float = 5.0
+    max_batch: int = 16
+
+
+@dataclass(frozen=True)
+class ScaleOptions:
+    """How many replicas, and what each reserves on the cluster. ``max_replicas`` above
+    ``replicas`` autoscales between the two on ``target_ongoing_requests`` per replica."""
+
+    replicas: int = 1
+    max_replicas: int | None = None
+    cpus: float = 1.0
+    gpus: float = 0.0
+    target_ongoing_requests: float = 8.0
+
+    def deployment_options(self) -> dict:
+        """Ray Serve's ``Deployment.options`` for these settings."""
+        actor = {"num_cpus": self.cpus, "num_gpus": self.gpus}
+        if self.max_replicas and self.max_replicas > self.replicas:
+            return {"ray_actor_options": actor, "autoscaling_config": {
+                "min_replicas": self.replicas, "max_replicas": self.max_replicas,
+                "target_ongoing_requests": self.target_ongoing_requests}}
+        return {"ray_actor_options": actor, "num_replicas": self.replicas}
+
+
+@serve.deployment(name="Recognizer", max_ongoing_requests=64)
+@serve.ingress()
+class RecognizerReplica:
+    """One replica: a Recognizer, ``@serve.batch`` micro-batching, and hmer-serve's app as ingress."""
+
+    def __init__(self, options: ReplicaOptions, limits: Limits, cpus: float = 1.0):
+        self.options, self.limits = options, limits
+        threads = options.threads or max(1, round(cpus))  # ORT's default would take every core of the node
+        self.rec = Recognizer(options.model_dir, ProviderConfig(options.provider, threads), options.variant)
+        self._decode.set_max_batch_size(options.max_batch)
+        self._decode.set_batch_wait_timeout_s(options.batch_wait_ms / 1000)
+        self.batches = self.decoded = 0
+
+    def __serve_build_asgi_app__(self):
+        return create_app(limits=self.limits, backend=self)
+
+    async def submit(self, image: np.ndarray, beam: int, attention: bool) -> Result:
+        outcome = await self._decode((image, beam, attention))
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _decode(self, requests: list[tuple[np.ndarray, int, bool]]) -> list[Result | Exception]:
+        outcomes = await asyncio.get_running_loop().run_in_executor(None, decode_grouped, self.rec, requests)
+        self.batches += len({(beam, attention) for _, beam, attention in requests})
+        self.decoded += len(requests)
+        return outcomes
+
+    def stats(self) -> dict:
+        return {"wait_ms": self.options.batch_wait_ms, "max_batch": self.options.max_batch,
+                "batches": self.batches, "decoded": self.decoded, "engine": "ray-serve",
+                "replica": serve.get_replica_context().replica_id.unique_id}
+
+
+def application(replica: ReplicaOptions = ReplicaOptions(), scale: ScaleOptions = ScaleOptions(),
+                limits: Limits | None = None):
+    """The Ray Serve application, ready for ``serve.run``."""
+    return RecognizerReplica.options(**scale.deployment_options()).bind(replica, limits or Limits(), scale.cpus)
+
+
+def build_app(args: dict):
+    """Application builder for Ray's CLI (``serve run hmer_runtime.ray_serve:build_app key=value``
+    or a config file's ``import_path``): ``args`` are the fields of ReplicaOptions and ScaleOptions."""
+    known = {f.name for cls in (ReplicaOptions, ScaleOptions) for f in fields(cls)}
+    unknown = sorted(set(args) - set(known))
+    if unknown:
+        raise ValueError(f"unknown hmer Ray Serve argument(s) {unknown}; known: {sorted(known)}")
+
+    def convert(annotation: str, value):  # Ray's CLI passes key=value arguments as strings
+        for name, kind in (("float", float), ("int", int)):
+            if annotation.startswith(name):
+                return kind(value)
+        return str(value)
+
+    def pick(cls):
+        return cls(**{f.name: convert(f.type, args[f.name]) for f in fields(cls) if args.get(f.name) is not None})
+
+    return application(pick(ReplicaOptions), pick(ScaleOptions))
+
+
+def serve_on_ray(replica: ReplicaOptions, scale: ScaleOptions, limits: Limits, host: str = "127.0.0.1",
+                 port: int = 8000, address: str | None = None, blocking: bool = True) -> None:
+    """Connect to the Ray cluster at ``address`` (default: $RAY_ADDRESS, else a new local
+    instance), start Serve's HTTP proxy on host:port, and run the application until Ctrl-C."""
+    import ray
+
+    ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, log_to_driver=False)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(application(replica, scale, limits), name=APP_NAME, route_prefix="/", blocking=blocking)
+

@@ -1,0 +1,126 @@
+"""Ray: ``hmer-serve --ray`` answers like hmer-serve, and ``hmer-batch`` writes hmer-run's rows.
+
+One local Ray instance (2 CPUs, loopback only) is shared by the module and shut down at its end.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from http_cases import check_bad_requests, png
+from synth import expression_strokes, write_inkml_set
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("ray.serve")
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from hmer_bench.serve_load import launch  # noqa: E402
+from hmer_runtime.ray_batch import BatchOptions, read_done, run_batch  # noqa: E402
+from hmer_runtime.serve import Limits, create_app  # noqa: E402
+
+BIN = Path(sys.executable).parent
+STROKES = [s.tolist() for s in expression_strokes(list("x+1"))]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray.get_runtime_context().gcs_address
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def expression_png() -> bytes:
+    from hmer_runtime.inkml import Ink
+    from hmer_runtime.render import RenderConfig, render_ink
+
+    return png(render_ink(Ink.from_strokes(STROKES), RenderConfig(symbol_px=20, line_width=2)))
+
+
+def test_serve_on_ray_answers_like_hmer_serve(ray_cluster, tiny_model_dir, expression_png):
+    proc, url = launch(["--ray", "--address", ray_cluster, "--model", str(tiny_model_dir), "--provider", "cpu",
+                        "--replica-cpus", "0.5", "--batch-wait-ms", "20"], timeout_s=240)
+    try:
+        with TestClient(create_app(tiny_model_dir, provider="cpu")) as local, httpx.Client(base_url=url,
+                                                                                            timeout=60) as remote:
+            for kwargs in (dict(json={"strokes": STROKES, "beam": 2}),
+                           dict(files={"file": ("x.png", expression_png, "image/png")}),
+                           dict(content=expression_png, headers={"Content-Type": "image/png"})):
+                want, got = local.post("/v1/recognize", **kwargs), remote.post("/v1/recognize", **kwargs)
+                assert got.status_code == want.status_code == 200, got.text
+                assert got.json()["tokens"] == want.json()["tokens"]
+                assert got.json()["latex"] == want.json()["latex"]
+            check_bad_requests(remote.post, Limits(), expression_png, STROKES)
+            assert remote.post("/v1/recognize", json={"strokes": STROKES}).status_code == 200  # still serving
+            info = remote.get("/v1/model").json()
+            assert info["batching"]["engine"] == "ray-serve" and info["batching"]["decoded"] >= 4
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_serve_builder_rejects_unknown_arguments():
+    from hmer_runtime.ray_serve import ScaleOptions, build_app
+
+    with pytest.raises(ValueError, match="replica"):
+        build_app({"replica": 2})
+    assert ScaleOptions(2, 6).deployment_options()["autoscaling_config"]["max_replicas"] == 6
+    assert ScaleOptions(3).deployment_options()["num_replicas"] == 3
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, expression_png) -> list[str]:
+    folder = tmp_path_factory.mktemp("ray-inputs")
+    write_inkml_set(folder / "ink", [list("x+1"), list("2=y"), list("7-4x"), list("y")], jitter=0.02)
+    (folder / "a.png").write_bytes(expression_png)
+    (folder / "broken.png").write_bytes(expression_png[:60])
+    (folder / "ink" / "empty.inkml").write_text('<ink xmlns="http://www.w3.org/2003/InkML"></ink>')
+    return sorted(str(p) for p in folder.rglob("*") if p.is_file())
+
+
+def _rows(path: Path) -> dict[str, dict]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return {r["file"]: {k: v for k, v in r.items() if k != "ms"} for r in rows}
+
+
+def test_batch_on_ray_data_writes_hmer_runs_rows_and_resumes(ray_cluster, tiny_model_dir, inputs, tmp_path):
+    plain = subprocess.run([str(BIN / "hmer-run"), "--model", str(tiny_model_dir), "--provider", "cpu", "--json",
+                            "--batch-size", "2", *inputs], capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 1  # two of the inputs are bad
+    want = {json.loads(line)["file"]: json.loads(line) for line in plain.stdout.splitlines()}
+    for row in want.values():
+        row.pop("ms", None)
+    out = tmp_path / "rows.jsonl"
+    options = BatchOptions(str(tiny_model_dir), "cpu", batch_size=2, cpus=0.5)
+    summary = run_batch(inputs, out, options, workers=2, progress=False)
+    assert (summary.written, summary.skipped, summary.errors) == (len(inputs), 0, 2)
+    got = _rows(out)
+    assert got == want  # the same predictions, and an error row for each bad file
+    assert "error" in got[next(f for f in inputs if f.endswith("broken.png"))]
+
+    # a killed job: two whole rows and a torn third; the rerun keeps the two and writes the rest once
+    lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
+    out.write_text(lines[0] + lines[1] + lines[2][:15], encoding="utf-8")
+    assert len(read_done(out)) == 2 and out.read_text(encoding="utf-8") == lines[0] + lines[1]
+    summary = run_batch(inputs, out, options, workers=1, progress=False)
+    assert (summary.written, summary.skipped) == (len(inputs) - 2, 2)
+    assert len(out.read_text(encoding="utf-8").splitlines()) == len(inputs) and _rows(out) == want
+    assert run_batch(inputs, out, options, progress=False).written == 0  # nothing left to do
+
+
+def test_batch_cli_reports_and_exits_like_hmer_run(ray_cluster, tiny_model_dir, inputs, tmp_path):
+    out = tmp_path / "cli.jsonl"
+    p = subprocess.run([str(BIN / "hmer-batch"), "--address", ray_cluster, "--model", str(tiny_model_dir),
+                        "--provider", "cpu", "--worker-cpus", "0.5", "--no-progress", "-o", str(out),
+                        *inputs[:3], str(Path(inputs[0]).parent / "nothing-*.png")],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert "pattern matches no files" in p.stderr and "3 row(s) written" in p.stderr
+    assert len({json.loads(line)["file"] for line in out.read_text().splitlines()}) == 3
