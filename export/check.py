@@ -16,7 +16,7 @@ from hmer_runtime.inkml import Ink
 from hmer_runtime.onnx_model import OnnxModel
 from hmer_runtime.preprocess import PreprocessConfig, pad_batch
 from hmer_runtime.render import RenderConfig, model_input
-from hmer_train.decoding import TorchDecoder
+from hmer_train.decoding import TorchDecoder, encode_each_image
 from hmer_train.models.base import HMERModel
 
 
@@ -72,7 +72,7 @@ def compare(model: HMERModel, onnx_model: OnnxModel, images: list[np.ndarray], b
     x, m, tx, tm = _batch(images, spec.stride)
     model.eval()
 
-    t_mem = model.encode(tx, tm)
+    t_mem = encode_each_image(model, tx, tm)  # as the runtime encodes a batch
     t_state = model.init_state(t_mem)
     o_mem, o_state = onnx_model.encode(x, m)
     enc_diff = max(float(np.abs(o_mem[k].astype(np.float32) - t_mem[k].float().numpy()).max())

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hmer_runtime.batch_encoding import encode_each, image_sizes
 from hmer_runtime.decode_options import DecodeOptions
 from hmer_runtime.errors import ModelError
 from hmer_runtime.grammar import LatexGrammar
@@ -71,6 +72,8 @@ class OnnxModel:
         self._encoder_inputs = {i.name for i in self.encoder.get_inputs()}
         self.memory_names = [t.name for t in spec.memory]
         self.state_names = [t.name for t in spec.state]
+        self._output_layout = {**{f"memory.{t.name}": t.shape for t in spec.memory},
+                               **{f"init.{t.name}": t.shape for t in spec.state}}
         self.grammar = LatexGrammar(spec.vocab)
         self._state_out = [f"state_out.{n}" for n in self.state_names]
         missing = [f"state_in.{n}" for n in self.state_names if f"state_in.{n}" not in self._decoder_inputs]
@@ -97,12 +100,19 @@ class OnnxModel:
                                                        f"in {Path(path).name} (edited or mismatched model directory)")
 
     def encode(self, images: np.ndarray, mask: np.ndarray) -> tuple[State, State]:
-        """(memory, initial state) for a padded batch (N, 1, H, W) + (N, H, W) bool mask."""
-        feeds = {"images": images.astype(np.float32, copy=False), "pixel_mask": mask.astype(bool, copy=False)}
+        """(memory, initial state) for a padded batch (N, 1, H, W) + (N, H, W) bool mask; each image
+        is encoded at its own size, so it reads as it does alone (see ``batch_encoding``)."""
         names = [f"memory.{n}" for n in self.memory_names] + [f"init.{n}" for n in self.state_names]
-        outs = self.encoder.run(names, {k: v for k, v in feeds.items() if k in self._encoder_inputs})
-        k = len(self.memory_names)
-        return dict(zip(self.memory_names, outs[:k])), dict(zip(self.state_names, outs[k:]))
+
+        def run(x: np.ndarray, m: np.ndarray) -> State:
+            feeds = {"images": x.astype(np.float32, copy=False), "pixel_mask": m.astype(bool, copy=False)}
+            return dict(zip(names, self.encoder.run(names, {k: v for k, v in feeds.items()
+                                                           if k in self._encoder_inputs})))
+
+        outs = encode_each(run, images, mask, image_sizes(mask), self.spec.stride, self._output_layout,
+                           lambda shape, like: np.zeros(shape, like.dtype))
+        return ({n: outs[f"memory.{n}"] for n in self.memory_names},
+                {n: outs[f"init.{n}"] for n in self.state_names})
 
     def step(self, tokens: np.ndarray, state: State, memory: State,
              index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, State]:

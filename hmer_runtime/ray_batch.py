@@ -5,9 +5,10 @@
 
 Inputs are expanded as ``hmer-run`` expands them. Each Ray Data worker holds one torch-free
 Recognizer and recognises windows of inputs the way ``hmer-run`` does (sorted by size in batches
-of ``--batch-size``), so the results are ``hmer-run``'s. Rows are written as they come back, one
-JSON line per input in ``hmer-run --json``'s format; a bad file is a row with an ``error``. A
-rerun skips the inputs that already have a row, so a killed job resumes where it stopped.
+of ``--batch-size``); a result never depends on an input's batch mates, so the rows are
+``hmer-run``'s. Rows are written as they come back, one JSON line per input in ``hmer-run
+--json``'s format; a bad file is a row with an ``error``. A rerun skips the inputs that already
+have a row, so a killed job resumes where it stopped.
 
 On a cluster, every node reads the inputs and the model itself: keep them on storage all nodes
 mount, at the same path, and install hmer on every node.
@@ -16,6 +17,7 @@ mount, at the same path, and install hmer on every node.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -125,7 +127,12 @@ def run_batch(paths: list[str], output: str | os.PathLike, options: BatchOptions
     summary.errors = sum(done.get(printable(f), False) for f in set(files))
     if todo:
         if not ray.is_initialized():
-            ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, log_to_driver=False)
+            address = address or os.environ.get("RAY_ADDRESS")
+            # a local instance for one job needs no dashboard; a cluster's is the cluster's business
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
+                     **({} if address else {"include_dashboard": False}))
+        if not progress:
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # rows in input order, as hmer-run writes them
         context.enable_progress_bars = progress
@@ -135,7 +142,8 @@ def run_batch(paths: list[str], output: str | os.PathLike, options: BatchOptions
         workers = max(1, min(workers, -(-len(todo) // window)))
         ds = ray.data.from_items([{"file": f} for f in todo], override_num_blocks=-(-len(todo) // window))
         ds = ds.map_batches(RecognizeFiles, fn_constructor_kwargs={"options": options}, batch_size=window,
-                            concurrency=workers, num_cpus=options.cpus, num_gpus=options.gpus or None)
+                            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=options.cpus,
+                            num_gpus=options.gpus or None)
         output.parent.mkdir(parents=True, exist_ok=True)
         with open(output, "a", encoding="utf-8") as out:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hmer_runtime.batch_encoding import encode_each, image_sizes
 from hmer_runtime.decode_options import DecodeOptions
 from hmer_runtime.grammar import LatexGrammar
 from hmer_runtime.search import (
@@ -59,6 +60,13 @@ class TorchDecoder:
         return rescore_r2l(self.model, x, m, hyps, sos, eos, opts.length_penalty) if opts.rescores else hyps
 
 
+def encode_each_image(model: HMERModel, images: torch.Tensor, mask: torch.Tensor) -> dict:
+    """``model.encode`` with each image at its own size, as the runtime encodes (``batch_encoding``):
+    a padded batch reads every image as it reads alone."""
+    return encode_each(model.encode, images, mask, image_sizes(mask.cpu().numpy()), model.input_multiple,
+                       model.decoder.layout(), lambda shape, like: like.new_zeros(shape))
+
+
 @torch.no_grad()
 def decode(model: HMERModel, images: torch.Tensor, mask: torch.Tensor, sos: int, eos: int,
            beam: int = 1, max_len: int = 200, length_penalty: float = 1.0,
@@ -68,7 +76,7 @@ def decode(model: HMERModel, images: torch.Tensor, mask: torch.Tensor, sos: int,
     each step may choose (see :class:`hmer_runtime.grammar.LatexGrammar`). ``search="comer"`` is
     CoMER's bidirectional beam search (any beam, 1 included; see ``search.bidirectional_search``)."""
     model.eval()
-    memory = model.encode(images, mask)
+    memory = encode_each_image(model, images, mask)
     n = images.shape[0]
     if search == "comer":
         return _bidirectional(model, memory, n, sos, eos, max(1, beam), max_len, length_penalty)
@@ -140,5 +148,5 @@ def rescore_r2l(model: HMERModel, images: torch.Tensor, mask: torch.Tensor,
     index = torch.tensor([i for i, hs in enumerate(hyps) for _ in hs], device=images.device)
     seqs = [h.ids[::-1] for hs in hyps for h in hs]
     # each image encoded once, its memory shared by its hypotheses
-    memory = expand_memory(model.encode(images, mask), index)
+    memory = expand_memory(encode_each_image(model, images, mask), index)
     return combine_r2l(hyps, memory_logprob(model, memory, seqs, start=eos, end=sos), length_penalty)

@@ -18,7 +18,7 @@ from hmer_runtime.onnx_model import OnnxModel
 from hmer_runtime.preprocess import pad_batch
 from hmer_runtime.providers import ProviderConfig
 from hmer_train.checkpoint import load_model
-from hmer_train.decoding import decode, memory_logprob, rescore_r2l
+from hmer_train.decoding import TorchDecoder, decode, encode_each_image, memory_logprob, rescore_r2l
 
 CPU = ProviderConfig("cpu")
 
@@ -67,7 +67,7 @@ def test_onnx_matches_pytorch_at_any_batch_and_size(exported, sizes):
     x, m = pad_batch(images, 16)
     tx, tm = torch.from_numpy(x), torch.from_numpy(m)
     with torch.no_grad():
-        t_mem = model.encode(tx, tm)
+        t_mem = encode_each_image(model, tx, tm)
     o_mem, o_state = onnx_model.encode(x, m)
     for k, v in o_mem.items():
         assert v.shape == tuple(t_mem[k].shape)
@@ -99,6 +99,40 @@ def test_a_batch_decodes_each_image_as_it_would_alone(exported):
         options = spec.decode.with_overrides(beam=beam, max_len=12)
         together = model.decode(x, m, options)
         alone = [model.decode(x[i:i + 1], m[i:i + 1], options)[0] for i in range(len(images))]
+        assert [[h.ids for h in hs] for hs in together] == [[h.ids for h in hs] for hs in alone]
+        np.testing.assert_allclose([h.score for hs in together for h in hs], [h.score for hs in alone for h in hs],
+                                   atol=1e-4)
+
+
+def test_an_image_reads_the_same_whatever_its_batch_mates(exported):
+    """The encoder has no mask, so padding changes the features of an image; each image is
+    encoded at its own size instead, and a batch reads it as it reads alone, on both sides."""
+    ckpt, model_dir, _ = exported
+    spec = ModelSpec.load(model_dir)
+    onnx_model = OnnxModel(spec, "fp32", CPU)
+    model, vocab, _ = load_model(ckpt)
+    images = scribble_images(spec.render, spec.preprocess, n=5, seed=11)
+    images.append(np.pad(images[0], ((0, 40), (0, 120))))  # a much larger batch mate
+    x, m = pad_batch(images, spec.stride)
+    memory, _ = onnx_model.encode(x, m)
+    grid = memory["mask"].shape[1:]
+    flat = {t.name: t.shape.index("length") - 1 for t in spec.memory if "length" in t.shape}  # axis, batch row taken
+    assert flat
+
+    def unflatten(row: np.ndarray, axis: int, hw) -> np.ndarray:
+        return row.reshape(row.shape[:axis] + tuple(hw) + row.shape[axis + 1:])
+    for i, im in enumerate(images):
+        alone, _ = onnx_model.encode(*pad_batch([im], spec.stride))
+        h, w = alone["mask"].shape[1:]
+        assert (memory["mask"][i, :h, :w] == alone["mask"][0]).all() and memory["mask"][i].sum() == alone["mask"].sum()
+        for name, axis in flat.items():  # the features at each place of the map are the image's own
+            together = unflatten(memory[name][i], axis, grid)[(slice(None),) * axis + (slice(0, h), slice(0, w))]
+            np.testing.assert_allclose(together, unflatten(alone[name][0], axis, (h, w)), atol=1e-5)
+    options = spec.decode.with_overrides(beam=3, max_len=12)
+    torch_decoder = TorchDecoder(model, vocab, options)
+    for runner, as_input in ((onnx_model, lambda a: a), (torch_decoder, torch.from_numpy)):
+        together = runner.decode(as_input(x), as_input(m), options)
+        alone = [runner.decode(*map(as_input, pad_batch([im], spec.stride)), options)[0] for im in images]
         assert [[h.ids for h in hs] for hs in together] == [[h.ids for h in hs] for hs in alone]
         np.testing.assert_allclose([h.score for hs in together for h in hs], [h.score for hs in alone for h in hs],
                                    atol=1e-4)

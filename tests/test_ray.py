@@ -124,3 +124,16 @@ def test_batch_cli_reports_and_exits_like_hmer_run(ray_cluster, tiny_model_dir, 
     assert p.returncode == 1 and "Traceback" not in p.stderr
     assert "pattern matches no files" in p.stderr and "3 row(s) written" in p.stderr
     assert len({json.loads(line)["file"] for line in out.read_text().splitlines()}) == 3
+
+
+def test_the_shipped_serve_config_builds_the_application():
+    import yaml
+
+    from hmer_runtime.ray_serve import build_app
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "configs" / "ray-serve.yaml").read_text())
+    (app,) = config["applications"]
+    assert app["import_path"] == "hmer_runtime.ray_serve:build_app"
+    deployment = build_app(app["args"])._bound_deployment
+    assert deployment._deployment_config.autoscaling_config.max_replicas == app["args"]["max_replicas"]
+    assert deployment.ray_actor_options["num_cpus"] == app["args"]["cpus"]
