@@ -12,13 +12,15 @@ import click
 
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
 from hmer_runtime.errors import HmerError, ImageError
-from hmer_runtime.files import walk_files
+from hmer_runtime.files import read_bounded, walk_files
 from hmer_runtime.sources import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
     from hmer_runtime.recognizer import Result
 
 INPUT_SUFFIXES = IMAGE_SUFFIXES + (".inkml",)
+#: Largest list file (``@FILE``) read, in bytes.
+MAX_LIST_BYTES = 256 * 1024 * 1024
 #: Batches' worth of inputs read ahead and sorted by size (results still come out in input order).
 WINDOW_BATCHES = 8
 
@@ -39,12 +41,21 @@ def json_row(path: str, result: Result | None = None, error: HmerError | None = 
 
 def expand_inputs(args: list[str]) -> tuple[list[str], list[HmerError]]:
     """Paths to recognise, in order: files as given, directories searched recursively for images
-    and InkML, globs expanded, ``-`` read from stdin; plus an error for each argument that yields none."""
+    and InkML, globs expanded, ``-`` read from stdin, ``@FILE`` read from a list file (one path a
+    line); plus an error for each argument that yields none."""
     paths: list[str] = []
     errors: list[HmerError] = []
     for arg in args:
         if arg == "-":
             paths += [line.strip() for line in sys.stdin if line.strip()]
+            continue
+        if arg.startswith("@") and len(arg) > 1 and not Path(arg).exists():
+            try:
+                text = read_bounded(arg[1:], MAX_LIST_BYTES).decode("utf-8", "surrogateescape")
+            except HmerError as e:
+                errors.append(e)
+                continue
+            paths += [line.strip() for line in text.splitlines() if line.strip()]
             continue
         p = Path(arg)
         if p.is_dir():
@@ -82,7 +93,7 @@ def expand_inputs(args: list[str]) -> tuple[list[str], list[HmerError]]:
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(paths, model_dir, beam, provider, variant, batch_size, threads, as_json, attention_dir, grammar,
          debug) -> None:
-    """Recognise handwritten expressions in PATHS (images, .inkml, directories, globs; - = stdin)."""
+    """Recognise handwritten expressions in PATHS (images, .inkml, directories, globs, @LIST files; - = stdin)."""
     from hmer_runtime.providers import ProviderConfig
     from hmer_runtime.recognizer import Recognizer
 

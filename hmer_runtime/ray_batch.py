@@ -2,6 +2,7 @@
 
     hmer-batch scans/ -o results.jsonl                    # a local Ray instance (or $RAY_ADDRESS)
     hmer-batch --address auto 'exams/**/*.png' -o out.jsonl --workers 16
+    hmer-batch @paths.txt -o out.jsonl                    # a list file, one path a line
 
 Inputs are expanded as ``hmer-run`` expands them. Each Ray Data worker holds one torch-free
 Recognizer and recognises windows of inputs the way ``hmer-run`` does (sorted by size in batches
@@ -179,7 +180,7 @@ def run_batch(paths: list[str], output: str | os.PathLike, options: BatchOptions
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(paths, output, address, workers, worker_cpus, worker_gpus, model_dir, beam, provider, variant, batch_size,
          threads, progress, debug) -> None:
-    """Recognise PATHS (images, .inkml, directories, globs; - = stdin) on Ray, rows to OUTPUT."""
+    """Recognise PATHS (images, .inkml, directories, globs, @LIST files; - = stdin) on Ray, rows to OUTPUT."""
     try:
         import ray  # noqa: F401
     except ImportError as e:

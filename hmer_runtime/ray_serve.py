@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import time
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -121,13 +123,24 @@ def build_app(args: dict):
     return application(pick(ReplicaOptions), pick(ScaleOptions))
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def serve_on_ray(replica: ReplicaOptions, scale: ScaleOptions, limits: Limits, host: str = "127.0.0.1",
-                 port: int = 8000, address: str | None = None, blocking: bool = True) -> None:
+                 port: int = 8000, address: str | None = None) -> None:
     """Connect to the Ray cluster at ``address`` (default: $RAY_ADDRESS, else a new local
-    instance), start Serve's HTTP proxy on host:port, and run the application until Ctrl-C."""
+    instance), start Serve's HTTP proxy on host:port and run the application until Ctrl-C or
+    SIGTERM, which take it down again (as stopping hmer-serve does)."""
     import ray
 
     ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, log_to_driver=False)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(application(replica, scale, limits), name=APP_NAME, route_prefix="/", blocking=blocking)
-
+    serve.run(application(replica, scale, limits), name=APP_NAME, route_prefix="/")
+    print(f"hmer on Ray Serve at http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.delete(APP_NAME)

@@ -225,17 +225,21 @@ def test_checkpoint_from_before_embed_norm_rebuilds_and_resumes_as_trained(tmp_p
         train(new_arch, resume=str(tmp_path / "old.pt"), progress=False)
 
 
-def test_ddp_gloo_two_processes(tmp_path):
+def test_ddp_gloo_across_two_nodes(tmp_path):
+    """Multi-node DDP as README's "Training on several machines" runs it: one torchrun per node
+    (--nnodes 2, --node_rank 0/1), here two on loopback."""
     cfg = tiny_config(tmp_path, "comer", max_steps=2, epochs=100, batch_size=2)
     import yaml
 
     cfg["val_split"] = None
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                        "--master_port", "29517", "-m", "hmer_train.cli_train", "--config", str(tmp_path / "c.yaml"),
-                        "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(r),
+                               "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", "29517",
+                               "-m", "hmer_train.cli_train", "--config", str(tmp_path / "c.yaml"), "--no-progress"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for r in (0, 1)]
+    outputs = [n.communicate(timeout=300)[0] for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     assert load_checkpoint(tmp_path / "out" / "last.pt")["step"] == 2
 
 

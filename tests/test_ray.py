@@ -63,7 +63,10 @@ def test_serve_on_ray_answers_like_hmer_serve(ray_cluster, tiny_model_dir, expre
             assert info["batching"]["engine"] == "ray-serve" and info["batching"]["decoded"] >= 4
     finally:
         proc.terminate()
-        proc.wait(30)
+        proc.wait(60)
+    from ray import serve
+
+    assert proc.returncode == 0 and "hmer" not in serve.status().applications  # stopping it took it down
 
 
 def test_serve_builder_rejects_unknown_arguments():
@@ -116,10 +119,11 @@ def test_batch_on_ray_data_writes_hmer_runs_rows_and_resumes(ray_cluster, tiny_m
 
 
 def test_batch_cli_reports_and_exits_like_hmer_run(ray_cluster, tiny_model_dir, inputs, tmp_path):
-    out = tmp_path / "cli.jsonl"
+    out, listing = tmp_path / "cli.jsonl", tmp_path / "inputs.txt"
+    listing.write_text("\n".join(inputs[1:3]) + "\n")
     p = subprocess.run([str(BIN / "hmer-batch"), "--address", ray_cluster, "--model", str(tiny_model_dir),
                         "--provider", "cpu", "--worker-cpus", "0.5", "--no-progress", "-o", str(out),
-                        *inputs[:3], str(Path(inputs[0]).parent / "nothing-*.png")],
+                        inputs[0], f"@{listing}", str(Path(inputs[0]).parent / "nothing-*.png")],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 1 and "Traceback" not in p.stderr
     assert "pattern matches no files" in p.stderr and "3 row(s) written" in p.stderr

@@ -178,6 +178,13 @@ def test_hmer_run_outputs_and_bad_inputs(model_dir, inputs, tmp_path):
     assert p.returncode == 0, p.stderr
     assert len(p.stdout.splitlines()) == 3 and len(list(att.glob("*.png"))) == 3
 
+    # Paths from a list file; a list file that is missing is one error naming it.
+    (tmp_path / "list.txt").write_text(f"{good[1]}\n\n{good[0]}\n")
+    p = _run("--model", model_dir, "--json", f"@{tmp_path / 'list.txt'}", f"@{tmp_path / 'nolist.txt'}")
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert [json.loads(line)["file"] for line in p.stdout.splitlines()] == [str(good[1]), str(good[0])]
+    assert p.stderr.startswith(f"error: {tmp_path / 'nolist.txt'}: no such file")
+
 
 def test_broken_and_mismatched_model_dirs(model_dir, tmp_path, inputs):
     import shutil
