@@ -18,6 +18,7 @@ import torch
 
 from hmer_runtime import __version__
 from hmer_runtime.errors import ModelError
+from hmer_runtime.grammar import grammar_tables
 from hmer_runtime.model_spec import MODEL_FORMAT, ModelSpec, dump_spec
 from hmer_runtime.onnx_model import OnnxModel
 from hmer_runtime.preprocess import PreprocessConfig
@@ -63,6 +64,7 @@ def describe(model, vocab, ckpt: dict, ckpt_path: Path, layout: dict, opset: int
         # hmer_runtime.decode_options: grammar on by default; rescore_r2l re-ranks beams by the
         # right-to-left reading (bidirectional models); search "comer": search.bidirectional_search
         "decode": options_from_config(cfg).to_model_json(),
+        "grammar": grammar_tables(),
         **layout,
         "metrics": ckpt.get("metrics", {}),
         "checkpoint": {"file": ckpt_path.name, "sha256": file_sha256(ckpt_path), "step": ckpt.get("step"),

@@ -26,18 +26,33 @@ NEEDS = {"^": ("{",), "_": ("{",), "\\frac": ("{", "{"), "\\sqrt": ("[{",),
          **{cmd: ("{",) for cmd in ONE_ARG}}
 
 
+def grammar_tables(needs: dict[str, tuple[str, ...]] = NEEDS) -> dict:
+    """The grammar as data, for ``model.json`` (``grammar``): which argument openers each token
+    requires next ("[{": an optional ``[`` index, then ``{``). Every runtime interprets this one
+    table with the same small automaton (``LatexGrammar`` here, ``hmer.js`` in the browser)."""
+    return {"needs": {tok: list(openers) for tok, openers in sorted(needs.items())}}
+
+
+def needs_from_tables(tables: dict | None) -> dict[str, tuple[str, ...]]:
+    """The ``needs`` table of ``grammar_tables`` output (a model exported without one: NEEDS)."""
+    if not tables:
+        return NEEDS
+    return {str(tok): tuple(str(o) for o in openers) for tok, openers in tables["needs"].items()}
+
+
 class LatexGrammar:
     """Prefix automaton over a vocabulary's token ids; ``mask(state)`` gives the allowed next ids."""
 
-    def __init__(self, vocab: Vocab):
+    def __init__(self, vocab: Vocab, needs: dict[str, tuple[str, ...]] = NEEDS):
         self.vocab = vocab
         self.tokens = vocab.tokens
+        self.needs = needs
         self._mask = lru_cache(maxsize=4096)(self._compute_mask)
         # How much a token raises ``cost``: in a state needing an argument ("{" opens it: -1, a
         # \sqrt index "[" adds its "]": +1), and otherwise (commands add their arguments; the
         # top group's closer, -1, is set per state).
         self._need_growth = np.array([-1 if t == "{" else 1 if t == "[" else 0 for t in self.tokens])
-        self._free_growth = np.array([2 * len(NEEDS.get(t, ())) for t in self.tokens])
+        self._free_growth = np.array([2 * len(needs.get(t, ())) for t in self.tokens])
         self._max_growth = int(self._free_growth.max(initial=1))
 
     def start(self) -> State:
@@ -55,7 +70,7 @@ class LatexGrammar:
             return state
         if stack and tok == stack[-1][0]:
             return stack[:-1], stack[-1][1]
-        return stack, NEEDS.get(tok, ())
+        return stack, self.needs.get(tok, ())
 
     def mask(self, state: State, steps_left: int | None = None) -> np.ndarray:
         """Boolean (vocab,) array: True where the token may come next. With ``steps_left`` (this

@@ -68,6 +68,7 @@ class ModelSpec:
     checkpoint: dict = field(default_factory=dict)  # file, sha256, step, epoch and weights exported
     tensorrt_profiles: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # graph stem -> min/opt/max
     variants: dict = field(default_factory=dict)
+    grammar: dict = field(default_factory=dict)  # grammar.grammar_tables(); empty for older exports
     raw: dict = field(default_factory=dict)  # the whole file, for what a runtime does not read (evaluation)
 
     @property
@@ -119,6 +120,7 @@ class ModelSpec:
                        checkpoint=dict(raw.get("checkpoint", {})),
                        tensorrt_profiles={k: tuple(v) for k, v in raw.get("tensorrt_profiles", {}).items()},
                        variants=dict(raw.get("variants", {})),
+                       grammar=dict(raw.get("grammar", {})),
                        raw=raw)
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError(where, f"malformed model description ({type(e).__name__}: {e})") from e

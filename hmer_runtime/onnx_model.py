@@ -19,7 +19,7 @@ import numpy as np
 from hmer_runtime.batch_encoding import encode_each, image_sizes
 from hmer_runtime.decode_options import DecodeOptions
 from hmer_runtime.errors import ModelError
-from hmer_runtime.grammar import LatexGrammar
+from hmer_runtime.grammar import LatexGrammar, needs_from_tables
 from hmer_runtime.model_spec import METADATA_KEY, ModelSpec
 from hmer_runtime.providers import ProviderConfig, create_session
 from hmer_runtime.search import (
@@ -74,7 +74,7 @@ class OnnxModel:
         self.state_names = [t.name for t in spec.state]
         self._output_layout = {**{f"memory.{t.name}": t.shape for t in spec.memory},
                                **{f"init.{t.name}": t.shape for t in spec.state}}
-        self.grammar = LatexGrammar(spec.vocab)
+        self.grammar = LatexGrammar(spec.vocab, needs_from_tables(spec.grammar))
         self._state_out = [f"state_out.{n}" for n in self.state_names]
         missing = [f"state_in.{n}" for n in self.state_names if f"state_in.{n}" not in self._decoder_inputs]
         missing += [n for n in ("tokens", "beam_index") if n not in self._decoder_inputs]

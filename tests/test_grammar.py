@@ -86,3 +86,18 @@ def test_constrained_search_closes_every_group_within_the_length_limit(max_len):
     for hyp in (greedy(step, 0, 1, sos, eos, max_len, constraint=GRAMMAR)[0],
                 beam_search(step, lambda st, rows: st, 0, 1, 3, sos, eos, max_len, constraint=GRAMMAR)[0][0]):
         assert GRAMMAR.accepts(hyp.ids) and len(hyp.ids) < max_len
+
+
+def test_the_grammar_travels_as_data_and_reads_back_the_same():
+    import json
+
+    from hmer_runtime.grammar import NEEDS, grammar_tables, needs_from_tables
+    from hmer_runtime.model_spec import ModelSpec
+    from hmer_runtime.recognizer import BUNDLED_MODEL
+
+    tables = json.loads(json.dumps(grammar_tables()))  # as model.json holds it
+    assert needs_from_tables(tables) == NEEDS and needs_from_tables({}) == NEEDS
+    assert ModelSpec.load(BUNDLED_MODEL).grammar == tables
+    seq = VOCAB.encode(tokenize(r"\sqrt[3]{x^{2}}+\frac{a}{b}"))
+    changed = LatexGrammar(VOCAB, needs_from_tables({"needs": {**tables["needs"], "\\frac": ["{"]}}))
+    assert LatexGrammar(VOCAB, needs_from_tables(tables)).accepts(seq) and not changed.accepts(seq)
