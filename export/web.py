@@ -1,0 +1,158 @@
+"""``hmer-web build MODEL_DIR OUT_DIR``: the recogniser as a static site that reads ink in the browser.
+
+The site holds the page (``web/index.html``), the JavaScript runtime (``web/hmer.js``), the
+model's graphs and ``model.json``, ONNX Runtime Web's WebAssembly build and KaTeX, both taken
+from npm at build time (pinned below, cached in ``~/.cache/hmer/npm``), and a service worker that
+caches it all, so a second visit loads from the cache and works offline. Any static file server
+shows it: ``python -m http.server -d OUT_DIR``. Needs no torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import click
+
+from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
+from hmer_runtime.errors import HmerError, ModelError
+from hmer_runtime.grammar import grammar_tables
+from hmer_runtime.model_spec import MODEL_FILE, ModelSpec
+from hmer_runtime.recognizer import BUNDLED_MODEL
+
+WEB = Path(__file__).parent / "web"
+ORT_WEB = ("onnxruntime-web", "1.30.0")
+KATEX = ("katex", "0.16.9")
+#: What the site takes from each npm package: (member under package/, where it goes in the site).
+ORT_FILES = [("dist/ort.wasm.min.js", "ort/ort.wasm.min.js"),
+             ("dist/ort-wasm-simd-threaded.wasm", "ort/ort-wasm-simd-threaded.wasm"),
+             ("dist/ort-wasm-simd-threaded.mjs", "ort/ort-wasm-simd-threaded.mjs")]
+KATEX_FILES = [("dist/katex.min.js", "katex/katex.min.js"), ("dist/katex.min.css", "katex/katex.min.css")]
+#: A variant's decoder is used in the browser when its ExpRate is within this of fp32's on every split.
+INT8_TOLERANCE = 1.0
+
+
+class WebBuildError(HmerError):
+    """Something the web build needs is missing (npm, a package, a model file)."""
+
+
+def npm_package(name: str, version: str, cache: Path) -> Path:
+    """The tarball of ``name@version`` from npm, fetched once into ``cache``."""
+    tarball = cache / f"{name}-{version}.tgz"
+    if tarball.is_file():
+        return tarball
+    npm = shutil.which("npm")
+    if npm is None:
+        raise WebBuildError("npm", f"not found; the web build takes {name}@{version} from the npm registry: "
+                                   "install Node.js and npm, or put the package's tarball at " + str(tarball))
+    cache.mkdir(parents=True, exist_ok=True)
+    p = subprocess.run([npm, "pack", f"{name}@{version}", "--pack-destination", str(cache), "--silent"],
+                       capture_output=True, text=True, timeout=600)
+    if p.returncode != 0 or not tarball.is_file():
+        raise WebBuildError(f"{name}@{version}", f"npm pack failed: {(p.stderr or p.stdout).strip()[-500:]}")
+    return tarball
+
+
+def _extract(tarball: Path, wanted: list[tuple[str, str]], out: Path, prefix: str | None = None) -> None:
+    """Copy ``wanted`` members (and, with ``prefix``, every member under it) of an npm tarball into ``out``."""
+    with tarfile.open(tarball) as tar:
+        members = {m.name.removeprefix("package/"): m for m in tar.getmembers() if m.isfile()}
+        pairs = list(wanted)
+        if prefix:
+            pairs += [(name, f"katex/fonts/{Path(name).name}") for name in members
+                      if name.startswith(prefix) and name.endswith(".woff2")]
+        for member, dest in pairs:
+            if member not in members:
+                raise WebBuildError(str(tarball), f"has no {member}")
+            target = out / dest
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(tar.extractfile(members[member]).read())
+
+
+def choose_variant(spec: ModelSpec, requested: str = "auto") -> str:
+    """The decoder variant the browser runs: int8 where the model card puts it within
+    INT8_TOLERANCE points of fp32 on every split it was measured on (smaller download), else fp32."""
+    if requested != "auto":
+        if requested not in spec.variants:
+            raise ModelError(str(spec.directory), f"no {requested} variant (has: {', '.join(sorted(spec.variants))})")
+        return requested
+    evaluation = spec.raw.get("evaluation", {})
+    pairs = [(v, evaluation.get(k.replace("fp32", "int8"))) for k, v in evaluation.items() if " fp32 beam 1" in k]
+    if "int8" in spec.variants and pairs and all(
+            int8 and abs(int8["exprate"] - fp32["exprate"]) <= INT8_TOLERANCE for fp32, int8 in pairs):
+        return "int8"
+    return "fp32"
+
+
+def build_site(model_dir: str | os.PathLike | None, out_dir: str | os.PathLike, variant: str = "auto",
+               cache: Path | None = None, log=click.echo) -> Path:
+    """Write the static site for ``model_dir`` (default: the bundled model) into ``out_dir``,
+    replacing it whole: the site is assembled beside it and moved into place."""
+    spec = ModelSpec.load(model_dir or BUNDLED_MODEL)
+    chosen = choose_variant(spec, variant)
+    files = spec.variants[chosen]
+    cache = cache or Path(os.environ.get("HMER_CACHE", Path.home() / ".cache" / "hmer")) / "npm"
+    out = Path(out_dir)
+    tmp = out.with_name(out.name + ".building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        for role in ("encoder", "decoder", "scorer"):
+            if files.get(role):
+                shutil.copy2(spec.directory / files[role], tmp / files[role])
+        raw = {**spec.raw, "variants": {chosen: files},
+               "grammar": spec.raw.get("grammar") or grammar_tables(),
+               "web": {"variant": chosen, "onnxruntime_web": ORT_WEB[1], "katex": KATEX[1]}}
+        (tmp / MODEL_FILE).write_text(json.dumps(raw, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        for name in ("index.html", "hmer.js"):
+            shutil.copy2(WEB / name, tmp / name)
+        _extract(npm_package(*ORT_WEB, cache), ORT_FILES, tmp)
+        _extract(npm_package(*KATEX, cache), KATEX_FILES, tmp, prefix="dist/fonts/")
+        site = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+        digest = hashlib.sha256()
+        for name in site:
+            digest.update(name.encode() + (tmp / name).read_bytes())
+        worker = (WEB / "sw.js").read_text(encoding="utf-8")
+        worker = worker.replace("__CACHE__", f"hmer-{digest.hexdigest()[:16]}")
+        worker = worker.replace("__FILES__", json.dumps(["./"] + site))
+        (tmp / "sw.js").write_text(worker, encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    log(f"wrote {out}/ ({size / 1e6:.1f} MB, {chosen} decoder, onnxruntime-web {ORT_WEB[1]}); "
+        f"serve it with: python -m http.server -d {out}")
+    return out
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+def main() -> None:
+    """The recogniser in the browser."""
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("dirs", nargs=-1, metavar="[MODEL_DIR] OUT_DIR")
+@click.option("--variant", type=click.Choice(["auto", "fp32", "int8", "fp16"]), default="auto", show_default=True,
+              help="Decoder graphs to ship (auto: int8 where the model card puts it within 1 point of fp32).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def build(dirs, variant, debug) -> None:
+    """Write a static site that recognises ink in the browser (MODEL_DIR default: the bundled model)."""
+    if len(dirs) not in (1, 2):
+        raise click.UsageError("give OUT_DIR, or MODEL_DIR and OUT_DIR")
+    build_site(dirs[0] if len(dirs) == 2 else None, dirs[-1], variant)
+
+
+def run() -> None:
+    run_cli(main)
+
+
+if __name__ == "__main__":
+    run()
