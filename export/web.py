@@ -133,6 +133,25 @@ def build_site(model_dir: str | os.PathLike | None, out_dir: str | os.PathLike, 
     return out
 
 
+def serve_site(root: str | os.PathLike, host: str = "127.0.0.1", port: int = 0):
+    """A static file server for a built site, serving in a background thread; ``.url`` is its address."""
+    import functools
+    import http.server
+    import threading
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript",
+                          ".wasm": "application/wasm"}
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((host, port), functools.partial(Handler, directory=str(root)))
+    server.url = f"http://{host}:{server.server_address[1]}/"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 @click.group(context_settings=CONTEXT_SETTINGS)
 def main() -> None:
     """The recogniser in the browser."""
@@ -148,6 +167,23 @@ def build(dirs, variant, debug) -> None:
     if len(dirs) not in (1, 2):
         raise click.UsageError("give OUT_DIR, or MODEL_DIR and OUT_DIR")
     build_site(dirs[0] if len(dirs) == 2 else None, dirs[-1], variant)
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("site", type=click.Path(exists=True, file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True)
+def serve(site, host, port) -> None:
+    """Serve a built site (any static file server does; this one knows .mjs and .wasm)."""
+    import time
+
+    server = serve_site(site, host, port)
+    click.echo(f"serving {site} at {server.url} (Ctrl-C stops)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.shutdown()
 
 
 def run() -> None:

@@ -10,7 +10,12 @@ The convention (the same for training data, ``hmer-run x.inkml`` and the drawing
   ``symbol_px`` pixels. Expressions of any source then have symbols of comparable size.
 * **Strokes** -- polylines of ``line_width`` pixels with round joins and caps, antialiased by
   drawing at ``supersample`` times the size and box-filtering down. Dots (zero-length strokes)
-  are drawn as discs of the same width.
+  are drawn as discs of the same width. ``pen`` says how the supersampled pen is drawn:
+  ``"pil"`` (PIL's wide lines, round joints and end discs; what every model before session 13
+  was trained on) or ``"capsule"`` (a pixel is ink when its centre lies within ``line_width / 2``
+  of a segment, in float64). The capsule pen is exactly specified, so the browser runtime
+  (``export/web/hmer.js``) draws the same pixels; it leaves 2 px of slack inside the maximum
+  size, so a render never needs preprocessing's size limit.
 * **Padding** -- ``pad`` pixels of background on every side.
 * **Maximum size** -- if the result would exceed ``max_height`` x ``max_width``, the scale is
   reduced to fit (symbols get smaller; training can count or drop such samples).
@@ -27,6 +32,8 @@ from PIL import Image, ImageDraw
 
 from hmer_runtime.inkml import Ink, validate_ink
 
+PENS = ("pil", "capsule")
+
 
 @dataclass(frozen=True)
 class RenderConfig:
@@ -38,9 +45,17 @@ class RenderConfig:
     max_height: int = 256
     max_width: int = 1024
     supersample: int = 4
+    pen: str = "pil"  # "pil" or "capsule" (module docstring)
+
+    def __post_init__(self):
+        if self.pen not in PENS:
+            raise ValueError(f"render pen must be one of {PENS}, not {self.pen!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["pen"] == "pil":  # the historical default, left out so older caches and model files keep their keys
+            del d["pen"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> RenderConfig:
@@ -61,12 +76,13 @@ def symbol_size(traces: list[np.ndarray]) -> float:
 def render_ink(ink: Ink, config: RenderConfig = RenderConfig()) -> np.ndarray:
     """Render ink to a uint8 (H, W) array, ink dark on white. Raises InkError for degenerate ink."""
     validate_ink(ink)
-    traces = [t[:, :2] for t in ink.traces if len(t)]
+    traces = [np.asarray(t[:, :2], dtype=np.float64) for t in ink.traces if len(t)]
     lo = np.concatenate(traces).min(axis=0)
     hi = np.concatenate(traces).max(axis=0)
     scale = config.symbol_px / symbol_size(traces)
-    inner_w = config.max_width - 2 * config.pad - config.line_width
-    inner_h = config.max_height - 2 * config.pad - config.line_width
+    slack = 2 if config.pen == "capsule" else 0
+    inner_w = config.max_width - 2 * config.pad - config.line_width - slack
+    inner_h = config.max_height - 2 * config.pad - config.line_width - slack
     span = np.maximum(hi - lo, 1e-12)
     scale = min(scale, inner_w / span[0], inner_h / span[1])
 
@@ -74,13 +90,14 @@ def render_ink(ink: Ink, config: RenderConfig = RenderConfig()) -> np.ndarray:
     width = int(np.ceil(span[0] * scale + 2 * margin))
     height = int(np.ceil(span[1] * scale + 2 * margin))
     ss = config.supersample
+    lw = max(1, round(config.line_width * ss))
+    points = [((t - lo) * scale + margin) * ss for t in traces]
+    if config.pen == "capsule":
+        return _capsule_render(points, width, height, ss, lw / 2)
     canvas = Image.new("L", (width * ss, height * ss), 255)
     draw = ImageDraw.Draw(canvas)
-    lw = max(1, round(config.line_width * ss))
     r = lw / 2
-    for t in traces:
-        pts = (t - lo) * scale + margin
-        pts = pts * ss
+    for pts in points:
         xy = [(float(x), float(y)) for x, y in pts]
         if len(xy) > 1 and np.ptp(pts, axis=0).max() > 0:
             draw.line(xy, fill=0, width=lw, joint="curve")
@@ -90,6 +107,32 @@ def render_ink(ink: Ink, config: RenderConfig = RenderConfig()) -> np.ndarray:
             x, y = xy[0]
             draw.ellipse((x - r, y - r, x + r, y + r), fill=0)
     return np.asarray(canvas.reduce(ss), dtype=np.uint8)
+
+
+def _capsule_render(points: list[np.ndarray], width: int, height: int, ss: int, r: float) -> np.ndarray:
+    """The capsule pen: a supersampled pixel is ink when its centre is within ``r`` of a segment;
+    then each ss x ss block becomes round(mean). hmer.js ``renderInk`` computes the same, op for op."""
+    big_w, big_h = width * ss, height * ss
+    ink = np.zeros((big_h, big_w), dtype=bool)
+    r2 = r * r
+    for pts in points:
+        if len(pts) == 1:
+            pts = np.concatenate([pts, pts])
+        for (ax, ay), (bx, by) in zip(pts[:-1], pts[1:]):
+            dx, dy = bx - ax, by - ay
+            len2 = dx * dx + dy * dy
+            x0, x1 = max(0, int(np.floor(min(ax, bx) - r))), min(big_w - 1, int(np.ceil(max(ax, bx) + r)))
+            y0, y1 = max(0, int(np.floor(min(ay, by) - r))), min(big_h - 1, int(np.ceil(max(ay, by) + r)))
+            if x1 < x0 or y1 < y0:
+                continue
+            px = np.arange(x0, x1 + 1, dtype=np.float64)[None, :] + 0.5
+            py = np.arange(y0, y1 + 1, dtype=np.float64)[:, None] + 0.5
+            u = ((px - ax) * dx + (py - ay) * dy) / len2 if len2 > 0 else np.zeros_like(px + py)
+            u = np.clip(u, 0.0, 1.0)
+            ex, ey = px - (ax + u * dx), py - (ay + u * dy)
+            ink[y0:y1 + 1, x0:x1 + 1] |= ex * ex + ey * ey <= r2
+    paper = (~ink).reshape(height, ss, width, ss).sum(axis=(1, 3)) * 255  # exact integers
+    return np.floor(paper / (ss * ss) + 0.5).astype(np.uint8)
 
 
 def model_input(obj, render: RenderConfig, pre, name: str) -> np.ndarray:

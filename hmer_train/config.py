@@ -96,7 +96,9 @@ def image_configs(cfg: dict, inference: bool = False) -> tuple[RenderConfig, Pre
     ``symbol_px`` unset (None, or absent from an older checkpoint's config) are the renders'.
 
     ``inference``: as the model reads, not as it trains: symbols and strokes ``decode.input_scale``
-    times the training size (chosen on validation data with ``hmer-eval --input-scale``)."""
+    times the training size (chosen on validation data with ``hmer-eval --input-scale``), drawn
+    with the capsule pen, which every runtime (the browser's included) reproduces exactly
+    (``hmer_runtime.render``; the bundled model reads as well with it as with PIL's, docs/MODEL.md)."""
     render = dict(cfg["render"])
     pre = dict(cfg["preprocess"])
     for key, value in (("stroke_width", render["line_width"]), ("symbol_px", render["symbol_px"])):
@@ -108,6 +110,8 @@ def image_configs(cfg: dict, inference: bool = False) -> tuple[RenderConfig, Pre
     for d, keys in ((render, ("symbol_px", "line_width")), (pre, ("symbol_px", "stroke_width"))):
         for key in keys:
             d[key] = round(float(d[key]) * k, 3)
+    if inference:
+        render["pen"] = "capsule"
     return RenderConfig.from_dict(render), PreprocessConfig.from_dict(pre)
 
 

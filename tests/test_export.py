@@ -1,6 +1,7 @@
 """hmer-export: graphs that match PyTorch at any batch/size, int8 variant, metadata, bad inputs."""
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -305,3 +306,18 @@ def test_check_catches_a_wrong_graph(tmp_path, monkeypatch):
     with pytest.raises(ExportCheckError, match="differ from PyTorch"):
         export_checkpoint(random_checkpoint(tmp_path, "wap"), tmp_path / "out", log=lambda s: None)
     assert not (tmp_path / "out").exists()
+
+
+def test_web_build_without_npm_says_what_is_missing(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PATH": str(tmp_path / "empty"), "HMER_CACHE": str(tmp_path / "cache")}
+    p = subprocess.run([sys.executable, "-m", "hmer_export.web", "build", str(tmp_path / "site")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert p.stderr.startswith("error: npm: not found") and "onnxruntime-web@" in p.stderr
+    assert not (tmp_path / "site").exists() and not (tmp_path / "site.building").exists()  # nothing half-built
+    p = subprocess.run([sys.executable, "-m", "hmer_export.web", "build", str(tmp_path / "nope"), str(tmp_path / "s")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 1 and "model directory not found" in p.stderr

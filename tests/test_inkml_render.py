@@ -100,3 +100,22 @@ def test_written_inkml_roundtrip(tmp_path):
 def test_inkml_text_without_truth():
     ink = parse_inkml(inkml_text(expression_strokes(["1"]), None).encode())
     assert ink.truth is None
+
+
+def test_the_capsule_pen_draws_round_strokes_of_the_pen_width_and_leaves_pil_models_alone():
+    from hmer_runtime.render import RenderConfig
+
+    ink = Ink.from_strokes([[[0, 0], [100, 0]], [[0, 40], [0, 140]], [[60, 80]]])
+    pil, capsule = RenderConfig(line_width=4), RenderConfig(line_width=4, pen="capsule")
+    a, b = render_ink(ink, pil), render_ink(ink, capsule)
+    assert np.array_equal(b, render_ink(ink, capsule))  # deterministic
+    assert abs(a.shape[0] - b.shape[0]) <= 3 and abs(a.shape[1] - b.shape[1]) <= 3
+    # ink area in pixels: two 4 px strokes 32 px long (the median stroke is symbol_px), their round caps, a dot
+    dark = (255 - b.astype(int)).sum() / 255
+    assert abs(dark - (4 * 64 + 3 * np.pi * 2 ** 2)) < 8
+    col = b[:, b.shape[1] // 2]
+    assert 3 <= (col < 128).sum() <= 5  # the horizontal stroke is the pen's width
+    assert "pen" not in pil.to_dict() and capsule.to_dict()["pen"] == "capsule"
+    assert RenderConfig.from_dict(capsule.to_dict()) == capsule
+    with pytest.raises(ValueError, match="pen"):
+        RenderConfig(pen="brush")

@@ -260,6 +260,7 @@ def test_image_configs_follow_the_renders_and_the_input_scale():
     render, pre = image_configs(cfg, inference=True)
     assert (render.symbol_px, render.line_width, pre.symbol_px, pre.stroke_width) == (25.0, 2.5, 25.0, 2.5)
     assert image_configs(cfg)[1].symbol_px == 20.0  # training renders stay at the training size
+    assert (image_configs(cfg)[0].pen, render.pen) == ("pil", "capsule")  # and the pen every runtime draws alike
     cfg["preprocess"]["stroke_width"] = 0  # explicitly off stays off
     assert image_configs(cfg, inference=True)[1].stroke_width == 0
     cfg["decode"]["input_scale"] = 0

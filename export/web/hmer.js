@@ -27,8 +27,14 @@
     return strokes.length ? median(strokes) : overall;
   }
 
+  /** Python's round(): halves go to the even neighbour. */
+  function roundHalfEven(x) {
+    const f = Math.floor(x), d = x - f;
+    return d > 0.5 || (d === 0.5 && f % 2 !== 0) ? f + 1 : f;
+  }
+
   /** Strokes [[[x, y], ...], ...] to a gray image (ink 0 on 255) drawn at ``supersample`` times
-   *  the size with round pens (each segment a capsule) and box-filtered down. */
+   *  the size with the capsule pen and box-filtered down: render.py's ``pen: "capsule"``, op for op. */
   function renderInk(strokes, cfg) {
     const traces = strokes.filter(s => s.length).map(s => s.map(p => [Number(p[0]), Number(p[1])]));
     if (!traces.length) throw new Error("strokes: no points to read");
@@ -38,12 +44,14 @@
     const hi = [Math.max(...all.map(p => p[0])), Math.max(...all.map(p => p[1]))];
     if (hi[0] === lo[0] && hi[1] === lo[1]) throw new Error("strokes: all points are the same");
     const span = [Math.max(hi[0] - lo[0], 1e-12), Math.max(hi[1] - lo[1], 1e-12)];
-    const innerW = cfg.max_width - 2 * cfg.pad - cfg.line_width, innerH = cfg.max_height - 2 * cfg.pad - cfg.line_width;
+    const slack = cfg.pen === "capsule" ? 2 : 0;  // "pil" models are approximated (docs/BENCHMARKS.md, "In the browser")
+    const innerW = cfg.max_width - 2 * cfg.pad - cfg.line_width - slack;
+    const innerH = cfg.max_height - 2 * cfg.pad - cfg.line_width - slack;
     const scale = Math.min(cfg.symbol_px / symbolSize(traces), innerW / span[0], innerH / span[1]);
     const margin = cfg.pad + cfg.line_width / 2;
     const width = Math.ceil(span[0] * scale + 2 * margin), height = Math.ceil(span[1] * scale + 2 * margin);
     const ss = cfg.supersample, W = width * ss, H = height * ss;
-    const lw = Math.max(1, Math.round(cfg.line_width * ss)), r = lw / 2, r2 = r * r;
+    const lw = Math.max(1, roundHalfEven(cfg.line_width * ss)), r = lw / 2, r2 = r * r;
     const ink = new Uint8Array(W * H);
     for (const t of traces) {
       const pts = t.map(p => [((p[0] - lo[0]) * scale + margin) * ss, ((p[1] - lo[1]) * scale + margin) * ss]);
@@ -214,6 +222,11 @@
     async recognize(strokes, { beam = null } = {}) {
       const t0 = performance.now();
       const input = modelInput(renderInk(strokes, this.spec.render), this.spec.preprocess);
+      return this.recognizeInput(input, { beam, t0 });
+    }
+
+    /** Recognise a model input {data: Float32Array (ink 1 on 0), height, width}. */
+    async recognizeInput(input, { beam = null, t0 = performance.now() } = {}) {
       const opts = { ...this.options, beam: beam || this.options.beam };
       const { memory, state } = await this.encode(input);
       let hyps = opts.beam > 1 ? await this.beamSearch(memory, state, opts) : [await this.greedy(memory, state, opts)];
