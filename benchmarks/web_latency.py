@@ -61,6 +61,22 @@ def wait_for(driver, script: str, timeout: float = 120.0):
 READY = "return window.hmerReady || document.getElementById('error').textContent"
 
 
+def draw_strokes(driver, strokes: list) -> list:
+    """Draw ``strokes`` (canvas pixels) on the page's pad as a pen would: pointerdown, a
+    pointermove per point, pointerup. Returns the strokes the pad recorded (``hmerPad.strokes``)."""
+    driver.execute_script("""
+        const pad = document.getElementById('pad'), r = pad.getBoundingClientRect();
+        const fire = (type, [x, y]) => pad.dispatchEvent(new PointerEvent(type, {
+            clientX: r.left + x, clientY: r.top + y, pointerId: 1, pointerType: 'pen', bubbles: true,
+            isPrimary: true, pressure: 0.5}));
+        for (const stroke of arguments[0]) {
+            fire('pointerdown', stroke[0]);
+            stroke.slice(1).forEach(p => fire('pointermove', p));
+            fire('pointerup', stroke[stroke.length - 1]);
+        }""", strokes)
+    return driver.execute_script("return hmerPad.strokes")
+
+
 def _strokes(data: str | None, limit: int) -> list[list]:
     if data is None:
         import json

@@ -1,6 +1,7 @@
 """``hmer-web build MODEL_DIR OUT_DIR``: the recogniser as a static site that reads ink in the browser.
 
-The site holds the page (``web/index.html``), the JavaScript runtime (``web/hmer.js``), the
+The site holds the page (``web/index.html``), the JavaScript runtime (``hmer_runtime/static/hmer.js``,
+which hmer-serve's drawing pad also loads for its ``Pad``), the
 model's graphs and ``model.json``, ONNX Runtime Web's WebAssembly build and KaTeX, both taken
 from npm at build time (pinned below, cached in ``~/.cache/hmer/npm``), and a service worker that
 caches it all, so a second visit loads from the cache and works offline. Any static file server
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import click
 
+import hmer_runtime
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
 from hmer_runtime.errors import HmerError, ModelError
 from hmer_runtime.grammar import grammar_tables
@@ -26,6 +28,7 @@ from hmer_runtime.model_spec import MODEL_FILE, ModelSpec
 from hmer_runtime.recognizer import BUNDLED_MODEL
 
 WEB = Path(__file__).parent / "web"
+STATIC = Path(hmer_runtime.__file__).parent / "static"
 ORT_WEB = ("onnxruntime-web", "1.30.0")
 KATEX = ("katex", "0.16.9")
 #: What the site takes from each npm package: (member under package/, where it goes in the site).
@@ -109,8 +112,9 @@ def build_site(model_dir: str | os.PathLike | None, out_dir: str | os.PathLike, 
                "grammar": spec.raw.get("grammar") or grammar_tables(),
                "web": {"variant": chosen, "onnxruntime_web": ORT_WEB[1], "katex": KATEX[1]}}
         (tmp / MODEL_FILE).write_text(json.dumps(raw, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        for name in ("index.html", "hmer.js"):
-            shutil.copy2(WEB / name, tmp / name)
+        shutil.copy2(WEB / "index.html", tmp / "index.html")
+        for name in ("hmer.js", "pad.css"):  # the runtime and the pad's look, shared with hmer-serve's page
+            shutil.copy2(STATIC / name, tmp / name)
         _extract(npm_package(*ORT_WEB, cache), ORT_FILES, tmp)
         _extract(npm_package(*KATEX, cache), KATEX_FILES, tmp, prefix="dist/fonts/")
         site = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())

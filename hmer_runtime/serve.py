@@ -1,7 +1,7 @@
 """``hmer-serve``: an HTTP API and a drawing-pad page on top of :class:`Recognizer` (extra ``serve``).
 
     POST /v1/recognize   image (multipart ``file`` or raw bytes) or JSON ink {"strokes": [[[x, y], ...], ...]}
-    GET  /v1/model       what is loaded;  GET /healthz;  GET /  the drawing pad;  GET /docs  OpenAPI
+    GET  /v1/model       what is loaded;  GET /healthz;  GET /  the drawing pad (+ /hmer.js, /pad.css);  GET /docs
 
 Concurrent requests are gathered for up to ``batch_wait_ms`` and decoded as one batch (one
 encoder call, one decoder call per step for all of them); ``batch_wait_ms=0`` decodes each alone.
@@ -26,7 +26,8 @@ from hmer_runtime.preprocess import load_image
 from hmer_runtime.providers import ProviderConfig
 from hmer_runtime.recognizer import Recognizer
 
-PAGE = Path(__file__).parent / "static" / "index.html"
+STATIC = Path(__file__).parent / "static"
+PAGE = STATIC / "index.html"  # the drawing pad; it loads hmer.js (its Pad) and pad.css from beside it
 
 
 @dataclass
@@ -111,7 +112,7 @@ def create_app(model_dir: str | Path | None = None, provider: str = "auto", vari
 
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
     from starlette.exceptions import HTTPException
 
     limits = limits or Limits()
@@ -151,6 +152,14 @@ def create_app(model_dir: str | Path | None = None, provider: str = "auto", vari
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
         return PAGE.read_text(encoding="utf-8")
+
+    @app.get("/hmer.js", include_in_schema=False)
+    def script() -> Response:
+        return Response((STATIC / "hmer.js").read_bytes(), media_type="text/javascript")
+
+    @app.get("/pad.css", include_in_schema=False)
+    def style() -> Response:
+        return Response((STATIC / "pad.css").read_bytes(), media_type="text/css")
 
     @app.get("/healthz")
     def healthz() -> dict:

@@ -42,6 +42,8 @@ def test_draw_on_the_canvas_and_read_the_latex(server, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
+    from hmer_bench.web_latency import draw_strokes
+
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,700"):
@@ -49,24 +51,11 @@ def test_draw_on_the_canvas_and_read_the_latex(server, tmp_path):
     driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
     try:
         driver.get(server + "/")
-        # Synthetic pointer events, as a pen or finger would send them.
-        driver.execute_script("""
-            const pad = document.getElementById('pad'), r = pad.getBoundingClientRect();
-            const fire = (type, [x, y]) => pad.dispatchEvent(new PointerEvent(type, {
-                clientX: r.left + x, clientY: r.top + y, pointerId: 1, pointerType: 'pen', bubbles: true,
-                isPrimary: true, pressure: 0.5}));
-            for (const stroke of arguments[0]) {
-                const pts = [];
-                for (let i = 0; i + 1 < stroke.length; i++)
-                    for (let t = 0; t < 1; t += 0.1)
-                        pts.push([stroke[i][0] + t * (stroke[i + 1][0] - stroke[i][0]),
-                                  stroke[i][1] + t * (stroke[i + 1][1] - stroke[i][1])]);
-                pts.push(stroke[stroke.length - 1]);
-                fire('pointerdown', pts[0]);
-                pts.slice(1).forEach(p => fire('pointermove', p));
-                fire('pointerup', pts[pts.length - 1]);
-            }""", DRAWING)
-        strokes = driver.execute_script("return strokes")
+        # Synthetic pointer events, as a pen or finger would send them, every tenth of a segment.
+        dense = [[[a[0] + t / 10 * (b[0] - a[0]), a[1] + t / 10 * (b[1] - a[1])] for a, b in zip(s, s[1:])
+                  for t in range(10)] + [list(s[-1])] for s in DRAWING]
+        draw_strokes(driver, dense)
+        strokes = driver.execute_script("return hmerPad.strokes")
         assert len(strokes) == len(DRAWING) and all(len(s) > 5 for s in strokes)
         Select(driver.find_element(By.ID, "beam")).select_by_value("1")
         driver.find_element(By.ID, "recognize").click()

@@ -44,6 +44,9 @@ def test_info_endpoints_and_page(client):
     assert info["provider"] == "cpu" and info["vocab_size"] > 4 and info["architecture"]["decoder"]["type"] == "comer"
     page = client.get("/")
     assert page.status_code == 200 and "<canvas" in page.text and "http" not in page.text.split("<body>")[1]
+    script, style = client.get("/hmer.js"), client.get("/pad.css")  # the Pad the page draws with, and its look
+    assert "class Pad" in script.text and script.headers["content-type"].startswith("text/javascript")
+    assert "#pad" in style.text and style.headers["content-type"].startswith("text/css")
     assert "/v1/recognize" in client.get("/openapi.json").text
 
 

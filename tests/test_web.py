@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from synth import expression_strokes
 
-from hmer_bench.web_latency import READY, chromium, wait_for
+from hmer_bench.web_latency import READY, chromium, draw_strokes, wait_for
 from hmer_runtime.recognizer import Recognizer
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -61,19 +61,8 @@ def _loaded(driver) -> float:
 
 
 def _draw(driver, strokes) -> list:
-    """Draw ``strokes`` on the pad as a pen would (pointer events along each stroke); returns what the pad recorded."""
     driver.execute_script("document.getElementById('clear').click()")
-    driver.execute_script("""
-        const pad = document.getElementById('pad'), r = pad.getBoundingClientRect();
-        const fire = (type, [x, y]) => pad.dispatchEvent(new PointerEvent(type, {
-            clientX: r.left + x, clientY: r.top + y, pointerId: 1, pointerType: 'pen', bubbles: true,
-            isPrimary: true, pressure: 0.5}));
-        for (const stroke of arguments[0]) {
-            fire('pointerdown', stroke[0]);
-            stroke.slice(1).forEach(p => fire('pointermove', p));
-            fire('pointerup', stroke[stroke.length - 1]);
-        }""", strokes)
-    return driver.execute_script("return hmerPad.strokes")
+    return draw_strokes(driver, strokes)
 
 
 def _read(driver, beam: int) -> dict:
