@@ -111,26 +111,33 @@ def render_ink(ink: Ink, config: RenderConfig = RenderConfig()) -> np.ndarray:
 
 def _capsule_render(points: list[np.ndarray], width: int, height: int, ss: int, r: float) -> np.ndarray:
     """The capsule pen: a supersampled pixel is ink when its centre is within ``r`` of a segment;
-    then each ss x ss block becomes round(mean). hmer.js ``renderInk`` computes the same, op for op."""
+    then each ss x ss block becomes round(mean). hmer.js ``renderInk`` computes the same, op for op;
+    here every pixel of every segment's bounding box is tested in one vectorised pass."""
     big_w, big_h = width * ss, height * ss
-    ink = np.zeros((big_h, big_w), dtype=bool)
-    r2 = r * r
+    segments = []
     for pts in points:
-        if len(pts) == 1:
-            pts = np.concatenate([pts, pts])
-        for (ax, ay), (bx, by) in zip(pts[:-1], pts[1:]):
-            dx, dy = bx - ax, by - ay
-            len2 = dx * dx + dy * dy
-            x0, x1 = max(0, int(np.floor(min(ax, bx) - r))), min(big_w - 1, int(np.ceil(max(ax, bx) + r)))
-            y0, y1 = max(0, int(np.floor(min(ay, by) - r))), min(big_h - 1, int(np.ceil(max(ay, by) + r)))
-            if x1 < x0 or y1 < y0:
-                continue
-            px = np.arange(x0, x1 + 1, dtype=np.float64)[None, :] + 0.5
-            py = np.arange(y0, y1 + 1, dtype=np.float64)[:, None] + 0.5
-            u = ((px - ax) * dx + (py - ay) * dy) / len2 if len2 > 0 else np.zeros_like(px + py)
-            u = np.clip(u, 0.0, 1.0)
-            ex, ey = px - (ax + u * dx), py - (ay + u * dy)
-            ink[y0:y1 + 1, x0:x1 + 1] |= ex * ex + ey * ey <= r2
+        pts = np.concatenate([pts, pts]) if len(pts) == 1 else pts
+        segments.append(np.concatenate([pts[:-1], pts[1:]], axis=1))  # ax, ay, bx, by
+    ax, ay, bx, by = np.concatenate(segments).T
+    x0 = np.maximum(0, np.floor(np.minimum(ax, bx) - r)).astype(np.int64)
+    x1 = np.minimum(big_w - 1, np.ceil(np.maximum(ax, bx) + r)).astype(np.int64)
+    y0 = np.maximum(0, np.floor(np.minimum(ay, by) - r)).astype(np.int64)
+    y1 = np.minimum(big_h - 1, np.ceil(np.maximum(ay, by) + r)).astype(np.int64)
+    w, h = np.maximum(x1 - x0 + 1, 0), np.maximum(y1 - y0 + 1, 0)
+    counts = w * h
+    seg = np.repeat(np.arange(len(ax)), counts)
+    k = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    x, y = x0[seg] + k % w[seg], y0[seg] + k // w[seg]
+    dx, dy = bx - ax, by - ay
+    len2 = dx * dx + dy * dy
+    len2[len2 == 0] = 1.0  # a dot: its numerator below is 0, so u = 0
+    tx, ty = (x + 0.5) - ax[seg], (y + 0.5) - ay[seg]  # from the segment's start to the pixel centre
+    dx, dy = dx[seg], dy[seg]
+    u = np.clip((tx * dx + ty * dy) / len2[seg], 0.0, 1.0)
+    ex, ey = tx - u * dx, ty - u * dy
+    hit = ex * ex + ey * ey <= r * r
+    ink = np.zeros((big_h, big_w), dtype=bool)
+    ink[y[hit], x[hit]] = True
     paper = (~ink).reshape(height, ss, width, ss).sum(axis=(1, 3)) * 255  # exact integers
     return np.floor(paper / (ss * ss) + 0.5).astype(np.uint8)
 

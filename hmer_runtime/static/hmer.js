@@ -57,16 +57,17 @@
       const pts = t.map(p => [((p[0] - lo[0]) * scale + margin) * ss, ((p[1] - lo[1]) * scale + margin) * ss]);
       if (pts.length === 1) pts.push(pts[0]);
       for (let i = 0; i + 1 < pts.length; i++) {
-        const [ax, ay] = pts[i], [bx, by] = pts[i + 1], dx = bx - ax, dy = by - ay, len2 = dx * dx + dy * dy;
+        const [ax, ay] = pts[i], [bx, by] = pts[i + 1], dx = bx - ax, dy = by - ay;
+        const len2 = dx * dx + dy * dy || 1;  // a dot: its numerator is 0, so u = 0
         const x0 = Math.max(0, Math.floor(Math.min(ax, bx) - r)), x1 = Math.min(W - 1, Math.ceil(Math.max(ax, bx) + r));
         const y0 = Math.max(0, Math.floor(Math.min(ay, by) - r)), y1 = Math.min(H - 1, Math.ceil(Math.max(ay, by) + r));
         for (let y = y0; y <= y1; y++) {
-          const py = y + 0.5;  // pixel centres
+          const ty = (y + 0.5) - ay;  // from the segment's start to the pixel centre
           for (let x = x0; x <= x1; x++) {
-            const px = x + 0.5;
-            let u = len2 > 0 ? ((px - ax) * dx + (py - ay) * dy) / len2 : 0;
+            const tx = (x + 0.5) - ax;
+            let u = (tx * dx + ty * dy) / len2;
             u = u < 0 ? 0 : u > 1 ? 1 : u;
-            const ex = px - (ax + u * dx), ey = py - (ay + u * dy);
+            const ex = tx - u * dx, ey = ty - u * dy;
             if (ex * ex + ey * ey <= r2) ink[y * W + x] = 1;
           }
         }
