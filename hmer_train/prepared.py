@@ -76,11 +76,6 @@ class PreparedSet:
                            self.ink_offsets[keep] if has_ink else None, self.points)
 
 
-def sample_image(sample, render: RenderConfig, pre: PreprocessConfig) -> np.ndarray:
-    """Model-input image of a source sample (ink is rendered first, images are read)."""
-    return model_input(sample.load(), render, pre, sample.name)
-
-
 def cache_key(source: str | Path, render: RenderConfig, pre: PreprocessConfig) -> str:
     blob = json.dumps({"format": PREPARED_FORMAT, "source": source_fingerprint(source),
                        "render": render.to_dict(), "preprocess": pre.to_dict()}, sort_keys=True)

@@ -58,13 +58,13 @@ def test_runtime_never_imports_torch(model_dir, inputs):
 
 
 def test_same_preprocessing_as_training(model_dir, inputs):
+    from hmer_runtime.render import model_input
     from hmer_runtime.sources import iter_source
-    from hmer_train.prepared import sample_image
 
     rec = Recognizer(model_dir, provider="cpu")
     spec = rec.spec
     for sample in iter_source(inputs / "ink"):
-        train_side = sample_image(sample, spec.render, spec.preprocess)
+        train_side = model_input(sample.load(), spec.render, spec.preprocess, sample.name)  # as prepare() does
         run_side = rec.load(inputs / "ink" / sample.name)
         assert np.array_equal(train_side, run_side)
         strokes = [t[:, :2].tolist() for t in sample.load().traces]
