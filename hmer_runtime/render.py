@@ -124,18 +124,30 @@ def _capsule_render(points: list[np.ndarray], width: int, height: int, ss: int, 
     y0 = np.maximum(0, np.floor(np.minimum(ay, by) - r)).astype(np.int64)
     y1 = np.minimum(big_h - 1, np.ceil(np.maximum(ay, by) + r)).astype(np.int64)
     w, h = np.maximum(x1 - x0 + 1, 0), np.maximum(y1 - y0 + 1, 0)
-    counts = w * h
-    seg = np.repeat(np.arange(len(ax)), counts)
-    k = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-    x, y = x0[seg] + k % w[seg], y0[seg] + k // w[seg]
+    counts = w * h  # the pixels of each segment's box, one (pixel, segment) test each
     dx, dy = bx - ax, by - ay
     len2 = dx * dx + dy * dy
     len2[len2 == 0] = 1.0  # a dot: its numerator below is 0, so u = 0
-    tx, ty = (x + 0.5) - ax[seg], (y + 0.5) - ay[seg]  # from the segment's start to the pixel centre
-    dx, dy = dx[seg], dy[seg]
-    u = np.clip((tx * dx + ty * dy) / len2[seg], 0.0, 1.0)
-    ex, ey = tx - u * dx, ty - u * dy
-    hit = ex * ex + ey * ey <= r * r
+    k = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    row, col = np.divmod(k, np.repeat(w, counts))
+    x, y = np.repeat(x0, counts) + col, np.repeat(y0, counts) + row
+    # In place, but op for op hmer.js's: t = centre - start; u = clip((t.d) / |d|^2); e = t - u d; |e|^2 <= r^2
+    tx, ty = x + 0.5, y + 0.5
+    tx -= np.repeat(ax, counts)
+    ty -= np.repeat(ay, counts)
+    dx, dy = np.repeat(dx, counts), np.repeat(dy, counts)
+    u = tx * dx
+    u += ty * dy
+    u /= np.repeat(len2, counts)
+    np.clip(u, 0.0, 1.0, out=u)
+    dx *= u
+    dy *= u
+    tx -= dx
+    ty -= dy
+    tx *= tx
+    ty *= ty
+    tx += ty
+    hit = tx <= r * r
     ink = np.zeros((big_h, big_w), dtype=bool)
     ink[y[hit], x[hit]] = True
     paper = (~ink).reshape(height, ss, width, ss).sum(axis=(1, 3)) * 255  # exact integers
