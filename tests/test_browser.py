@@ -37,18 +37,12 @@ def server(tmp_path_factory):
 
 
 def test_draw_on_the_canvas_and_read_the_latex(server, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    from hmer_bench.web_latency import draw_strokes
+    from hmer_bench.web_latency import chromium, draw_strokes
 
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,700"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    driver = chromium()
     try:
         driver.get(server + "/")
         # Synthetic pointer events, as a pen or finger would send them, every tenth of a segment.
