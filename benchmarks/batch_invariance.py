@@ -17,8 +17,8 @@ import click
 
 from hmer_bench.run_wall import input_files
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
-from hmer_runtime.inkml import read_inkml
-from hmer_runtime.latex import tokenize
+from hmer_runtime.inputs.inkml import read_inkml
+from hmer_runtime.text.latex import tokenize
 
 
 def _rows(exe: str, files: list[str], batch: int, extra: list[str]) -> dict[str, list | None]:

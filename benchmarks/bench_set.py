@@ -73,7 +73,7 @@ def main() -> None:
     matplotlib.use("Agg")
     from matplotlib import mathtext
 
-    from hmer_runtime.latex import tokenize
+    from hmer_runtime.text.latex import tokenize
 
     FOLDER.mkdir(exist_ok=True)
     for old in FOLDER.glob("*.png"):

@@ -17,7 +17,7 @@ import click
 from rapidfuzz.distance import Levenshtein
 
 from hmer_runtime.cli_util import CONTEXT_SETTINGS
-from hmer_runtime.metrics import LENGTH_BUCKETS, length_bucket
+from hmer_runtime.text.metrics import LENGTH_BUCKETS, length_bucket
 
 # An expression belongs to every group whose token it holds; "flat" holds none of them.
 STRUCTURES = {"fraction": {"\\frac"}, "root": {"\\sqrt"}, "superscript": {"^"}, "subscript": {"_"},

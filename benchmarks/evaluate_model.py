@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from hmer_runtime.cli_util import CONTEXT_SETTINGS
-from hmer_runtime.model_spec import MODEL_FILE
+from hmer_runtime.engine.model_spec import MODEL_FILE
 from hmer_train.cli_eval import evaluate_checkpoint
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "crohme"

@@ -43,7 +43,7 @@ def count_flops(decoder, image: np.ndarray, options) -> tuple[float, float]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from hmer_runtime.preprocess import pad_batch
+    from hmer_runtime.inputs.preprocess import pad_batch
 
     x, m = (torch.from_numpy(a) for a in pad_batch([image], decoder.model.input_multiple))
     with torch.no_grad(), FlopCounterMode(display=False) as enc:
@@ -67,10 +67,10 @@ def main(checkpoint, model_dir, data, limit, beams, threads) -> None:
     import torch
 
     from benchmarks.latency import _ints, load_inputs
-    from hmer_runtime.model_spec import ModelSpec
-    from hmer_runtime.onnx_model import OnnxModel, Timings
-    from hmer_runtime.preprocess import pad_batch
-    from hmer_runtime.providers import ProviderConfig
+    from hmer_runtime.engine.model_spec import ModelSpec
+    from hmer_runtime.engine.onnx_model import OnnxModel, Timings
+    from hmer_runtime.engine.providers import ProviderConfig
+    from hmer_runtime.inputs.preprocess import pad_batch
     from hmer_runtime.recognizer import BUNDLED_MODEL
     from hmer_train.checkpoint import load_model
     from hmer_train.decoding import TorchDecoder

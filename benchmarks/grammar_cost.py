@@ -14,11 +14,11 @@ import click
 import numpy as np
 
 from hmer_runtime.cli_util import CONTEXT_SETTINGS
-from hmer_runtime.grammar import LatexGrammar
-from hmer_runtime.latex import tokenize
-from hmer_runtime.model_spec import ModelSpec
+from hmer_runtime.decoding.search import masked_logprobs
+from hmer_runtime.engine.model_spec import ModelSpec
 from hmer_runtime.recognizer import BUNDLED_MODEL
-from hmer_runtime.search import masked_logprobs
+from hmer_runtime.text.grammar import LatexGrammar
+from hmer_runtime.text.latex import tokenize
 
 LONG = (
     r"\frac{a^{2}+b_{i}}{\sqrt{x+y}}+\sum_{i=1}^{n}x_{i}^{2}-\frac{1}{2}",

@@ -24,11 +24,11 @@ import click
 import numpy as np
 
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
-from hmer_runtime.decode_options import DecodeOptions
-from hmer_runtime.model_spec import ModelSpec
-from hmer_runtime.onnx_model import OnnxModel, Timings
-from hmer_runtime.preprocess import pad_batch
-from hmer_runtime.providers import ProviderConfig
+from hmer_runtime.decoding.decode_options import DecodeOptions
+from hmer_runtime.engine.model_spec import ModelSpec
+from hmer_runtime.engine.onnx_model import OnnxModel, Timings
+from hmer_runtime.engine.providers import ProviderConfig
+from hmer_runtime.inputs.preprocess import pad_batch
 
 WARMUP_BATCHES = 4
 #: The project's own expressions of realistic length (``benchmarks/bench_set.py``), used without --data.
@@ -63,9 +63,9 @@ def peak_rss_mb() -> float:
 
 def load_inputs(spec: ModelSpec, data: str | None, limit: int) -> list[np.ndarray]:
     """Model inputs: the first ``limit`` expressions of a source, or of the bundled benchmark set."""
-    from hmer_runtime.preprocess import load_image
-    from hmer_runtime.render import model_input
-    from hmer_runtime.sources import iter_source
+    from hmer_runtime.inputs.preprocess import load_image
+    from hmer_runtime.inputs.render import model_input
+    from hmer_runtime.inputs.sources import iter_source
 
     if data is None:
         files = sorted(BENCH_SET.glob("*.png"))[:limit]

@@ -16,10 +16,10 @@ import click
 
 from hmer_bench.latency import _batches, load_inputs
 from hmer_runtime.cli_util import CONTEXT_SETTINGS
-from hmer_runtime.model_spec import ModelSpec
-from hmer_runtime.onnx_model import OnnxModel, Timings
-from hmer_runtime.preprocess import pad_batch
-from hmer_runtime.providers import ProviderConfig
+from hmer_runtime.engine.model_spec import ModelSpec
+from hmer_runtime.engine.onnx_model import OnnxModel, Timings
+from hmer_runtime.engine.providers import ProviderConfig
+from hmer_runtime.inputs.preprocess import pad_batch
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)

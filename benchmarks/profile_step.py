@@ -17,12 +17,12 @@ import onnxruntime as ort
 
 import hmer_runtime
 from hmer_runtime.cli_util import CONTEXT_SETTINGS
-from hmer_runtime.model_spec import ModelSpec
-from hmer_runtime.onnx_model import OnnxModel
-from hmer_runtime.preprocess import load_image, pad_batch
-from hmer_runtime.providers import ProviderConfig
+from hmer_runtime.engine.model_spec import ModelSpec
+from hmer_runtime.engine.onnx_model import OnnxModel
+from hmer_runtime.engine.providers import ProviderConfig
+from hmer_runtime.inputs.preprocess import load_image, pad_batch
+from hmer_runtime.inputs.render import model_input
 from hmer_runtime.recognizer import BUNDLED_MODEL
-from hmer_runtime.render import model_input
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)

@@ -3,7 +3,7 @@
     python -m benchmarks.render_throughput ../shared/data/crohme/crohme-2014.tar.gz --limit 200
 
 Renders with the bundled model's render settings (or ``--model``'s), once with each pen
-(``hmer_runtime.render``: PIL's wide lines, or the capsule pen inference uses).
+(``hmer_runtime.inputs.render``: PIL's wide lines, or the capsule pen inference uses).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from dataclasses import replace
 import click
 
 from hmer_runtime.cli_util import CONTEXT_SETTINGS
+from hmer_runtime.engine.model_spec import ModelSpec
 from hmer_runtime.errors import HmerError
-from hmer_runtime.model_spec import ModelSpec
+from hmer_runtime.inputs.render import PENS, render_ink
+from hmer_runtime.inputs.sources import iter_source
 from hmer_runtime.recognizer import BUNDLED_MODEL
-from hmer_runtime.render import PENS, render_ink
-from hmer_runtime.sources import iter_source
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)

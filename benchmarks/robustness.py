@@ -22,11 +22,11 @@ from PIL import Image, ImageFilter
 
 from hmer_runtime.cli_util import CONTEXT_SETTINGS
 from hmer_runtime.errors import HmerError
-from hmer_runtime.inkml import Ink
-from hmer_runtime.metrics import Metrics
+from hmer_runtime.inputs.inkml import Ink
+from hmer_runtime.inputs.render import RenderConfig, render_ink
+from hmer_runtime.inputs.sources import iter_source, load_labelled
 from hmer_runtime.recognizer import Recognizer
-from hmer_runtime.render import RenderConfig, render_ink
-from hmer_runtime.sources import iter_source, load_labelled
+from hmer_runtime.text.metrics import Metrics
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "crohme" / "crohme-2014.tar.gz"
 BIG = {"max_height": 4000, "max_width": 8000}  # renders here are not limited to the model's input size

@@ -16,7 +16,7 @@ import click
 import torch
 
 from hmer_runtime.cli_util import CONTEXT_SETTINGS
-from hmer_runtime.vocab import Vocab
+from hmer_runtime.text.vocab import Vocab
 from hmer_train.config import load_config
 from hmer_train.data import BatchLoader
 from hmer_train.models.base import HMERModel

@@ -83,7 +83,7 @@ def _strokes(data: str | None, limit: int) -> list[list]:
 
         root = Path(__file__).resolve().parents[1] / "examples" / "strokes"
         return [json.loads(f.read_text())["strokes"] for f in sorted(root.glob("*.json"))][:limit]
-    from hmer_runtime.sources import iter_source
+    from hmer_runtime.inputs.sources import iter_source
 
     out = []
     for sample in iter_source(data):

@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 
 from hmer_bench.robustness import photo
-from hmer_runtime.inkml import Ink
-from hmer_runtime.render import RenderConfig, render_ink
+from hmer_runtime.inputs.inkml import Ink
+from hmer_runtime.inputs.render import RenderConfig, render_ink
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -1,6 +1,6 @@
 """Exported graphs against PyTorch: encoder outputs, every step's logits, greedy and beam sequences.
 
-The ONNX side is decoded by the runtime's own :class:`~hmer_runtime.onnx_model.OnnxModel`, so a
+The ONNX side is decoded by the runtime's own :class:`~hmer_runtime.engine.onnx_model.OnnxModel`, so a
 passing check covers the code users deploy, not a copy of it.
 """
 
@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hmer_runtime.engine.onnx_model import OnnxModel
 from hmer_runtime.errors import HmerError
-from hmer_runtime.inkml import Ink
-from hmer_runtime.onnx_model import OnnxModel
-from hmer_runtime.preprocess import PreprocessConfig, pad_batch
-from hmer_runtime.render import RenderConfig, model_input
+from hmer_runtime.inputs.inkml import Ink
+from hmer_runtime.inputs.preprocess import PreprocessConfig, pad_batch
+from hmer_runtime.inputs.render import RenderConfig, model_input
 from hmer_train.decoding import TorchDecoder, encode_each_image
 from hmer_train.models.base import HMERModel
 

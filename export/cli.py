@@ -10,7 +10,7 @@ from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
 def _check_data(source: str, ckpt_path: str, limit: int, input_scale: float | None, vocab: str | None):
     """Model inputs (as the exported model will read them) and token ids of up to ``limit``
     labelled expressions of ``source``."""
-    from hmer_runtime.vocab import Vocab
+    from hmer_runtime.text.vocab import Vocab
     from hmer_train.checkpoint import load_checkpoint
     from hmer_train.config import image_configs
     from hmer_train.prepared import DEFAULT_CACHE, prepare

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 
 from hmer_runtime import __version__
+from hmer_runtime.engine.model_spec import MODEL_FORMAT, ModelSpec, dump_spec
+from hmer_runtime.engine.onnx_model import OnnxModel
+from hmer_runtime.engine.providers import ProviderConfig
 from hmer_runtime.errors import ModelError
-from hmer_runtime.grammar import grammar_tables
-from hmer_runtime.model_spec import MODEL_FORMAT, ModelSpec, dump_spec
-from hmer_runtime.onnx_model import OnnxModel
-from hmer_runtime.preprocess import PreprocessConfig
-from hmer_runtime.providers import ProviderConfig
-from hmer_runtime.render import RenderConfig
+from hmer_runtime.inputs.preprocess import PreprocessConfig
+from hmer_runtime.inputs.render import RenderConfig
+from hmer_runtime.text.grammar import grammar_tables
 from hmer_train.checkpoint import holds_average, load_model
 from hmer_train.config import image_configs
 from hmer_train.decoding import options_from_config
@@ -61,7 +61,7 @@ def describe(model, vocab, ckpt: dict, ckpt_path: Path, layout: dict, opset: int
         "special_ids": {"pad": vocab.pad_id, "sos": vocab.sos_id, "eos": vocab.eos_id, "unk": vocab.unk_id},
         "preprocess": pre.to_dict(),
         "render": render.to_dict(),
-        # hmer_runtime.decode_options: grammar on by default; rescore_r2l re-ranks beams by the
+        # hmer_runtime.decoding.decode_options: grammar on by default; rescore_r2l re-ranks beams by the
         # right-to-left reading (bidirectional models); search "comer": search.bidirectional_search
         "decode": options_from_config(cfg).to_model_json(),
         "grammar": grammar_tables(),

@@ -16,7 +16,7 @@ import onnx
 import torch
 from torch import nn
 
-from hmer_runtime.model_spec import METADATA_KEY
+from hmer_runtime.engine.model_spec import METADATA_KEY
 from hmer_train.models.base import HMERModel
 
 DEFAULT_OPSET = 17  # LayerNormalization needs 17

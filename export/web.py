@@ -22,10 +22,10 @@ import click
 
 import hmer_runtime
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
+from hmer_runtime.engine.model_spec import MODEL_FILE, ModelSpec
 from hmer_runtime.errors import HmerError, ModelError
-from hmer_runtime.grammar import grammar_tables
-from hmer_runtime.model_spec import MODEL_FILE, ModelSpec
 from hmer_runtime.recognizer import BUNDLED_MODEL
+from hmer_runtime.text.grammar import grammar_tables
 
 WEB = Path(__file__).parent / "web"
 STATIC = Path(hmer_runtime.__file__).parent / "static"

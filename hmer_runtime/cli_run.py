@@ -13,7 +13,7 @@ import click
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
 from hmer_runtime.errors import HmerError, ImageError
 from hmer_runtime.files import read_bounded, walk_files
-from hmer_runtime.sources import IMAGE_SUFFIXES
+from hmer_runtime.inputs.sources import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
     from hmer_runtime.recognizer import Result
@@ -94,7 +94,7 @@ def expand_inputs(args: list[str]) -> tuple[list[str], list[HmerError]]:
 def main(paths, model_dir, beam, provider, variant, batch_size, threads, as_json, attention_dir, grammar,
          debug) -> None:
     """Recognise handwritten expressions in PATHS (images, .inkml, directories, globs, @LIST files; - = stdin)."""
-    from hmer_runtime.providers import ProviderConfig
+    from hmer_runtime.engine.providers import ProviderConfig
     from hmer_runtime.recognizer import Recognizer
 
     if not paths:
@@ -127,7 +127,7 @@ def main(paths, model_dir, beam, provider, variant, batch_size, threads, as_json
             else:
                 click.echo(res.latex)
             if attention_dir and res.image is not None:
-                from hmer_runtime.attention import attention_strip
+                from hmer_runtime.decoding.attention import attention_strip
 
                 strip = attention_strip(res.image, res.attention or [], res.tokens, rec.spec.stride)
                 strip.save(Path(attention_dir) / f"{start + offset:04d}-{Path(path).stem}.png")

@@ -17,15 +17,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hmer_runtime.decode_options import DecodeOptions
+from hmer_runtime.decoding.decode_options import DecodeOptions
+from hmer_runtime.engine.model_spec import ModelSpec
+from hmer_runtime.engine.onnx_model import OnnxModel, Timings
+from hmer_runtime.engine.providers import ProviderConfig
 from hmer_runtime.errors import HmerError, ImageError, input_error
-from hmer_runtime.inkml import Ink, read_inkml
-from hmer_runtime.latex import detokenize
-from hmer_runtime.model_spec import ModelSpec
-from hmer_runtime.onnx_model import OnnxModel, Timings
-from hmer_runtime.preprocess import load_image, pad_batch
-from hmer_runtime.providers import ProviderConfig
-from hmer_runtime.render import model_input
+from hmer_runtime.inputs.inkml import Ink, read_inkml
+from hmer_runtime.inputs.preprocess import load_image, pad_batch
+from hmer_runtime.inputs.render import model_input
+from hmer_runtime.text.latex import detokenize
 
 #: Where the default model lives inside the installed package.
 BUNDLED_MODEL = Path(__file__).parent / "models" / "default"

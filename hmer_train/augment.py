@@ -26,9 +26,9 @@ import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
 from hmer_runtime.errors import HmerError
-from hmer_runtime.inkml import Ink
-from hmer_runtime.preprocess import PreprocessConfig
-from hmer_runtime.render import RenderConfig, model_input, symbol_size
+from hmer_runtime.inputs.inkml import Ink
+from hmer_runtime.inputs.preprocess import PreprocessConfig
+from hmer_runtime.inputs.render import RenderConfig, model_input, symbol_size
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ def load_model(path: str | Path, map_location: str = "cpu", weights: str = "aver
     """
     if weights not in ("average", "trained"):
         raise ValueError(f"weights must be 'average' or 'trained', not {weights!r}")
-    from hmer_runtime.vocab import Vocab
+    from hmer_runtime.text.vocab import Vocab
     from hmer_train.models.base import HMERModel
 
     ckpt = load_checkpoint(path, map_location, input_scale, vocab)

@@ -18,11 +18,11 @@ from PIL import Image
 
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
 from hmer_runtime.errors import HmerError
-from hmer_runtime.inkml import Ink
-from hmer_runtime.latex import LatexError, detokenize, tokenize
-from hmer_runtime.render import RenderConfig, render_ink
-from hmer_runtime.sources import iter_source, load_labelled, resolve_split
-from hmer_runtime.vocab import Vocab
+from hmer_runtime.inputs.inkml import Ink
+from hmer_runtime.inputs.render import RenderConfig, render_ink
+from hmer_runtime.inputs.sources import iter_source, load_labelled, resolve_split
+from hmer_runtime.text.latex import LatexError, detokenize, tokenize
+from hmer_runtime.text.vocab import Vocab
 
 
 def _render_options(f):
@@ -221,7 +221,7 @@ def synth(src: str, out: str, split: str | None, count: int, seed: int, per_symb
     recombined; a rerun keeps the files already written (each file depends on --seed and its
     number only) and writes the rest."""
     from hmer_runtime.files import write_atomic
-    from hmer_runtime.inkml import inkml_bytes
+    from hmer_runtime.inputs.inkml import inkml_bytes
     from hmer_train.synth import GlyphBank, compose, recombine
 
     bank = GlyphBank.from_source(_source(src, split), per_symbol, seed)

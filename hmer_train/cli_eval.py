@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
-from hmer_runtime.metrics import format_summary
+from hmer_runtime.text.metrics import format_summary
 
 
 def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, beam: int, out: str | None,
@@ -25,7 +25,7 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
     ``teacher_forced`` adds a checkpoint's teacher-forced loss and token accuracy (``tf_loss``,
     ``tf_acc``), the quick signal short training runs are compared by.
     """
-    from hmer_runtime.sources import DEFAULT_ROOTS, resolve_split
+    from hmer_runtime.inputs.sources import DEFAULT_ROOTS, resolve_split
     from hmer_train.config import image_configs
     from hmer_train.evaluation import evaluate
     from hmer_train.prepared import DEFAULT_CACHE, prepare
@@ -114,7 +114,7 @@ def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_jso
         if not ckpt:
             raise click.UsageError("no model given and 'checkpoint:' is empty in the config")
         from hmer_runtime.errors import DatasetError
-        from hmer_runtime.sources import resolve_split
+        from hmer_runtime.inputs.sources import resolve_split
 
         for split in cfg["test_splits"]:
             try:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from hmer_runtime.errors import ModelError
-from hmer_runtime.vocab import Vocab
+from hmer_runtime.text.vocab import Vocab
 
 PREFIX = "comer_model."
 UNK_LOGIT = -1e4  # exp(-1e4) is 0 in fp32 and fp16 alike, and -1e4 is representable in both

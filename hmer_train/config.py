@@ -12,8 +12,8 @@ from pathlib import Path
 import yaml
 
 from hmer_runtime.errors import HmerError
-from hmer_runtime.preprocess import PreprocessConfig
-from hmer_runtime.render import RenderConfig
+from hmer_runtime.inputs.preprocess import PreprocessConfig
+from hmer_runtime.inputs.render import RenderConfig
 
 DEFAULTS: dict = {
     "dataset": "CROHME",
@@ -98,7 +98,7 @@ def image_configs(cfg: dict, inference: bool = False) -> tuple[RenderConfig, Pre
     ``inference``: as the model reads, not as it trains: symbols and strokes ``decode.input_scale``
     times the training size (chosen on validation data with ``hmer-eval --input-scale``), drawn
     with the capsule pen, which every runtime (the browser's included) reproduces exactly
-    (``hmer_runtime.render``; the bundled model reads as well with it as with PIL's, docs/MODEL.md)."""
+    (``hmer_runtime.inputs.render``; the bundled model reads as well with it as with PIL's, docs/MODEL.md)."""
     render = dict(cfg["render"])
     pre = dict(cfg["preprocess"])
     for key, value in (("stroke_width", render["line_width"]), ("symbol_px", render["symbol_px"])):

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from hmer_runtime.errors import HmerError
-from hmer_runtime.preprocess import PreprocessConfig, pad_batch
-from hmer_runtime.render import RenderConfig
-from hmer_runtime.vocab import Vocab
+from hmer_runtime.inputs.preprocess import PreprocessConfig, pad_batch
+from hmer_runtime.inputs.render import RenderConfig
+from hmer_runtime.text.vocab import Vocab
 from hmer_train.augment import AugmentConfig, augment_image, finish_image, render_augmented
 from hmer_train.prepared import PreparedSet
 

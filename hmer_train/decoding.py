@@ -1,4 +1,4 @@
-"""PyTorch decoding through ``model.step`` with the shared search of :mod:`hmer_runtime.search`.
+"""PyTorch decoding through ``model.step`` with the shared search of :mod:`hmer_runtime.decoding.search`.
 
 The cache makes every step cost the same whatever the prefix length; nothing re-runs the prefix.
 ``rescore_r2l`` adds CoMER's bidirectional rescoring for models trained in both directions.
@@ -11,10 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hmer_runtime.batch_encoding import encode_each, image_sizes
-from hmer_runtime.decode_options import DecodeOptions
-from hmer_runtime.grammar import LatexGrammar
-from hmer_runtime.search import (
+from hmer_runtime.decoding.decode_options import DecodeOptions
+from hmer_runtime.decoding.search import (
     Constraint,
     Hypothesis,
     beam_search,
@@ -23,7 +21,9 @@ from hmer_runtime.search import (
     greedy,
     teacher_forced_inputs,
 )
-from hmer_runtime.vocab import Vocab
+from hmer_runtime.engine.batch_encoding import encode_each, image_sizes
+from hmer_runtime.text.grammar import LatexGrammar
+from hmer_runtime.text.vocab import Vocab
 from hmer_train.models.base import HMERModel, expand_memory, reorder_state
 
 
@@ -73,7 +73,7 @@ def decode(model: HMERModel, images: torch.Tensor, mask: torch.Tensor, sos: int,
            keep_attention: bool = False, constraint: Constraint | None = None,
            search: str = "hmer") -> list[list[Hypothesis]]:
     """Hypotheses per image, best first (one each for greedy); ``constraint`` restricts the tokens
-    each step may choose (see :class:`hmer_runtime.grammar.LatexGrammar`). ``search="comer"`` is
+    each step may choose (see :class:`hmer_runtime.text.grammar.LatexGrammar`). ``search="comer"`` is
     CoMER's bidirectional beam search (any beam, 1 included; see ``search.bidirectional_search``)."""
     model.eval()
     memory = encode_each_image(model, images, mask)
@@ -92,7 +92,7 @@ def decode(model: HMERModel, images: torch.Tensor, mask: torch.Tensor, sos: int,
 
 
 def _search_steps(model: HMERModel, memory: dict):
-    """(step, reorder) for the shared search (``hmer_runtime.search``) over ``model.step`` with
+    """(step, reorder) for the shared search (``hmer_runtime.decoding.search``) over ``model.step`` with
     ``memory`` (one row per hypothesis); when the search drops finished rows, memory follows."""
     held = {"memory": memory, "rows": memory["mask"].shape[0]}
     device = memory["mask"].device

@@ -7,10 +7,10 @@ options differ between callers, and each caller writes its own out.
 
 from __future__ import annotations
 
-from hmer_runtime.decode_options import DecodeOptions
-from hmer_runtime.metrics import Metrics
-from hmer_runtime.preprocess import pad_batch
-from hmer_runtime.vocab import Vocab
+from hmer_runtime.decoding.decode_options import DecodeOptions
+from hmer_runtime.inputs.preprocess import pad_batch
+from hmer_runtime.text.metrics import Metrics
+from hmer_runtime.text.vocab import Vocab
 from hmer_train.data import make_batches
 from hmer_train.prepared import PreparedSet
 

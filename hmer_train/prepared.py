@@ -23,10 +23,10 @@ import numpy as np
 from tqdm import tqdm
 
 from hmer_runtime.errors import HmerError, input_error
-from hmer_runtime.inkml import Ink
-from hmer_runtime.preprocess import PreprocessConfig
-from hmer_runtime.render import RenderConfig, model_input
-from hmer_runtime.sources import iter_source, load_labelled, source_fingerprint
+from hmer_runtime.inputs.inkml import Ink
+from hmer_runtime.inputs.preprocess import PreprocessConfig
+from hmer_runtime.inputs.render import RenderConfig, model_input
+from hmer_runtime.inputs.sources import iter_source, load_labelled, source_fingerprint
 
 PREPARED_FORMAT = 2
 DEFAULT_CACHE = Path(os.environ.get("HMER_CACHE", Path.home() / ".cache" / "hmer"))

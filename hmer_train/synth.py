@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from hmer_runtime.errors import DatasetError
-from hmer_runtime.inkml import Ink, SymbolGroup
-from hmer_runtime.latex import LatexError, detokenize, fold_names, tokenize
+from hmer_runtime.inputs.inkml import Ink, SymbolGroup
+from hmer_runtime.text.latex import LatexError, detokenize, fold_names, tokenize
 
 #: Glyphs mathtext draws for symbols whose token is a command.
 UNICODE_TOKENS = {
@@ -104,7 +104,7 @@ class GlyphBank:
     @classmethod
     def from_source(cls, source: str | Path, per_symbol: int = 300, seed: int = 0) -> GlyphBank:
         """The bank of every labelled symbol of an InkML source (folder or archive)."""
-        from hmer_runtime.sources import iter_source
+        from hmer_runtime.inputs.sources import iter_source
 
         check_training_source(source)
         bank, rng = cls(), random.Random(seed)

@@ -16,11 +16,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from hmer_runtime.decode_options import DecodeOptions
+from hmer_runtime.decoding.decode_options import DecodeOptions
 from hmer_runtime.errors import DatasetError, HmerError
-from hmer_runtime.metrics import format_summary
-from hmer_runtime.sources import resolve_split
-from hmer_runtime.vocab import Vocab
+from hmer_runtime.inputs.sources import resolve_split
+from hmer_runtime.text.metrics import format_summary
+from hmer_runtime.text.vocab import Vocab
 from hmer_train.checkpoint import load_checkpoint, save_checkpoint
 from hmer_train.config import image_configs
 from hmer_train.data import Batch, BatchLoader, collate

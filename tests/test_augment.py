@@ -10,9 +10,9 @@ import torch
 from tiny import tiny_config
 
 from hmer_runtime.errors import HmerError
-from hmer_runtime.inkml import read_inkml
-from hmer_runtime.render import model_input
-from hmer_runtime.vocab import Vocab
+from hmer_runtime.inputs.inkml import read_inkml
+from hmer_runtime.inputs.render import model_input
+from hmer_runtime.text.vocab import Vocab
 from hmer_train.augment import AugmentConfig, augment_image, augment_ink, render_augmented
 from hmer_train.config import DEFAULTS, image_configs
 from hmer_train.data import BatchLoader

@@ -22,11 +22,11 @@ from tiny import random_checkpoint, tiny_config
 
 from hmer_runtime.errors import InkError, InputError, ModelError, input_error
 from hmer_runtime.files import read_bounded, walk_files
-from hmer_runtime.inkml import Ink, parse_inkml, read_inkml, validate_ink
-from hmer_runtime.preprocess import load_image, to_gray
+from hmer_runtime.inputs.inkml import Ink, parse_inkml, read_inkml, validate_ink
+from hmer_runtime.inputs.preprocess import load_image, to_gray
+from hmer_runtime.inputs.render import RenderConfig, render_ink
+from hmer_runtime.inputs.sources import iter_source, load_labelled
 from hmer_runtime.recognizer import Recognizer
-from hmer_runtime.render import RenderConfig, render_ink
-from hmer_runtime.sources import iter_source, load_labelled
 
 BIN = Path(sys.executable).parent
 
@@ -324,7 +324,7 @@ def test_server_errors_have_one_json_shape(tiny_model_dir):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from hmer_runtime.serve import create_app
+    from hmer_runtime.serving.serve import create_app
 
     with TestClient(create_app(tiny_model_dir, provider="cpu")) as client:
         nested = client.post("/v1/recognize", content=b"[" * 1000 + b"]" * 1000,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hmer_runtime.model_spec import ModelSpec
+from hmer_runtime.engine.model_spec import ModelSpec
 from hmer_runtime.recognizer import BUNDLED_MODEL, Recognizer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from hmer_runtime.errors import ModelError
-from hmer_runtime.vocab import Vocab
+from hmer_runtime.text.vocab import Vocab
 from hmer_train.comer_import import PREFIX, UNK_LOGIT, architecture, convert
 from hmer_train.decoding import decode
 from hmer_train.models.base import HMERModel
@@ -202,7 +202,7 @@ def test_export_and_eval_read_a_comer_checkpoint_with_its_vocabulary(tmp_path):
     import subprocess
     import sys
 
-    from hmer_runtime.model_spec import ModelSpec
+    from hmer_runtime.engine.model_spec import ModelSpec
 
     path, dictionary, _ = tiny_comer_checkpoint(tmp_path)
     bin_dir = Path(sys.executable).parent
@@ -228,7 +228,7 @@ def test_export_and_eval_read_a_comer_checkpoint_with_its_vocabulary(tmp_path):
 
 
 def test_comer_rule_keeps_the_best_endings_and_refuses_constraints():
-    from hmer_runtime.search import Hypothesis, _NBest, beam_search
+    from hmer_runtime.decoding.search import Hypothesis, _NBest, beam_search
 
     best = _NBest(2)
     for score in (-3.0, -1.0, -2.0, -0.5):
@@ -240,9 +240,9 @@ def test_comer_rule_keeps_the_best_endings_and_refuses_constraints():
 
 def test_pytorch_and_onnx_comer_searches_agree_on_a_tiny_model(tmp_path):
     from hmer_export.exporter import export_checkpoint
-    from hmer_runtime.model_spec import ModelSpec
-    from hmer_runtime.onnx_model import OnnxModel
-    from hmer_runtime.providers import ProviderConfig
+    from hmer_runtime.engine.model_spec import ModelSpec
+    from hmer_runtime.engine.onnx_model import OnnxModel
+    from hmer_runtime.engine.providers import ProviderConfig
 
     path, dictionary, _ = tiny_comer_checkpoint(tmp_path, seed=3)
     export_checkpoint(path, tmp_path / "out", log=lambda s: None, vocab=dictionary)  # its own check runs both

@@ -10,8 +10,8 @@ from PIL import Image
 from synth import random_expressions, write_inkml_set
 
 from hmer_runtime.errors import DatasetError, ImageError
-from hmer_runtime.preprocess import PreprocessConfig, load_image, preprocess
-from hmer_runtime.sources import iter_source, resolve_split
+from hmer_runtime.inputs.preprocess import PreprocessConfig, load_image, preprocess
+from hmer_runtime.inputs.sources import iter_source, resolve_split
 from hmer_train.cli_data import main as data_cli
 from hmer_train.prepared import prepare
 
@@ -26,8 +26,9 @@ def inkml_dir(tmp_path):
 
 
 def test_no_torch_in_runtime():
-    code = ("import sys, hmer_runtime, hmer_runtime.inkml, hmer_runtime.render, hmer_runtime.latex, "
-            "hmer_runtime.vocab, hmer_runtime.metrics, hmer_runtime.preprocess, hmer_runtime.sources, "
+    code = ("import sys, hmer_runtime, hmer_runtime.inputs.inkml, hmer_runtime.inputs.render, "
+            "hmer_runtime.text.latex, hmer_runtime.text.vocab, hmer_runtime.text.metrics, "
+            "hmer_runtime.inputs.preprocess, hmer_runtime.inputs.sources, "
             "hmer_train.cli_data; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from hmer_runtime.decode_options import DecodeOptions
+from hmer_runtime.decoding.decode_options import DecodeOptions
 from hmer_train.config import DEFAULTS
 from hmer_train.decoding import options_from_config
 

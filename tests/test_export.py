@@ -12,12 +12,12 @@ from tiny import random_checkpoint
 
 from hmer_export.check import scribble_images
 from hmer_export.exporter import export_checkpoint
+from hmer_runtime.engine.model_spec import METADATA_KEY, ModelSpec
+from hmer_runtime.engine.onnx_model import OnnxModel
+from hmer_runtime.engine.providers import ProviderConfig
 from hmer_runtime.errors import ModelError
-from hmer_runtime.grammar import LatexGrammar
-from hmer_runtime.model_spec import METADATA_KEY, ModelSpec
-from hmer_runtime.onnx_model import OnnxModel
-from hmer_runtime.preprocess import pad_batch
-from hmer_runtime.providers import ProviderConfig
+from hmer_runtime.inputs.preprocess import pad_batch
+from hmer_runtime.text.grammar import LatexGrammar
 from hmer_train.checkpoint import load_model
 from hmer_train.decoding import TorchDecoder, decode, encode_each_image, memory_logprob, rescore_r2l
 

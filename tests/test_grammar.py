@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from hmer_runtime.grammar import LatexGrammar
-from hmer_runtime.latex import tokenize
-from hmer_runtime.search import beam_search, greedy
-from hmer_runtime.vocab import Vocab
+from hmer_runtime.decoding.search import beam_search, greedy
+from hmer_runtime.text.grammar import LatexGrammar
+from hmer_runtime.text.latex import tokenize
+from hmer_runtime.text.vocab import Vocab
 
 CANONICAL = [
     "x^2 + 2x + 1",
@@ -91,9 +91,9 @@ def test_constrained_search_closes_every_group_within_the_length_limit(max_len):
 def test_the_grammar_travels_as_data_and_reads_back_the_same():
     import json
 
-    from hmer_runtime.grammar import NEEDS, grammar_tables, needs_from_tables
-    from hmer_runtime.model_spec import ModelSpec
+    from hmer_runtime.engine.model_spec import ModelSpec
     from hmer_runtime.recognizer import BUNDLED_MODEL
+    from hmer_runtime.text.grammar import NEEDS, grammar_tables, needs_from_tables
 
     tables = json.loads(json.dumps(grammar_tables()))  # as model.json holds it
     assert needs_from_tables(tables) == NEEDS and needs_from_tables({}) == NEEDS

@@ -3,8 +3,8 @@ import pytest
 from synth import expression_strokes, inkml_text, write_inkml_set
 
 from hmer_runtime.errors import InkError
-from hmer_runtime.inkml import MAX_INKML_BYTES, Ink, parse_inkml, read_inkml
-from hmer_runtime.render import RenderConfig, render_ink
+from hmer_runtime.inputs.inkml import MAX_INKML_BYTES, Ink, parse_inkml, read_inkml
+from hmer_runtime.inputs.render import RenderConfig, render_ink
 
 
 def test_reads_traces_truth_id_and_groups():
@@ -103,7 +103,7 @@ def test_inkml_text_without_truth():
 
 
 def test_the_capsule_pen_draws_round_strokes_of_the_pen_width_and_leaves_pil_models_alone():
-    from hmer_runtime.render import RenderConfig
+    from hmer_runtime.inputs.render import RenderConfig
 
     ink = Ink.from_strokes([[[0, 0], [100, 0]], [[0, 40], [0, 140]], [[60, 80]]])
     pil, capsule = RenderConfig(line_width=4), RenderConfig(line_width=4, pen="capsule")

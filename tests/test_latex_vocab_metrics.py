@@ -2,9 +2,9 @@ from collections import Counter
 
 import pytest
 
-from hmer_runtime.latex import LatexError, detokenize, tokenize
-from hmer_runtime.metrics import Metrics, edit_distance, format_summary
-from hmer_runtime.vocab import Vocab
+from hmer_runtime.text.latex import LatexError, detokenize, tokenize
+from hmer_runtime.text.metrics import Metrics, edit_distance, format_summary
+from hmer_runtime.text.vocab import Vocab
 
 
 @pytest.mark.parametrize("a, b", [

@@ -9,9 +9,9 @@ import pytest
 import torch
 from tiny import EXPRESSIONS, TINY, tiny_config
 
-from hmer_runtime.decode_options import DecodeOptions
+from hmer_runtime.decoding.decode_options import DecodeOptions
 from hmer_runtime.errors import ModelError
-from hmer_runtime.vocab import Vocab
+from hmer_runtime.text.vocab import Vocab
 from hmer_train.checkpoint import load_checkpoint, save_checkpoint
 from hmer_train.config import DEFAULTS, ConfigError, load_config
 from hmer_train.data import BatchLoader, collate

@@ -19,8 +19,8 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from hmer_bench.serve_load import launch  # noqa: E402
-from hmer_runtime.ray_batch import BatchOptions, read_done, run_batch  # noqa: E402
-from hmer_runtime.serve import Limits, create_app  # noqa: E402
+from hmer_runtime.serving.ray_batch import BatchOptions, read_done, run_batch  # noqa: E402
+from hmer_runtime.serving.serve import Limits, create_app  # noqa: E402
 
 BIN = Path(sys.executable).parent
 STROKES = [s.tolist() for s in expression_strokes(list("x+1"))]
@@ -38,8 +38,8 @@ def ray_cluster():
 
 @pytest.fixture(scope="module")
 def expression_png() -> bytes:
-    from hmer_runtime.inkml import Ink
-    from hmer_runtime.render import RenderConfig, render_ink
+    from hmer_runtime.inputs.inkml import Ink
+    from hmer_runtime.inputs.render import RenderConfig, render_ink
 
     return png(render_ink(Ink.from_strokes(STROKES), RenderConfig(symbol_px=20, line_width=2)))
 
@@ -70,7 +70,7 @@ def test_serve_on_ray_answers_like_hmer_serve(ray_cluster, tiny_model_dir, expre
 
 
 def test_serve_builder_rejects_unknown_arguments():
-    from hmer_runtime.ray_serve import ScaleOptions, build_app
+    from hmer_runtime.serving.ray_serve import ScaleOptions, build_app
 
     with pytest.raises(ValueError, match="replica"):
         build_app({"replica": 2})
@@ -133,11 +133,11 @@ def test_batch_cli_reports_and_exits_like_hmer_run(ray_cluster, tiny_model_dir, 
 def test_the_shipped_serve_config_builds_the_application():
     import yaml
 
-    from hmer_runtime.ray_serve import build_app
+    from hmer_runtime.serving.ray_serve import build_app
 
     config = yaml.safe_load((Path(__file__).parents[1] / "configs" / "ray-serve.yaml").read_text())
     (app,) = config["applications"]
-    assert app["import_path"] == "hmer_runtime.ray_serve:build_app"
+    assert app["import_path"] == "hmer_runtime.serving.ray_serve:build_app"
     deployment = build_app(app["args"])._bound_deployment
     assert deployment._deployment_config.autoscaling_config.max_replicas == app["args"]["max_replicas"]
     assert deployment.ray_actor_options["num_cpus"] == app["args"]["cpus"]

@@ -3,10 +3,10 @@
 import pytest
 
 from hmer_runtime.errors import HmerError
-from hmer_runtime.inkml import Ink
-from hmer_runtime.latex import LatexError, tokenize
-from hmer_runtime.render import render_ink
-from hmer_runtime.sources import iter_source
+from hmer_runtime.inputs.inkml import Ink
+from hmer_runtime.inputs.render import render_ink
+from hmer_runtime.inputs.sources import iter_source
+from hmer_runtime.text.latex import LatexError, tokenize
 
 EXPECTED = {"train": (8836, {"MfrDB3088.inkml"}), "2013": (671, set()), "2014": (986, set())}
 

@@ -12,10 +12,11 @@ import pytest
 from PIL import Image
 from synth import expression_strokes, write_inkml_set
 
+from hmer_runtime.decoding.search import beam_search
+from hmer_runtime.engine.model_spec import ModelSpec
 from hmer_runtime.errors import ImageError, ModelError
-from hmer_runtime.inkml import Ink
-from hmer_runtime.model_spec import ModelSpec
-from hmer_runtime.preprocess import (
+from hmer_runtime.inputs.inkml import Ink
+from hmer_runtime.inputs.preprocess import (
     PreprocessConfig,
     component_extents,
     preprocess,
@@ -23,9 +24,8 @@ from hmer_runtime.preprocess import (
     to_gray,
     written_symbol_size,
 )
+from hmer_runtime.inputs.render import RenderConfig, render_ink
 from hmer_runtime.recognizer import Recognizer
-from hmer_runtime.render import RenderConfig, render_ink
-from hmer_runtime.search import beam_search
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -42,7 +42,7 @@ def inputs(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("inputs")
     paths = write_inkml_set(d / "ink", [list("1+2"), list("x=7"), list("y-4")])
     for p in paths:
-        from hmer_runtime.inkml import read_inkml
+        from hmer_runtime.inputs.inkml import read_inkml
 
         Image.fromarray(render_ink(read_inkml(p), RenderConfig(symbol_px=20, line_width=2))).save(
             d / f"{p.stem}.png")
@@ -58,8 +58,8 @@ def test_runtime_never_imports_torch(model_dir, inputs):
 
 
 def test_same_preprocessing_as_training(model_dir, inputs):
-    from hmer_runtime.render import model_input
-    from hmer_runtime.sources import iter_source
+    from hmer_runtime.inputs.render import model_input
+    from hmer_runtime.inputs.sources import iter_source
 
     rec = Recognizer(model_dir, provider="cpu")
     spec = rec.spec

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hmer_runtime.search import beam_search, bidirectional_search, greedy, teacher_forced_inputs
+from hmer_runtime.decoding.search import beam_search, bidirectional_search, greedy, teacher_forced_inputs
 
 VOCAB, SOS, EOS = 12, 1, 2
 

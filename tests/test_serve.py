@@ -11,9 +11,9 @@ from synth import expression_strokes
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from hmer_runtime.batching import MicroBatcher  # noqa: E402
 from hmer_runtime.recognizer import Recognizer  # noqa: E402
-from hmer_runtime.serve import Limits, create_app  # noqa: E402
+from hmer_runtime.serving.batching import MicroBatcher  # noqa: E402
+from hmer_runtime.serving.serve import Limits, create_app  # noqa: E402
 
 STROKES = [s.tolist() for s in expression_strokes(list("x+1"))]
 LIMITS = Limits(max_body_bytes=200_000, max_pixels=1_000_000, max_strokes=50, max_points=5_000)
@@ -32,8 +32,8 @@ def client(model_dir):
 
 @pytest.fixture(scope="module")
 def expression_png(model_dir) -> bytes:
-    from hmer_runtime.inkml import Ink
-    from hmer_runtime.render import RenderConfig, render_ink
+    from hmer_runtime.inputs.inkml import Ink
+    from hmer_runtime.inputs.render import RenderConfig, render_ink
 
     return png(render_ink(Ink.from_strokes(STROKES), RenderConfig(symbol_px=20, line_width=2)))
 

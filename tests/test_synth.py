@@ -10,8 +10,8 @@ from synth import GLYPHS, expression_strokes
 pytest.importorskip("matplotlib")
 
 from hmer_runtime.errors import DatasetError  # noqa: E402
-from hmer_runtime.inkml import Ink, SymbolGroup, inkml_bytes, parse_inkml, read_inkml  # noqa: E402
-from hmer_runtime.latex import tokenize  # noqa: E402
+from hmer_runtime.inputs.inkml import Ink, SymbolGroup, inkml_bytes, parse_inkml, read_inkml  # noqa: E402
+from hmer_runtime.text.latex import tokenize  # noqa: E402
 from hmer_train.cli_data import main as data_cli  # noqa: E402
 from hmer_train.synth import GlyphBank, compose, layout, recombine  # noqa: E402
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from synth import write_inkml_set
 
-from hmer_runtime.vocab import Vocab
+from hmer_runtime.text.vocab import Vocab
 from hmer_train.checkpoint import save_checkpoint
 from hmer_train.config import load_config
 from hmer_train.models.base import HMERModel

@@ -1,7 +1,7 @@
 // hmer.js: the hmer recogniser in the browser, on ONNX Runtime Web (WebAssembly).
 //
 // It reads what hmer_runtime reads, from the same model.json: strokes are rendered by the
-// training convention (hmer_runtime/render.py), cut and padded as hmer_runtime/preprocess.py
+// training convention (hmer_runtime/inputs/render.py), cut and padded as hmer_runtime/inputs/preprocess.py
 // does for rendered ink, decoded greedily or by beam search over the one-step decoder graph
 // (generic over the state names model.json declares, with the beam_index reorder), rescored right
 // to left like OnnxModel, and constrained by the grammar tables model.json carries. Each function
@@ -9,7 +9,7 @@
 "use strict";
 (function (global) {
 
-  // --- rendering: hmer_runtime/render.py render_ink -------------------------------------------
+  // --- rendering: hmer_runtime/inputs/render.py render_ink -------------------------------------------
 
   function ptp(values) { return Math.max(...values) - Math.min(...values); }
 
@@ -84,7 +84,7 @@
     return { data: gray, width, height };
   }
 
-  // --- model input: hmer_runtime/preprocess.py preprocess, on a render --------------------------
+  // --- model input: hmer_runtime/inputs/preprocess.py preprocess, on a render --------------------------
 
   /** A render to model input (ink 1.0 on 0.0, float32), as ``preprocess`` treats renders: paper
    *  is the median level, ink scaled to 1 at its darkest, faint pixels dropped, cropped to the
@@ -115,7 +115,7 @@
     return { data: out, height: h, width: w };
   }
 
-  // --- grammar: hmer_runtime/grammar.py LatexGrammar, from model.json's "grammar" tables ---------
+  // --- grammar: hmer_runtime/text/grammar.py LatexGrammar, from model.json's "grammar" tables ---------
 
   class Grammar {
     constructor(vocab, special, tables) {
@@ -171,7 +171,7 @@
     }
   }
 
-  // --- search: hmer_runtime/search.py -------------------------------------------------------------
+  // --- search: hmer_runtime/decoding/search.py -------------------------------------------------------------
 
   function logSoftmax(row) {
     let max = -Infinity;

@@ -55,7 +55,7 @@ class Decoder(nn.Module):
     def logprob(self, tokens: torch.Tensor, targets: torch.Tensor, memory: Memory) -> torch.Tensor:
         """log P(targets | image, tokens) per row (N,), by teacher forcing: every position at once
         where ``teacher_forcing`` is parallel. ``targets`` (N, T) is -1 past each sequence's end
-        (``hmer_runtime.search.teacher_forced_inputs`` lays both out)."""
+        (``hmer_runtime.decoding.search.teacher_forced_inputs`` lays both out)."""
         logp = torch.log_softmax(self.teacher_forcing(tokens, memory).float(), -1)
         picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         return torch.where(targets >= 0, picked, torch.zeros_like(picked)).sum(1)

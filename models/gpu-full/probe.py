@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from hmer_runtime.vocab import Vocab
+from hmer_runtime.text.vocab import Vocab
 from hmer_train.config import load_config
 from hmer_train.data import BatchLoader
 from hmer_train.models.base import HMERModel

@@ -23,11 +23,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hmer_runtime.decode_options import DecodeOptions
+from hmer_runtime.decoding.decode_options import DecodeOptions
 from hmer_runtime.errors import ModelError
-from hmer_runtime.preprocess import PreprocessConfig
-from hmer_runtime.render import RenderConfig
-from hmer_runtime.vocab import Vocab
+from hmer_runtime.inputs.preprocess import PreprocessConfig
+from hmer_runtime.inputs.render import RenderConfig
+from hmer_runtime.text.vocab import Vocab
 
 MODEL_FORMAT = "hmer-model-1"
 METADATA_KEY = "hmer.model"

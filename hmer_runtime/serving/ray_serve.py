@@ -2,7 +2,7 @@
 
 Each replica holds one torch-free :class:`Recognizer` and gathers concurrent requests with
 ``@serve.batch``. The routes, limits and error shapes are hmer-serve's own app
-(:func:`hmer_runtime.serve.create_app`), mounted with ``@serve.ingress``, so both serve the same
+(:func:`hmer_runtime.serving.serve.create_app`), mounted with ``@serve.ingress``, so both serve the same
 code. Ray's proxy on each node takes HTTP and routes it to the replicas.
 
     hmer-serve --ray --replicas 2                      # a local Ray instance (or $RAY_ADDRESS)
@@ -21,10 +21,10 @@ from dataclasses import dataclass, fields
 import numpy as np
 from ray import serve
 
-from hmer_runtime.batching import decode_grouped
-from hmer_runtime.providers import ProviderConfig
+from hmer_runtime.engine.providers import ProviderConfig
 from hmer_runtime.recognizer import Recognizer, Result
-from hmer_runtime.serve import Limits, create_app
+from hmer_runtime.serving.batching import decode_grouped
+from hmer_runtime.serving.serve import Limits, create_app
 
 APP_NAME = "hmer"
 
@@ -104,7 +104,7 @@ def application(replica: ReplicaOptions = ReplicaOptions(), scale: ScaleOptions 
 
 
 def build_app(args: dict):
-    """Application builder for Ray's CLI (``serve run hmer_runtime.ray_serve:build_app key=value``
+    """Application builder for Ray's CLI (``serve run hmer_runtime.serving.ray_serve:build_app key=value``
     or a config file's ``import_path``): ``args`` are the fields of ReplicaOptions and ScaleOptions."""
     known = {f.name for cls in (ReplicaOptions, ScaleOptions) for f in fields(cls)}
     unknown = sorted(set(args) - set(known))

@@ -7,7 +7,7 @@ A source is any of:
 * an image folder with a label file: ``caption.txt`` (CoMER/BTTR style, ``name<TAB>tokens``,
   images in ``images/`` or beside it) or HME100K style (``<split>_images/`` + ``<split>_labels.txt``).
 
-Each yields :class:`Sample` objects whose ``load()`` returns an :class:`~hmer_runtime.inkml.Ink`
+Each yields :class:`Sample` objects whose ``load()`` returns an :class:`~hmer_runtime.inputs.inkml.Ink`
 or a PIL image; errors are per sample, so one bad file never stops a whole dataset.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from hmer_runtime.errors import TOO_LARGE, DatasetError, HmerError, InkError, input_error
 from hmer_runtime.files import walk_files
-from hmer_runtime.inkml import MAX_INKML_BYTES, Ink, parse_inkml, read_inkml
+from hmer_runtime.inputs.inkml import MAX_INKML_BYTES, Ink, parse_inkml, read_inkml
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
@@ -109,7 +109,7 @@ def _find_image(image_dir: Path, name: str) -> Path:
 
 
 def _iter_images(label_file: Path, image_dir: Path) -> Iterator[Sample]:
-    from hmer_runtime.preprocess import load_image
+    from hmer_runtime.inputs.preprocess import load_image
 
     for name, latex in read_labels(label_file):
         path = _find_image(image_dir, name)
@@ -239,7 +239,7 @@ def resolve_split(dataset: str, split: str, roots: tuple[str, ...] | list[str] =
 def load_labelled(sample: Sample) -> tuple[object, list[str]]:
     """(ink or image, LaTeX tokens) of a sample; HmerError when it is unreadable, unlabelled, or its
     LaTeX does not tokenize. Read errors come first: they are often why a label is missing."""
-    from hmer_runtime.latex import LatexError, tokenize
+    from hmer_runtime.text.latex import LatexError, tokenize
 
     try:
         obj = sample.load()

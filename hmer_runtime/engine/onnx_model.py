@@ -16,13 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hmer_runtime.batch_encoding import encode_each, image_sizes
-from hmer_runtime.decode_options import DecodeOptions
-from hmer_runtime.errors import ModelError
-from hmer_runtime.grammar import LatexGrammar, needs_from_tables
-from hmer_runtime.model_spec import METADATA_KEY, ModelSpec
-from hmer_runtime.providers import ProviderConfig, create_session
-from hmer_runtime.search import (
+from hmer_runtime.decoding.decode_options import DecodeOptions
+from hmer_runtime.decoding.search import (
     Hypothesis,
     beam_search,
     bidirectional_search,
@@ -31,6 +26,11 @@ from hmer_runtime.search import (
     log_softmax,
     teacher_forced_inputs,
 )
+from hmer_runtime.engine.batch_encoding import encode_each, image_sizes
+from hmer_runtime.engine.model_spec import METADATA_KEY, ModelSpec
+from hmer_runtime.engine.providers import ProviderConfig, create_session
+from hmer_runtime.errors import ModelError
+from hmer_runtime.text.grammar import LatexGrammar, needs_from_tables
 
 State = dict[str, np.ndarray]
 

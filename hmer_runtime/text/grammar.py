@@ -1,4 +1,4 @@
-"""Which next tokens keep a decoded prefix valid canonical LaTeX (see :mod:`hmer_runtime.latex`).
+"""Which next tokens keep a decoded prefix valid canonical LaTeX (see :mod:`hmer_runtime.text.latex`).
 
 In the canonical form a ``{`` only opens a mandatory argument (of ``^``, ``_``, ``\\frac``,
 ``\\sqrt`` and accent commands), every argument is braced, and a ``\\sqrt`` index is ``[ .. ]``.
@@ -14,8 +14,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from hmer_runtime.latex import ONE_ARG
-from hmer_runtime.vocab import Vocab
+from hmer_runtime.text.latex import ONE_ARG
+from hmer_runtime.text.vocab import Vocab
 
 # A state is (stack, need): stack holds the open groups as (closing token, what must follow the
 # close); need is the argument openers still required before anything else ("{", or "[{" for

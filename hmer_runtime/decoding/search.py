@@ -19,7 +19,7 @@ ReorderFn = Callable[[object, np.ndarray], object]
 
 
 class Constraint(Protocol):
-    """Allowed next tokens per prefix (e.g. :class:`hmer_runtime.grammar.LatexGrammar`)."""
+    """Allowed next tokens per prefix (e.g. :class:`hmer_runtime.text.grammar.LatexGrammar`)."""
 
     def start(self) -> Hashable: ...
     def advance(self, state: Hashable, token_id: int) -> Hashable: ...

@@ -3,7 +3,7 @@
 The convention (the same for training data, ``hmer-run x.inkml`` and the drawing pad):
 
 * **Polarity** -- rendered images are dark ink (0) on a white background (255), like paper.
-  :mod:`hmer_runtime.preprocess` turns any image into model input with ink = 1.0, background = 0.0.
+  :mod:`hmer_runtime.inputs.preprocess` turns any image into model input with ink = 1.0, background = 0.0.
 * **Scale** -- CROHME comes from pens whose coordinate ranges differ by orders of magnitude
   (pixels, 1/100 mm, inches). We estimate the writer's symbol size as the median extent
   (max of width, height) of the strokes that are not dots, and scale so that this median is
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from hmer_runtime.inkml import Ink, validate_ink
+from hmer_runtime.inputs.inkml import Ink, validate_ink
 
 PENS = ("pil", "capsule")
 
@@ -156,8 +156,8 @@ def _capsule_render(points: list[np.ndarray], width: int, height: int, ss: int, 
 
 def model_input(obj, render: RenderConfig, pre, name: str) -> np.ndarray:
     """Model input (H, W) float32 of ink (rendered with ``render`` first) or an image, through
-    ``hmer_runtime.preprocess`` with ``pre``: the one path training, runtime and benchmarks share."""
-    from hmer_runtime.preprocess import preprocess
+    ``hmer_runtime.inputs.preprocess`` with ``pre``: the one path training, runtime and benchmarks share."""
+    from hmer_runtime.inputs.preprocess import preprocess
 
     image = render_ink(obj, render) if isinstance(obj, Ink) else obj
     return preprocess(image, pre, name=name)

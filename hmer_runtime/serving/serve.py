@@ -19,14 +19,14 @@ from pathlib import Path
 import click
 import numpy as np
 
-from hmer_runtime.batching import Backend, MicroBatcher
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
+from hmer_runtime.engine.providers import ProviderConfig
 from hmer_runtime.errors import TOO_LARGE, HmerError, InkError
-from hmer_runtime.preprocess import load_image
-from hmer_runtime.providers import ProviderConfig
+from hmer_runtime.inputs.preprocess import load_image
 from hmer_runtime.recognizer import Recognizer
+from hmer_runtime.serving.batching import Backend, MicroBatcher
 
-STATIC = Path(__file__).parent / "static"
+STATIC = Path(__file__).parents[1] / "static"
 PAGE = STATIC / "index.html"  # the drawing pad; it loads hmer.js (its Pad) and pad.css from beside it
 
 
@@ -296,7 +296,7 @@ def main(model_dir, host, port, provider, variant, threads, workers, batch_wait_
         raise click.ClickException("hmer-serve needs the serve extra: pip install 'hmer[serve]'") from e
     if on_ray:
         try:
-            from hmer_runtime import ray_serve
+            from hmer_runtime.serving import ray_serve
         except ImportError as e:
             raise click.ClickException("hmer-serve --ray needs the ray extra: pip install 'hmer[ray]'") from e
         Recognizer(model_dir, ProviderConfig("cpu", 1), variant)  # fail fast on a bad model, before Ray starts
@@ -311,7 +311,7 @@ def main(model_dir, host, port, provider, variant, threads, workers, batch_wait_
                        "HMER_SERVE_VARIANT": variant, "HMER_SERVE_THREADS": str(threads),
                        "HMER_SERVE_WAIT_MS": str(batch_wait_ms), "HMER_SERVE_MAX_BATCH": str(max_batch),
                        "HMER_SERVE_READ_TIMEOUT": str(read_timeout)})
-    uvicorn.run("hmer_runtime.serve:app_from_env", host=host, port=port, workers=workers, factory=True,
+    uvicorn.run("hmer_runtime.serving.serve:app_from_env", host=host, port=port, workers=workers, factory=True,
                 http=TimedH11Protocol, timeout_keep_alive=max(1, round(read_timeout)),
                 log_level="info" if debug else "warning")
 

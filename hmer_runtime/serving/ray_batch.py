@@ -60,7 +60,7 @@ class RecognizeFiles:
     """A Ray Data worker: one Recognizer, fed batches of ``{"file": [...]}``; returns each input's row."""
 
     def __init__(self, options: BatchOptions):
-        from hmer_runtime.providers import ProviderConfig
+        from hmer_runtime.engine.providers import ProviderConfig
         from hmer_runtime.recognizer import Recognizer
 
         threads = options.threads or max(1, round(options.cpus))

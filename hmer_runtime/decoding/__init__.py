@@ -1,0 +1,1 @@
+"""Decoding over any one-step decoder: typed options, greedy and beam search, attention strips."""

@@ -1,0 +1,1 @@
+"""What comes in: InkML ink, its rendering, image preprocessing, and labelled datasets."""

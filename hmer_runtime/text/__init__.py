@@ -1,0 +1,1 @@
+"""LaTeX as tokens: canonical tokenisation, the vocabulary, the grammar of valid prefixes, metrics."""
