@@ -35,19 +35,19 @@ def main(config_path: str | None, model_type: str | None, steps: int, threads: i
     torch.set_num_threads(threads)
     cfg = load_config(config_path, {"model.decoder": {"type": model_type} if model_type else None,
                                     "train.amp": amp, "train.workers": workers})
-    tc = cfg["train"]
-    data = load_split(cfg, cfg["train_split"])
+    tc = cfg.train
+    data = load_split(cfg, cfg.train_split)
     vocab = Vocab.build(data.tokens)
-    model = HMERModel(cfg["model"], len(vocab)).train()
+    model = HMERModel(cfg.model, len(vocab)).train()
     model.encoder.to(memory_format=torch.channels_last)  # as hmer_train.train does
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loader = BatchLoader(data, vocab, tc["batch_size"], tc["max_pixels"], 0, tc["augment"], tc["bidirectional"],
-                         (cfg["preprocess"]["max_height"], cfg["preprocess"]["max_width"]))
+    loader = BatchLoader(data, vocab, tc.batch_size, tc.max_pixels, 0, tc.augment, tc.bidirectional,
+                         (cfg.preprocess.max_height, cfg.preprocess.max_width))
     images, t0 = 0, None
-    for i, b in enumerate(loader.epoch(0, workers=tc["workers"])):
+    for i, b in enumerate(loader.epoch(0, workers=tc.workers)):
         if i == 2:
             t0, images = time.time(), 0
-        with autocast("cpu", tc["amp"]):
+        with autocast("cpu", tc.amp):
             loss = batch_loss(model, b, "cpu")
         loss.backward()
         opt.step()
@@ -58,8 +58,8 @@ def main(config_path: str | None, model_type: str | None, steps: int, threads: i
     dt = time.time() - t0
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"{model.kind}: {params:.2f} M params, {images / dt:.2f} images/s over {steps} steps "
-          f"({threads} threads, amp {tc['amp']}, {tc['workers']} workers, batch <= {tc['batch_size']}, "
-          f"<= {tc['max_pixels']} px)")
+          f"({threads} threads, amp {tc.amp}, {tc.workers} workers, batch <= {tc.batch_size}, "
+          f"<= {tc.max_pixels} px)")
 
 
 if __name__ == "__main__":

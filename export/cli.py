@@ -18,7 +18,7 @@ def _check_data(source: str, ckpt_path: str, limit: int, input_scale: float | No
     ckpt = load_checkpoint(ckpt_path, input_scale=input_scale, vocab=vocab)
     cfg = ckpt["config"]
     vocab = Vocab.from_tokens(ckpt["vocab"])
-    data = prepare(source, *image_configs(cfg, inference=True), cfg.get("cache_dir") or DEFAULT_CACHE)
+    data = prepare(source, *image_configs(cfg, inference=True), cfg.cache_dir or DEFAULT_CACHE)
     data = data.select(range(min(limit, len(data))))
     truth = [vocab.encode(toks) for toks in data.tokens]
     return [data.image(i) for i in range(len(data))], truth

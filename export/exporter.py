@@ -6,6 +6,7 @@ so a failed export never leaves a half-written model where a runtime would pick 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -55,7 +56,7 @@ def describe(model, vocab, ckpt: dict, ckpt_path: Path, layout: dict, opset: int
     return {
         "format": MODEL_FORMAT,
         "hmer_version": __version__,
-        "architecture": cfg["model"],
+        "architecture": dataclasses.asdict(model.arch),
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab": vocab.tokens,
         "special_ids": {"pad": vocab.pad_id, "sos": vocab.sos_id, "eos": vocab.eos_id, "unk": vocab.unk_id},

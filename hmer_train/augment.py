@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,44 +24,10 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from hmer_runtime.errors import HmerError
 from hmer_runtime.inputs.inkml import Ink
 from hmer_runtime.inputs.preprocess import PreprocessConfig
 from hmer_runtime.inputs.render import RenderConfig, model_input, symbol_size
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """``train.augment``: ranges of each random change (0 or an empty range: off)."""
-
-    scale: tuple[float, float] = (1.0, 1.0)  # symbol size factor, log-uniform (CoMER: 0.7-1.4)
-    rotate_deg: float = 0.0  # uniform in +-
-    shear: float = 0.0  # slant, x += shear * y, uniform in +-
-    stroke_jitter: float = 0.0  # image samples: probability of a 3 px thicker or thinner pen
-    ink: bool = False  # ink samples are augmented as ink and rendered again (the fields below)
-    aspect: float = 0.0  # width factor exp(U(+-aspect))
-    stroke_shift: float = 0.0  # each stroke moves N(0, this) symbol sizes in x and y
-    stroke_scale: float = 0.0  # each stroke's size changes by exp(N(0, this)) about its centre
-    elastic: float = 0.0  # smooth warp, its largest displacement in symbol sizes
-    pen_width: tuple[float, float] = (1.0, 1.0)  # pen width factor, uniform
-    blur: float = 0.0  # probability of a light Gaussian blur (sigma 0.3-0.8 px)
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> AugmentConfig:
-        d = d or {}
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise HmerError("train.augment", f"unknown key(s) {', '.join(sorted(unknown))}")
-        cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-        for name in ("scale", "pen_width"):
-            lo, hi = getattr(cfg, name)
-            if not 0 < lo <= hi:
-                raise HmerError(f"train.augment.{name}", f"must be [low, high] with 0 < low <= high, not {[lo, hi]}")
-        return cfg
-
-    @property
-    def active(self) -> bool:
-        return self != AugmentConfig()
+from hmer_train.config import AugmentConfig
 
 
 def _log_uniform(rng: random.Random, lo: float, hi: float) -> float:

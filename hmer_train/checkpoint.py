@@ -10,14 +10,17 @@ import torch
 
 from hmer_runtime import __version__
 from hmer_runtime.errors import ModelError
-from hmer_train.config import DEFAULTS
+from hmer_train.config import Config, ConfigError
 
 FORMAT = "hmer-checkpoint-1"
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over ``path``."""
+    """Write to a temp file in the same folder, fsync, then rename over ``path``. A typed
+    ``config`` is stored as plain data (:meth:`Config.to_dict`)."""
     path = Path(path)
+    if isinstance(payload.get("config"), Config):
+        payload = {**payload, "config": payload["config"].to_dict()}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     umask = os.umask(0)
@@ -40,8 +43,9 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu", input_scale: fl
     checkpoints with its ``vocab`` file (``dictionary.txt``; see ``hmer_train.comer_import``);
     ModelError for anything else.
 
-    ``input_scale`` replaces the config's ``decode.input_scale`` (how large the model reads its
-    inputs; see ``hmer_train.config.image_configs``)."""
+    ``ckpt["config"]`` is a :class:`Config`, an older checkpoint's included. ``input_scale``
+    replaces its ``decode.input_scale`` (how large the model reads its inputs; see
+    ``hmer_train.config.image_configs``)."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(str(path), "checkpoint not found")
@@ -61,8 +65,12 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu", input_scale: fl
         if key not in ckpt:
             raise ModelError(str(path), f"checkpoint lacks '{key}'")
     _upgrade(ckpt)
+    try:
+        ckpt["config"] = Config.from_dict(ckpt["config"], str(path))
+    except ConfigError as e:
+        raise ModelError(str(path), f"its config does not load: {e.message}") from e
     if input_scale is not None:
-        ckpt["config"].setdefault("decode", {})["input_scale"] = float(input_scale)
+        ckpt["config"] = ckpt["config"].updated({"decode.input_scale": float(input_scale)})
     return ckpt
 
 
@@ -73,7 +81,7 @@ def _upgrade(ckpt: dict) -> None:
     if decoder.get("type", "comer") == "comer" and "embed_norm" not in decoder:
         decoder["embed_norm"] = "decoder.embed_norm.weight" in ckpt["model"]
     # Grammar-constrained decoding is not part of the trained weights: older checkpoints get it too.
-    ckpt["config"].setdefault("decode", {}).setdefault("grammar", DEFAULTS["decode"]["grammar"])
+    ckpt["config"].setdefault("decode", {}).setdefault("grammar", Config().decode.grammar)
 
 
 def slim_checkpoint(src: str | Path, dst: str | Path) -> None:
@@ -117,7 +125,7 @@ def load_model(path: str | Path, map_location: str = "cpu", weights: str = "aver
         raise ModelError(str(path), "a slimmed checkpoint: it holds only the moving average of the weights")
     vocab = Vocab.from_tokens(ckpt["vocab"])
     try:
-        model = HMERModel(ckpt["config"]["model"], len(vocab))
+        model = HMERModel(ckpt["config"].model, len(vocab))
         model.load_state_dict(ckpt["ema"]["weights"] if weights == "average" and "ema" in ckpt else ckpt["model"])
     except (RuntimeError, ValueError, TypeError, KeyError) as e:
         raise ModelError(str(path), f"weights do not match the stored architecture: {str(e)[:120]}") from e

@@ -52,7 +52,7 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
         options = options_from_config(cfg).with_overrides(beam=beam, grammar=grammar)
         decoder = TorchDecoder(torch_model, vocab, options)
         render, pre = image_configs(cfg, inference=True)
-        roots, cache, stride = cfg["data_roots"], cfg.get("cache_dir") or DEFAULT_CACHE, 1  # the model pads itself
+        roots, cache, stride = list(cfg.data_roots), cfg.cache_dir or DEFAULT_CACHE, 1  # the model pads itself
     src = resolve_split(source, split, roots) if split else Path(source)
     data = prepare(src, render, pre, cache)
     if len(data) == 0:
@@ -110,15 +110,15 @@ def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_jso
     jobs: list[tuple[str, str, str | None]] = []
     if dataset:
         cfg = load_config(config_path or ("config.yaml" if Path("config.yaml").is_file() else None))
-        ckpt = model or cfg["checkpoint"]
+        ckpt = model or cfg.checkpoint
         if not ckpt:
             raise click.UsageError("no model given and 'checkpoint:' is empty in the config")
         from hmer_runtime.errors import DatasetError
         from hmer_runtime.inputs.sources import resolve_split
 
-        for split in cfg["test_splits"]:
+        for split in cfg.test_splits:
             try:
-                resolve_split(dataset, split, cfg["data_roots"])
+                resolve_split(dataset, split, list(cfg.data_roots))
             except DatasetError as e:
                 click.echo(f"skipping {dataset}:{split}: {e.message.split(';')[0]}", err=True)
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
+from hmer_train.config import Config
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -42,13 +43,13 @@ def main(dataset, config_path, model_type, batch_size, lr, epochs, max_steps, ou
     except torch.cuda.OutOfMemoryError as e:
         from hmer_train.train import TrainingError
 
-        tc = cfg["train"]
-        raise TrainingError("GPU", f"out of memory at batch_size {tc['batch_size']}, max_pixels {tc['max_pixels']}: "
+        tc = cfg.train
+        raise TrainingError("GPU", f"out of memory at batch_size {tc.batch_size}, max_pixels {tc.max_pixels}: "
                             "lower --batch-size or train.max_pixels and raise train.accumulate to keep the "
                             "effective batch") from e
 
 
-def resolve_config(config_path: str | None, overrides: dict, resume: str | None) -> dict:
+def resolve_config(config_path: str | None, overrides: dict, resume: str | None) -> Config:
     """The run's config: the file (or defaults) with CLI flags on top; resuming without --config
     continues with the checkpoint's own config, changed only by the flags actually given."""
     from hmer_train.config import load_config
@@ -57,19 +58,8 @@ def resolve_config(config_path: str | None, overrides: dict, resume: str | None)
     if resume and not config_path:
         from hmer_train.checkpoint import load_checkpoint
 
-        return load_config(None, {**_flatten(load_checkpoint(resume)["config"]), **overrides})
+        return load_checkpoint(resume)["config"].updated(overrides)
     return load_config(config_path, overrides)
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and key not in ("model.encoder", "model.decoder", "train.augment"):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def run() -> None:

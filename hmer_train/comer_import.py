@@ -10,7 +10,7 @@ never wins and every probability over CoMER's own symbols is unchanged.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import re
 from pathlib import Path
 
@@ -90,7 +90,7 @@ def convert(path: str | Path, dictionary: str | Path) -> dict:
 
 def convert_loaded(raw: dict, dictionary: str | Path, path: str | Path) -> dict:
     """:func:`convert` for a checkpoint already loaded (``path`` names it in errors)."""
-    from hmer_train.config import DEFAULTS
+    from hmer_train.config import Config
     from hmer_train.models.base import HMERModel
 
     if not is_comer_checkpoint(raw):
@@ -127,14 +127,13 @@ def convert_loaded(raw: dict, dictionary: str | Path, path: str | Path) -> dict:
     missing = [k for k in target if k not in mapped]
     if missing:
         raise ModelError(str(path), f"no weight for '{missing[0]}' ({len(missing)} missing)")
-    config = copy.deepcopy(DEFAULTS)
-    config["model"] = arch
     # CoMER reads greyscale with ink 1.0 on 0.0 at the size it was given: no rescaling by symbol
     # size or stroke width; its decoding: beam 10, alpha 1.0, rescoring in both directions.
-    config["preprocess"].update({"stroke_width": 0, "symbol_px": 0, "as_given": True})
-    config["decode"].update({"beam": int(hp.get("beam_size", 10)), "max_len": int(hp.get("max_len", 200)),
-                             "length_penalty": float(hp.get("alpha", 1.0)), "rescore": True, "grammar": False,
-                             "search": "comer"})
+    config = Config().updated({
+        "model": dataclasses.asdict(model.arch), "preprocess": {"stroke_width": 0, "symbol_px": 0, "as_given": True},
+        "decode": {"beam": int(hp.get("beam_size", 10)), "max_len": int(hp.get("max_len", 200)),
+                   "length_penalty": float(hp.get("alpha", 1.0)), "rescore": True, "grammar": False,
+                   "search": "comer"}}, str(path)).to_dict()
     return {"format": "hmer-checkpoint-1", "model": mapped, "config": config, "vocab": vocab.tokens, "step": int(
         raw.get("global_step", 0)), "epoch": int(raw.get("epoch", 0)), "metrics": {},
         "source": {"kind": "comer-lightning", "path": str(path), "dictionary": str(dictionary)}}

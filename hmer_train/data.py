@@ -13,7 +13,8 @@ from hmer_runtime.errors import HmerError
 from hmer_runtime.inputs.preprocess import PreprocessConfig, pad_batch
 from hmer_runtime.inputs.render import RenderConfig
 from hmer_runtime.text.vocab import Vocab
-from hmer_train.augment import AugmentConfig, augment_image, finish_image, render_augmented
+from hmer_train.augment import augment_image, finish_image, render_augmented
+from hmer_train.config import AugmentConfig, Config, image_configs
 from hmer_train.prepared import PreparedSet
 
 
@@ -84,17 +85,24 @@ class BatchLoader:
     batches are still planned on the prepared shapes."""
 
     def __init__(self, data: PreparedSet, vocab: Vocab, max_images: int, max_pixels: int, seed: int,
-                 augment_cfg: AugmentConfig | dict | None, bidirectional: bool, max_hw: tuple[int, int],
+                 augment_cfg: AugmentConfig | None, bidirectional: bool, max_hw: tuple[int, int],
                  rank: int = 0, world: int = 1, pad_to: int = 1,
                  images: tuple[RenderConfig, PreprocessConfig] | None = None):
         self.data, self.vocab = data, vocab
         self.batches = make_batches(data.shapes, max_images, max_pixels)
-        if not isinstance(augment_cfg, AugmentConfig):
-            augment_cfg = AugmentConfig.from_dict(augment_cfg)
+        augment_cfg = augment_cfg or AugmentConfig()
         self.seed, self.augment_cfg, self.bidirectional, self.max_hw = seed, augment_cfg, bidirectional, max_hw
         self.images = images
         self.ids = [vocab.encode(t) for t in data.tokens]
         self.rank, self.world, self.pad_to = rank, world, pad_to
+
+    @classmethod
+    def for_run(cls, data: PreparedSet, vocab: Vocab, cfg: Config, rank: int = 0, world: int = 1) -> BatchLoader:
+        """The training batches of run ``cfg`` (its train section, input sizes and renders)."""
+        tc = cfg.train
+        return cls(data, vocab, tc.batch_size, tc.max_pixels, tc.seed, tc.augment, tc.bidirectional,
+                   (cfg.preprocess.max_height, cfg.preprocess.max_width), rank, world, tc.pad_to,
+                   images=image_configs(cfg))
 
     def __len__(self) -> int:
         return len(self.batches) // self.world

@@ -8,6 +8,8 @@ runtime's ``OnnxModel``, with the options a checkpoint's config gives (:func:`op
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -24,19 +26,15 @@ from hmer_runtime.decoding.search import (
 from hmer_runtime.engine.batch_encoding import encode_each, image_sizes
 from hmer_runtime.text.grammar import LatexGrammar
 from hmer_runtime.text.vocab import Vocab
+from hmer_train.config import Config
 from hmer_train.models.base import HMERModel, expand_memory, reorder_state
 
 
-def options_from_config(cfg: dict) -> DecodeOptions:
+def options_from_config(cfg: Config) -> DecodeOptions:
     """How a checkpoint decodes: its config's ``decode`` section. Right-to-left rescoring needs a
     transformer decoder trained in both reading directions."""
-    dec = cfg["decode"]
-    rescore = bool(dec.get("rescore") and cfg["train"].get("bidirectional")
-                   and cfg["model"]["decoder"].get("type") == "comer")
-    return DecodeOptions(beam=max(1, int(dec.get("beam", 1))), max_len=int(dec["max_len"]),
-                         length_penalty=float(dec["length_penalty"]), grammar=bool(dec["grammar"]),
-                         rescore=rescore, search=str(dec.get("search", "hmer")),
-                         input_scale=float(dec.get("input_scale", 1.0)))
+    rescore = cfg.decode.rescore and cfg.train.bidirectional and cfg.model.decoder.get("type", "comer") == "comer"
+    return replace(cfg.decode, rescore=rescore)
 
 
 class TorchDecoder:

@@ -9,6 +9,7 @@ import csv
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ from hmer_runtime.inputs.sources import resolve_split
 from hmer_runtime.text.metrics import format_summary
 from hmer_runtime.text.vocab import Vocab
 from hmer_train.checkpoint import load_checkpoint, save_checkpoint
-from hmer_train.config import image_configs
+from hmer_train.config import Config, TrainConfig, image_configs
 from hmer_train.data import Batch, BatchLoader, collate
 from hmer_train.decoding import TorchDecoder
 from hmer_train.ema import ema_model, ema_state, load_ema_state
@@ -37,14 +38,14 @@ class TrainingError(HmerError):
     pass
 
 
-def load_split(cfg: dict, split: str, progress: bool = True) -> PreparedSet:
-    src = resolve_split(cfg["dataset"], split, cfg["data_roots"])
-    return prepare(src, *image_configs(cfg), cfg["cache_dir"] or DEFAULT_CACHE, progress=progress)
+def load_split(cfg: Config, split: str, progress: bool = True) -> PreparedSet:
+    src = resolve_split(cfg.dataset, split, list(cfg.data_roots))
+    return prepare(src, *image_configs(cfg), cfg.cache_dir or DEFAULT_CACHE, progress=progress)
 
 
-def lr_at(step: int, total: int, cfg: dict) -> float:
+def lr_at(step: int, total: int, tc: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to 1 % of the peak."""
-    peak, warm = cfg["lr"], cfg["warmup_steps"]
+    peak, warm = tc.lr, tc.warmup_steps
     if step < warm:
         return peak * (step + 1) / warm
     frac = min(1.0, (step - warm) / max(1, total - warm))
@@ -96,63 +97,61 @@ def teacher_forced(model: HMERModel, data: PreparedSet, vocab: Vocab, device: st
     return {"tf_loss": loss / max(tokens, 1), "tf_acc": 100.0 * correct / max(tokens, 1)}
 
 
-def train(cfg: dict, resume: str | None = None, progress: bool = True, until_step: int | None = None) -> dict:
-    """Train per ``cfg``; returns the last validation summary. Checkpoints go to cfg['out'].
+def train(cfg: Config, resume: str | None = None, progress: bool = True, until_step: int | None = None) -> dict:
+    """Train per ``cfg``; returns the last validation summary. Checkpoints go to ``cfg.out``.
 
     ``until_step`` stops early as an interruption would (the schedule still spans the full run),
     which is how a time-boxed session trains and how the resume test interrupts.
     """
-    tc = cfg["train"]
+    tc = cfg.train
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     if distributed:
-        dist.init_process_group("nccl" if cfg["device"] == "cuda" else "gloo")
+        dist.init_process_group("nccl" if cfg.device == "cuda" else "gloo")
     rank = dist.get_rank() if distributed else 0
     world = dist.get_world_size() if distributed else 1
     master = rank == 0
-    device = cfg["device"]
+    device = cfg.device
     if device == "cuda":
         if not torch.cuda.is_available():
             raise TrainingError("--device cuda", "CUDA is not available on this machine")
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         torch.cuda.set_device(device)
-    if tc["threads"]:
-        torch.set_num_threads(int(tc["threads"]))
+    if tc.threads:
+        torch.set_num_threads(int(tc.threads))
 
     # --- data -----------------------------------------------------------------------------------
-    train_set = load_split(cfg, cfg["train_split"], progress and master)
+    train_set = load_split(cfg, cfg.train_split, progress and master)
     if len(train_set) == 0:
-        raise DatasetError(f"{cfg['dataset']}:{cfg['train_split']}", "no usable training samples")
-    too_long = sum(len(t) + 1 > tc["max_tokens"] for t in train_set.tokens)
+        raise DatasetError(f"{cfg.dataset}:{cfg.train_split}", "no usable training samples")
+    too_long = sum(len(t) + 1 > tc.max_tokens for t in train_set.tokens)
     if too_long:
-        keep = [i for i, t in enumerate(train_set.tokens) if len(t) + 1 <= tc["max_tokens"]]
+        keep = [i for i, t in enumerate(train_set.tokens) if len(t) + 1 <= tc.max_tokens]
         train_set = train_set.select(keep)
     try:
-        val_set = load_split(cfg, cfg["val_split"], progress and master) if cfg["val_split"] else None
+        val_set = load_split(cfg, cfg.val_split, progress and master) if cfg.val_split else None
     except DatasetError:
         val_set = None
     ckpt = load_checkpoint(resume) if resume else None
     vocab = Vocab.from_tokens(ckpt["vocab"]) if ckpt else Vocab.build(train_set.tokens)
     if master:
         print(f"train: {len(train_set)} expressions ({len(train_set.errors)} unreadable, {too_long} over "
-              f"{tc['max_tokens']} tokens skipped); val: {len(val_set) if val_set else 0}; vocab {len(vocab)}")
+              f"{tc.max_tokens} tokens skipped); val: {len(val_set) if val_set else 0}; vocab {len(vocab)}")
         if val_set is not None:
             unknown = vocab.unknown_symbols(val_set.tokens)
             if unknown:
                 print("val symbols not in vocab: " + ", ".join(f"{t} ({c})" for t, c in unknown.most_common()))
 
     # --- model and optimiser --------------------------------------------------------------------
-    torch.manual_seed(tc["seed"])
-    model = HMERModel(cfg["model"], len(vocab)).to(device)
+    torch.manual_seed(tc.seed)
+    model = HMERModel(cfg.model, len(vocab)).to(device)
+    cfg = replace(cfg, model=model.arch)  # checkpoints record the architecture in full
     # oneDNN/cuDNN run the DenseNet's convolutions faster channels-last (7.2 -> 8.7 images/s for
     # cpu-small on the 2-core CPU, docs/BENCHMARKS.md); only the memory layout changes.
     model.encoder.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
-    loader = BatchLoader(train_set, vocab, tc["batch_size"], tc["max_pixels"], tc["seed"],
-                         tc["augment"], tc["bidirectional"],
-                         (cfg["preprocess"]["max_height"], cfg["preprocess"]["max_width"]), rank, world,
-                         tc["pad_to"], images=image_configs(cfg))
-    per_epoch = max(1, len(loader) // tc["accumulate"])
-    total = tc["max_steps"] or tc["epochs"] * per_epoch
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    loader = BatchLoader.for_run(train_set, vocab, cfg, rank, world)
+    per_epoch = max(1, len(loader) // tc.accumulate)
+    total = tc.max_steps or tc.epochs * per_epoch
     step, epoch, batch_in_epoch, best = 0, 0, 0, -1.0
     rewarm_from: int | None = None  # the step a slim checkpoint resumed at (see below)
     history: list[dict] = []
@@ -171,11 +170,11 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
             # so the learning rate warms up again rather than jolting converged weights.
             rewarm_from = step
             print(f"checkpoint has no optimizer state: AdamW moments restart from zero, learning rate "
-                  f"re-warmed over {tc['warmup_steps']} steps")
+                  f"re-warmed over {tc.warmup_steps} steps")
         best = ckpt.get("best", -1.0)
         torch.set_rng_state(ckpt["rng"])
     # Validation, best.pt selection and export use the weights' moving average when train.ema is set.
-    ema = ema_model(model, tc["ema"]) if tc["ema"] else None
+    ema = ema_model(model, tc.ema) if tc.ema else None
     if ema is not None and ckpt and "ema" in ckpt:
         load_ema_state(ema, ckpt["ema"])
     elif ema is not None and ckpt and ckpt.get("averaged"):
@@ -185,10 +184,10 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
     raw_model = model
     if distributed:
         model = torch.nn.parallel.DistributedDataParallel(model)
-    cast = autocast(device, tc["amp"])
-    scaler = torch.amp.GradScaler(enabled=tc["amp"] == "fp16")
+    cast = autocast(device, tc.amp)
+    scaler = torch.amp.GradScaler(enabled=tc.amp == "fp16")
 
-    out = Path(cfg["out"])
+    out = Path(cfg.out)
     log_path = out / "log.csv"
     tb = None
     if master:
@@ -205,7 +204,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
             "model": raw_model.state_dict(), "optimizer": opt.state_dict(), "step": step, "epoch": epoch,
             "batch_in_epoch": batch_in_epoch, "rng": torch.get_rng_state(), "config": cfg,
             "vocab": vocab.tokens, "metrics": metrics or {}, "best": best,
-            "scheduler": {"kind": "warmup-cosine", "total": total, "warmup": tc["warmup_steps"]},
+            "scheduler": {"kind": "warmup-cosine", "total": total, "warmup": tc.warmup_steps},
             **({"ema": ema_state(ema)} if ema is not None else {}),
         })
 
@@ -214,13 +213,13 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
     skipped_nonfinite = 0
     stop = min(total, until_step or total)
     bar = tqdm(total=stop, initial=step, disable=not (progress and master), unit="step", dynamic_ncols=True)
-    while step < stop and epoch < tc["epochs"]:
+    while step < stop and epoch < tc.epochs:
         model.train()
         t0, seen, micro = time.time(), 0, 0
-        for batch in loader.epoch(epoch, start=batch_in_epoch * tc["accumulate"], workers=tc["workers"],
+        for batch in loader.epoch(epoch, start=batch_in_epoch * tc.accumulate, workers=tc.workers,
                                   pin_memory=device.startswith("cuda")):
             with cast:
-                loss = batch_loss(model, batch, device, tc["label_smoothing"])
+                loss = batch_loss(model, batch, device, tc.label_smoothing)
             if not torch.isfinite(loss):
                 skipped_nonfinite += 1
                 opt.zero_grad(set_to_none=True)
@@ -228,18 +227,18 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
                     raise TrainingError("training", f"loss was NaN/inf {skipped_nonfinite} times; lower the "
                                         "learning rate or check the data")
                 continue
-            scaler.scale(loss / tc["accumulate"]).backward()
+            scaler.scale(loss / tc.accumulate).backward()
             micro += 1
             seen += batch.images.shape[0]
-            if micro % tc["accumulate"]:
+            if micro % tc.accumulate:
                 continue
             lr = lr_at(step, total, tc)
             if rewarm_from is not None:
-                lr *= min(1.0, (step - rewarm_from + 1) / max(1, tc["warmup_steps"]))
+                lr *= min(1.0, (step - rewarm_from + 1) / max(1, tc.warmup_steps))
             for g in opt.param_groups:
                 g["lr"] = lr
             scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             scaler.step(opt)
             scaler.update()
             opt.zero_grad(set_to_none=True)
@@ -250,7 +249,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
             rate = seen * world / max(1e-9, time.time() - t0)
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{rate:.1f}", epoch=epoch)
-            if master and (step % tc["log_every"] == 0 or step == total):
+            if master and (step % tc.log_every == 0 or step == total):
                 _log(log_path, {"step": step, "epoch": epoch, "loss": round(loss.item(), 5),
                                 "lr": lr, "images_per_s": round(rate, 2),
                                 "time": round(time.time(), 1)}, tb, "train/")
@@ -259,7 +258,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
                 break
         else:
             epoch, batch_in_epoch = epoch + 1, 0
-        validate = epoch % tc["val_every"] == 0 or epoch >= tc["epochs"] or step >= total
+        validate = epoch % tc.val_every == 0 or epoch >= tc.epochs or step >= total
         if master:
             metrics: dict = {}
             if validate and val_set is not None and len(val_set):
@@ -267,12 +266,12 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, until_ste
                 # doesn't dominate the epoch; reported test figures use hmer-eval's full max_len.
                 cap = max(len(t) for t in val_set.tokens) + 10
                 judged = ema.module if ema is not None else raw_model
-                sizes = {"batch_size": max(16, tc["batch_size"]), "max_pixels": max(2_000_000, tc["max_pixels"])}
+                sizes = {"batch_size": max(16, tc.batch_size), "max_pixels": max(2_000_000, tc.max_pixels)}
                 # validation reads greedy and unconstrained, so the curve shows the model alone
                 options = DecodeOptions(beam=1, max_len=cap, grammar=False, rescore=False)
                 metrics = summary = evaluate(TorchDecoder(judged, vocab, options), val_set, vocab, options,
-                                             tc["val_max"], **sizes)[0]
-                summary.update(teacher_forced(judged, val_set, vocab, device, tc["val_max"], **sizes))
+                                             tc.val_max, **sizes)[0]
+                summary.update(teacher_forced(judged, val_set, vocab, device, tc.val_max, **sizes))
                 history.append(summary)
                 tqdm.write(f"epoch {epoch} step {step} val {format_summary(summary)} | teacher-forced loss "
                            f"{summary['tf_loss']:.3f} token acc {summary['tf_acc']:.2f}")

@@ -9,17 +9,16 @@ import pytest
 import torch
 from tiny import tiny_config
 
-from hmer_runtime.errors import HmerError
 from hmer_runtime.inputs.inkml import read_inkml
 from hmer_runtime.inputs.render import model_input
 from hmer_runtime.text.vocab import Vocab
-from hmer_train.augment import AugmentConfig, augment_image, augment_ink, render_augmented
-from hmer_train.config import DEFAULTS, image_configs
+from hmer_train.augment import augment_image, augment_ink, render_augmented
+from hmer_train.config import AugmentConfig, Config, ConfigError, image_configs
 from hmer_train.data import BatchLoader
 from hmer_train.prepared import prepare
 from hmer_train.train import load_split
 
-RECIPE = AugmentConfig.from_dict(DEFAULTS["train"]["augment"])
+RECIPE = Config().train.augment
 
 
 @pytest.fixture
@@ -58,13 +57,16 @@ def test_image_samples_have_no_strokes(tmp_path):
 
 
 def test_missing_keys_are_off_and_unknown_keys_refused():
-    assert not AugmentConfig.from_dict({}).active
-    assert AugmentConfig.from_dict({"scale": [0.7, 1.4]}).scale == (0.7, 1.4)
+    def stored(augment: dict) -> AugmentConfig:  # as a checkpoint's config reads back
+        return Config.from_dict({"train": {"augment": augment}}).train.augment
+
+    assert not stored({}).active
+    assert stored({"scale": [0.7, 1.4]}).scale == (0.7, 1.4)
     assert RECIPE.ink and RECIPE.active
-    with pytest.raises(HmerError, match="elasticity"):
-        AugmentConfig.from_dict({"elasticity": 0.1})
-    with pytest.raises(HmerError, match="scale"):
-        AugmentConfig.from_dict({"scale": [0.0, 1.0]})
+    with pytest.raises(ConfigError, match="unknown config key 'train.augment.elasticity'"):
+        stored({"elasticity": 0.1})
+    with pytest.raises(ConfigError, match="scale must be"):
+        stored({"scale": [0.0, 1.0]})
 
 
 def test_ink_augmentation_is_seeded_and_changes_the_geometry(tiny):

@@ -1,11 +1,10 @@
 """DecodeOptions: one decode policy, read from model.json or a checkpoint's config."""
 
-import copy
 
 import pytest
 
 from hmer_runtime.decoding.decode_options import DecodeOptions
-from hmer_train.config import DEFAULTS
+from hmer_train.config import Config
 from hmer_train.decoding import options_from_config
 
 
@@ -39,11 +38,9 @@ def test_invalid_options_are_refused(bad):
 
 
 def test_checkpoint_config_decides_rescoring_by_architecture_and_training():
-    cfg = copy.deepcopy(DEFAULTS)
+    cfg = Config()
     opts = options_from_config(cfg)
-    assert opts.rescore and opts.grammar and opts.beam == cfg["decode"]["beam"]
-    cfg["train"]["bidirectional"] = False  # no right-to-left reading was trained
-    assert not options_from_config(cfg).rescore
-    cfg = copy.deepcopy(DEFAULTS)
-    cfg["model"]["decoder"]["type"] = "wap"
-    assert not options_from_config(cfg).rescore
+    assert opts.rescore and opts.grammar and opts.beam == cfg.decode.beam
+    # no right-to-left reading was trained
+    assert not options_from_config(cfg.updated({"train.bidirectional": False})).rescore
+    assert not options_from_config(cfg.updated({"model.decoder": {"type": "wap"}})).rescore

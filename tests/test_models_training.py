@@ -1,8 +1,9 @@
-import copy
 import csv
+import dataclasses
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,11 @@ from hmer_runtime.decoding.decode_options import DecodeOptions
 from hmer_runtime.errors import ModelError
 from hmer_runtime.text.vocab import Vocab
 from hmer_train.checkpoint import load_checkpoint, save_checkpoint
-from hmer_train.config import DEFAULTS, ConfigError, load_config
+from hmer_train.config import AugmentConfig, Config, ConfigError, load_config
 from hmer_train.data import BatchLoader, collate
 from hmer_train.decoding import TorchDecoder, decode, rescore_r2l
 from hmer_train.evaluation import evaluate
-from hmer_train.models.base import HMERModel, expand_memory
+from hmer_train.models.base import HMERModel, expand_memory, resolve_architecture
 from hmer_train.train import TrainingError, autocast, load_split, lr_at, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,12 +49,11 @@ def test_step_equals_teacher_forcing(kind):
 
 @pytest.mark.parametrize("kind", ["comer", "wap"])
 def test_overfits_tiny_set_to_exact_predictions(tmp_path, kind):
-    cfg = tiny_config(tmp_path, kind, lr=0.003, max_steps=400, epochs=400)
-    cfg["val_split"] = None
+    cfg = tiny_config(tmp_path, kind, lr=0.003, max_steps=400, epochs=400).updated({"val_split": None})
     train(cfg, progress=False)
     ckpt = load_checkpoint(tmp_path / "out" / "last.pt")
     vocab = Vocab.from_tokens(ckpt["vocab"])
-    model = HMERModel(ckpt["config"]["model"], len(vocab))
+    model = HMERModel(ckpt["config"].model, len(vocab))
     model.load_state_dict(ckpt["model"])
     data = load_split(cfg, "train", progress=False)
     options = DecodeOptions(beam=1, max_len=12)
@@ -90,13 +90,12 @@ def test_tensorboard_log_when_installed(tmp_path):
 
 def test_resume_reproduces_uninterrupted_run(tmp_path):
     full = tiny_config(tmp_path / "a", "comer", max_steps=6, epochs=100)
-    full["model"]["decoder"]["dropout"] = 0.1  # exercise the saved RNG state
-    full["train"]["augment"] = {"scale": [0.8, 1.2], "rotate_deg": 2.0, "stroke_jitter": 0.5}
-    full["train"]["batch_size"] = 3  # two batches per epoch: the interruption falls mid-epoch
+    full = full.updated({"model.decoder": {"dropout": 0.1},  # exercise the saved RNG state
+                         "train.batch_size": 3})  # two batches per epoch: the interruption falls mid-epoch
+    full = replace(full, train=replace(full.train, augment=AugmentConfig(scale=(0.8, 1.2), rotate_deg=2.0,
+                                                                          stroke_jitter=0.5)))
     train(full, progress=False)
-    part = copy.deepcopy(full)
-    part["out"] = str(tmp_path / "b")
-    part["dataset"] = full["dataset"]
+    part = full.updated({"out": str(tmp_path / "b")})
     train(part, progress=False, until_step=3)
     assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 3
     train(part, resume=str(tmp_path / "b" / "last.pt"), progress=False)
@@ -113,7 +112,7 @@ def test_stop_file_ends_the_run_at_the_epoch_checkpoint_and_resume_continues(tmp
     from hmer_train.train import STOP_FILE
 
     cfg = tiny_config(tmp_path, "comer", max_steps=5, epochs=100, batch_size=3)  # two steps an epoch
-    out = Path(cfg["out"])
+    out = Path(cfg.out)
     out.mkdir(parents=True)
     (out / STOP_FILE).touch()
     train(cfg, progress=False)
@@ -162,25 +161,23 @@ def test_exported_and_evaluated_weights_are_the_moving_average(tmp_path):
     assert all(torch.equal(slim["model"][k], v) for k, v in ckpt["ema"]["weights"].items())
     with pytest.raises(ModelError, match="only the moving average"):
         load_model(tmp_path / "slim.pt", weights="trained")
-    cfg["train"]["max_steps"] = 4
+    cfg = cfg.updated({"train.max_steps": 4})
     train(cfg, resume=str(tmp_path / "slim.pt"), progress=False)
     resumed = load_checkpoint(tmp_path / "out" / "last.pt")
     assert resumed["step"] == 4
     # Fresh AdamW moments: the learning rate warms up again (first step at 1/warmup of the schedule).
-    tc = cfg["train"]
-    assert resumed["optimizer"]["param_groups"][0]["lr"] == pytest.approx(
-        lr_at(3, tc["max_steps"], tc) / tc["warmup_steps"])
+    tc = cfg.train
+    assert resumed["optimizer"]["param_groups"][0]["lr"] == pytest.approx(lr_at(3, tc.max_steps, tc) / tc.warmup_steps)
     # The average goes on from the slim weights where it stood, not warmed up from scratch.
     n = slim["ema_updates"]
     assert n == 3 and resumed["ema"]["updates"] == 4
-    decay = min(tc["ema"], (1 + n) / (10 + n))
+    decay = min(tc.ema, (1 + n) / (10 + n))
     for k, avg in resumed["ema"]["weights"].items():
         if avg.is_floating_point() and "running" not in k:
             want = torch.lerp(slim["model"][k], resumed["model"][k], 1 - decay)
             assert torch.allclose(avg, want, atol=1e-6), k
 
-    cfg = tiny_config(tmp_path / "off", "comer", max_steps=3, epochs=5)
-    cfg["train"]["ema"] = None
+    cfg = tiny_config(tmp_path / "off", "comer", max_steps=3, epochs=5).updated({"train.ema": None})
     train(cfg, progress=False)
     assert "ema" not in load_checkpoint(tmp_path / "off" / "out" / "last.pt")
 
@@ -190,13 +187,13 @@ def test_resume_from_cli_keeps_the_checkpoint_config(tmp_path):
     from hmer_train.cli_train import resolve_config
 
     cfg = tiny_config(tmp_path, "comer")
-    cfg["out"], cfg["train"]["batch_size"], cfg["train"]["max_pixels"] = str(tmp_path / "run"), 3, 12345
+    cfg = cfg.updated({"out": str(tmp_path / "run"), "train.batch_size": 3, "train.max_pixels": 12345})
     save_checkpoint(tmp_path / "c.pt", {"model": {}, "config": cfg, "vocab": []})
     flags = {"dataset": None, "train.batch_size": None, "train.lr": 0.01, "out": None, "train.threads": None}
     got = resolve_config(None, flags, str(tmp_path / "c.pt"))
-    assert got["out"] == str(tmp_path / "run")
-    assert (got["train"]["batch_size"], got["train"]["max_pixels"], got["train"]["lr"]) == (3, 12345, 0.01)
-    assert got["model"]["decoder"]["d_model"] == 64 and got["model"]["encoder"]["growth"] == 8
+    assert got.out == str(tmp_path / "run")
+    assert (got.train.batch_size, got.train.max_pixels, got.train.lr) == (3, 12345, 0.01)
+    assert got.model.decoder["d_model"] == 64 and got.model.encoder["growth"] == 8
 
 
 def test_checkpoint_from_before_embed_norm_rebuilds_and_resumes_as_trained(tmp_path):
@@ -209,8 +206,8 @@ def test_checkpoint_from_before_embed_norm_rebuilds_and_resumes_as_trained(tmp_p
     cfg = tiny_config(tmp_path, "comer", max_steps=1)
     vocab = Vocab(sorted({t for e in EXPRESSIONS for t in e}))
     torch.manual_seed(0)
-    old = HMERModel({**cfg["model"], "decoder": {**cfg["model"]["decoder"], "embed_norm": False}}, len(vocab)).eval()
-    assert "embed_norm" not in cfg["model"]["decoder"]
+    old = HMERModel(cfg.updated({"model.decoder": {"embed_norm": False}}).model, len(vocab)).eval()
+    assert "embed_norm" not in cfg.model.decoder
     save_checkpoint(tmp_path / "old.pt", {"model": old.state_dict(), "config": cfg, "vocab": vocab.tokens,
                                           "step": 0, "epoch": 0, "batch_in_epoch": 0, "rng": torch.get_rng_state()})
     model, _, _ = load_model(tmp_path / "old.pt")
@@ -218,9 +215,8 @@ def test_checkpoint_from_before_embed_norm_rebuilds_and_resumes_as_trained(tmp_p
     tokens = torch.tensor([[1, 5, 6, 7]])
     with torch.no_grad():
         assert torch.equal(model(images, mask, tokens), old(images, mask, tokens))
-    assert resolve_config(None, {}, str(tmp_path / "old.pt"))["model"]["decoder"]["embed_norm"] is False
-    new_arch = copy.deepcopy(cfg)
-    new_arch["model"]["decoder"]["embed_norm"] = True
+    assert resolve_config(None, {}, str(tmp_path / "old.pt")).model.decoder["embed_norm"] is False
+    new_arch = cfg.updated({"model.decoder": {"embed_norm": True}})
     with pytest.raises(TrainingError, match="old.pt: its weights do not fit the configured model"):
         train(new_arch, resume=str(tmp_path / "old.pt"), progress=False)
 
@@ -231,8 +227,7 @@ def test_ddp_gloo_across_two_nodes(tmp_path):
     cfg = tiny_config(tmp_path, "comer", max_steps=2, epochs=100, batch_size=2)
     import yaml
 
-    cfg["val_split"] = None
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg.updated({"val_split": None}).to_dict()))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(r),
                                "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", "29517",
@@ -247,7 +242,11 @@ def test_config_yaml_documents_every_default_key():
     import yaml
 
     documented = yaml.safe_load((ROOT / "config.yaml").read_text())
-    assert documented == DEFAULTS
+    defaults = Config().to_dict()
+    # the architecture's defaults are its classes' (their signatures), written out in full
+    defaults["model"] = dataclasses.asdict(resolve_architecture(Config().model))
+    assert documented == defaults
+    assert Config.from_dict(documented) == replace(Config(), model=resolve_architecture(Config().model))
 
 
 def test_image_configs_follow_the_renders_and_the_input_scale():
@@ -256,16 +255,15 @@ def test_image_configs_follow_the_renders_and_the_input_scale():
     cfg = load_config(None, {"render.symbol_px": 20.0, "render.line_width": 2.0})
     render, pre = image_configs(cfg)
     assert (render.symbol_px, pre.symbol_px, pre.stroke_width) == (20.0, 20.0, 2.0)
-    cfg["decode"]["input_scale"] = 1.25
+    cfg = cfg.updated({"decode.input_scale": 1.25})
     render, pre = image_configs(cfg, inference=True)
     assert (render.symbol_px, render.line_width, pre.symbol_px, pre.stroke_width) == (25.0, 2.5, 25.0, 2.5)
     assert image_configs(cfg)[1].symbol_px == 20.0  # training renders stay at the training size
     assert (image_configs(cfg)[0].pen, render.pen) == ("pil", "capsule")  # and the pen every runtime draws alike
-    cfg["preprocess"]["stroke_width"] = 0  # explicitly off stays off
+    cfg = cfg.updated({"preprocess.stroke_width": 0})  # explicitly off stays off
     assert image_configs(cfg, inference=True)[1].stroke_width == 0
-    cfg["decode"]["input_scale"] = 0
     with pytest.raises(ConfigError, match="must be positive"):
-        image_configs(cfg, inference=True)
+        image_configs(cfg.updated({"decode.input_scale": 0}), inference=True)
 
 
 def test_bad_config_key_is_refused(tmp_path):
@@ -304,25 +302,24 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    save_checkpoint(path, {"model": {}, "config": {"v": 1}, "vocab": []})
+    save_checkpoint(path, {"model": {}, "config": {}, "vocab": [], "step": 1})
 
     def boom(*a, **k):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", boom)
     with pytest.raises(OSError):
-        save_checkpoint(path, {"model": {}, "config": {"v": 2}, "vocab": []})
-    assert load_checkpoint(path)["config"]["v"] == 1
+        save_checkpoint(path, {"model": {}, "config": {}, "vocab": [], "step": 2})
+    assert load_checkpoint(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
 def test_eval_command_on_fixture(tmp_path):
-    cfg = tiny_config(tmp_path, "wap", max_steps=2, epochs=10)
-    cfg["val_split"] = None
+    cfg = tiny_config(tmp_path, "wap", max_steps=2, epochs=10).updated({"val_split": None})
     train(cfg, progress=False)
     out = tmp_path / "preds.jsonl"
     p = subprocess.run([sys.executable, "-m", "hmer_train.cli_eval", str(tmp_path / "out" / "last.pt"),
-                        cfg["dataset"], "--beam", "2", "--out", str(out)], capture_output=True, text=True)
+                        cfg.dataset, "--beam", "2", "--out", str(out)], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert "ExpRate" in p.stdout and len(out.read_text().splitlines()) == len(EXPRESSIONS)
 
@@ -337,8 +334,8 @@ def test_batches_built_in_workers_equal_those_built_in_the_loop(tmp_path):
     cfg = tiny_config(tmp_path, "comer")
     data = load_split(cfg, "train", progress=False)
     vocab = Vocab.build(data.tokens)
-    loader = BatchLoader(data, vocab, 2, 10**9, 0, {"scale": [0.8, 1.2], "rotate_deg": 2.0}, True, (256, 1024),
-                         pad_to=64)
+    loader = BatchLoader(data, vocab, 2, 10**9, 0, AugmentConfig(scale=(0.8, 1.2), rotate_deg=2.0), True,
+                         (256, 1024), pad_to=64)
     inline = list(loader.epoch(1, start=1))
     pooled = list(loader.epoch(1, start=1, workers=2))
     assert len(inline) == len(pooled) == len(loader) - 1
@@ -375,7 +372,7 @@ def test_teacher_forced_figures_are_the_left_to_right_training_loss(tmp_path):
     data = load_split(cfg, "train", progress=False)
     vocab = Vocab.build(data.tokens)
     torch.manual_seed(0)
-    model = HMERModel(cfg["model"], len(vocab)).eval()
+    model = HMERModel(cfg.model, len(vocab)).eval()
     got = teacher_forced(model, data, vocab, "cpu", batch_size=64)
     b = collate([data.image(i) for i in range(len(data))], [vocab.encode(t) for t in data.tokens], data.names,
                 vocab, bidirectional=False)
@@ -385,3 +382,42 @@ def test_teacher_forced_figures_are_the_left_to_right_training_loss(tmp_path):
     keep = b.targets >= 0
     assert got["tf_acc"] == pytest.approx(100 * (logits.argmax(-1)[keep] == b.targets[keep]).float().mean().item())
     assert teacher_forced(model, data, vocab, "cpu", limit=2)["tf_loss"] != got["tf_loss"]
+
+
+def test_checkpoints_from_before_the_typed_config_load_and_resume(tmp_path):
+    """Configs stored before ``Config`` existed: keys added since are left out, the encoder has no
+    ``type``, ``train.augment`` names only the fields it had. They load as a Config, keep every
+    value they hold, and a run resumes from them."""
+    cfg = tiny_config(tmp_path, "comer", max_steps=2, epochs=100)
+    old = cfg.to_dict()
+    for section, key in (("train", "pad_to"), ("train", "workers"), ("train", "val_every"),
+                         ("preprocess", "as_given"), ("decode", "search")):
+        del old[section][key]
+    old["model"]["encoder"].pop("type", None)
+    old["train"]["augment"] = {"scale": [0.8, 1.2], "rotate_deg": 2.0}
+    vocab = Vocab(sorted({t for e in EXPRESSIONS for t in e}))
+    model = HMERModel(old["model"], len(vocab))
+    save_checkpoint(tmp_path / "old.pt", {"model": model.state_dict(), "config": old, "vocab": vocab.tokens,
+                                          "step": 1, "epoch": 0, "batch_in_epoch": 1, "rng": torch.get_rng_state()})
+    got = load_checkpoint(tmp_path / "old.pt")["config"]
+    assert isinstance(got, Config) and got.train.lr == cfg.train.lr and got.render == cfg.render
+    assert got.train.augment == AugmentConfig(scale=(0.8, 1.2), rotate_deg=2.0)  # fields it lacked: off
+    assert (got.train.pad_to, got.decode.search, got.preprocess.as_given) == (16, "hmer", False)
+    train(got, resume=str(tmp_path / "old.pt"), progress=False)
+    resumed = load_checkpoint(Path(got.out) / "last.pt")
+    assert resumed["step"] == 2 and resumed["config"].model.encoder["type"] == "densenet"
+
+
+@pytest.mark.parametrize("path", ["models/cpu-small/last.pt", "models/cpu-v2/last.pt"])
+def test_committed_run_checkpoints_load_with_their_own_config(path):
+    raw = torch.load(ROOT / path, map_location="cpu", weights_only=True)["config"]
+    cfg = load_checkpoint(ROOT / path)["config"]
+    stored = cfg.to_dict()
+    for section in ("render", "preprocess"):
+        assert stored[section] == {**stored[section], **raw[section]}
+    assert {k: stored["train"][k] for k in raw["train"] if k != "augment"} == \
+        {k: v for k, v in raw["train"].items() if k != "augment"}
+    from hmer_train.checkpoint import load_model
+
+    model, _, _ = load_model(ROOT / path)
+    assert model.arch.encoder["growth"] == raw["model"]["encoder"]["growth"]

@@ -106,6 +106,6 @@ def test_training_reads_synthetic_inkml(tmp_path):
     out = tmp_path / "synth"
     assert CliRunner().invoke(data_cli, ["synth", str(bank), str(out), "-n", "8"]).exit_code == 0
     cfg = tiny_config(tmp_path, "comer", max_steps=2, epochs=1)
-    cfg["dataset"], cfg["val_split"] = str(out), None
+    cfg = cfg.updated({"dataset": str(out), "val_split": None})
     train(cfg, progress=False)
     assert (tmp_path / "out" / "last.pt").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -10,7 +11,7 @@ from synth import write_inkml_set
 
 from hmer_runtime.text.vocab import Vocab
 from hmer_train.checkpoint import save_checkpoint
-from hmer_train.config import load_config
+from hmer_train.config import Config, ModelConfig, load_config
 from hmer_train.models.base import HMERModel
 
 TINY = {
@@ -23,7 +24,7 @@ TINY = {
 EXPRESSIONS = [list("1+2"), list("x=7"), list("4-y"), list("3x"), list("2=0"), list("y+1")]
 
 
-def tiny_config(tmp_path: Path, kind: str, **train) -> dict:
+def tiny_config(tmp_path: Path, kind: str, **train) -> Config:
     """A config training ``kind`` on six synthetic expressions written under ``tmp_path``."""
     data = tmp_path / "data"
     if not data.exists():
@@ -33,9 +34,7 @@ def tiny_config(tmp_path: Path, kind: str, **train) -> dict:
                  "train.augment": {}, "train.batch_size": 8, "train.warmup_steps": 5, "train.log_every": 1,
                  "train.threads": 1, "decode.max_len": 12}
     overrides.update({f"train.{k}": v for k, v in train.items()})
-    cfg = load_config(None, overrides)
-    cfg["model"] = copy.deepcopy(TINY[kind])
-    return cfg
+    return replace(load_config(None, overrides), model=ModelConfig(**copy.deepcopy(TINY[kind])))
 
 
 def random_checkpoint(tmp_path: Path, kind: str, seed: int = 0) -> Path:
@@ -43,7 +42,7 @@ def random_checkpoint(tmp_path: Path, kind: str, seed: int = 0) -> Path:
     cfg = tiny_config(tmp_path, kind)
     vocab = Vocab(sorted({t for e in EXPRESSIONS for t in e}))
     torch.manual_seed(seed)
-    model = HMERModel(cfg["model"], len(vocab))
+    model = HMERModel(cfg.model, len(vocab))
     path = tmp_path / f"{kind}.pt"
     save_checkpoint(path, {"model": model.state_dict(), "config": cfg, "vocab": vocab.tokens, "step": 0,
                            "epoch": 0, "metrics": {}})

@@ -9,9 +9,12 @@ search code runs any decoder (and the ONNX runtime does the same with exported g
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
+from hmer_train.config import ConfigError, ModelConfig
 from hmer_train.models.densenet import DenseNetEncoder, pad_to_stride
 
 State = dict[str, torch.Tensor]
@@ -81,30 +84,55 @@ def reorder_state(state: State, index: torch.Tensor) -> State:
     return {k: v.index_select(0, index) for k, v in state.items()}
 
 
+def _architectures() -> tuple[dict[str, type], dict[str, type]]:
+    """Encoder and decoder classes by ``type`` (imported here: they import this module)."""
+    from hmer_train.models.comer import ComerDecoder
+    from hmer_train.models.comer_exact import ComerEncoder, ComerExactDecoder
+    from hmer_train.models.wap import WapDecoder
+
+    return ({"densenet": DenseNetEncoder, "comer": ComerEncoder},
+            {"comer": ComerDecoder, "wap": WapDecoder, "comer-exact": ComerExactDecoder})
+
+
+def resolve_architecture(arch: ModelConfig | dict) -> ModelConfig:
+    """``arch`` with every option its classes take written out (their signatures' defaults for
+    those left out), so a checkpoint rebuilds the same model whatever the defaults become.
+    ConfigError names an unknown type or option."""
+    if isinstance(arch, dict):
+        arch = ModelConfig(**arch)
+    resolved = []
+    for part, given, classes, default, skip in (
+            ("encoder", arch.encoder, _architectures()[0], "densenet", ()),
+            ("decoder", arch.decoder, _architectures()[1], "comer", ("in_channels", "vocab_size"))):
+        options = dict(given)
+        kind = options.pop("type", default)
+        if kind not in classes:
+            raise ConfigError(f"model.{part}.type", f"unknown {part} type {kind!r} (choose from {sorted(classes)})")
+        params = {name: p for name, p in inspect.signature(classes[kind]).parameters.items() if name not in skip}
+        for name in options:
+            if name not in params:
+                raise ConfigError(f"model.{part}", f"unknown option '{name}' for a {kind} {part} "
+                                                   f"(it takes {', '.join(params)})")
+        missing = [name for name, p in params.items() if p.default is p.empty and name not in options]
+        if missing:
+            raise ConfigError(f"model.{part}", f"a {kind} {part} needs '{missing[0]}'")
+        resolved.append({"type": kind, **{name: options.get(name, p.default) for name, p in params.items()}})
+    return ModelConfig(*resolved)
+
+
 class HMERModel(nn.Module):
-    """Encoder + decoder, rebuilt from ``arch`` (a plain dict stored in checkpoints)."""
+    """Encoder + decoder, rebuilt from ``arch`` (``model`` of a config, or the plain dict a
+    checkpoint stores); ``self.arch`` is it in full (:func:`resolve_architecture`)."""
 
-    def __init__(self, arch: dict, vocab_size: int):
+    def __init__(self, arch: ModelConfig | dict, vocab_size: int):
         super().__init__()
-        from hmer_train.models.comer import ComerDecoder
-        from hmer_train.models.comer_exact import ComerEncoder, ComerExactDecoder
-        from hmer_train.models.wap import WapDecoder
-
-        self.arch = dict(arch)
+        self.arch = resolve_architecture(arch)
+        enc, dec = dict(self.arch.encoder), dict(self.arch.decoder)
+        encoders, decoders = _architectures()
+        self.encoder = encoders[enc.pop("type")](**enc)
+        self.kind = dec.pop("type")
         self.vocab_size = vocab_size
-        enc = dict(arch.get("encoder", {}))
-        encoders = {"densenet": DenseNetEncoder, "comer": ComerEncoder}
-        enc_kind = enc.pop("type", "densenet")
-        if enc_kind not in encoders:
-            raise ValueError(f"unknown encoder type {enc_kind!r} (choose from {sorted(encoders)})")
-        self.encoder = encoders[enc_kind](**enc)
-        dec = dict(arch.get("decoder", {}))
-        kind = dec.pop("type", "comer")
-        decoders = {"comer": ComerDecoder, "wap": WapDecoder, "comer-exact": ComerExactDecoder}
-        if kind not in decoders:
-            raise ValueError(f"unknown decoder type {kind!r} (choose from {sorted(decoders)})")
-        self.kind = kind
-        self.decoder: Decoder = decoders[kind](self.encoder.out_channels, vocab_size, **dec)
+        self.decoder: Decoder = decoders[self.kind](self.encoder.out_channels, vocab_size, **dec)
 
     def encode(self, images: torch.Tensor, mask: torch.Tensor) -> Memory:
         """images (N, 1, H, W) float with ink 1.0; mask (N, H, W) bool, True on real pixels."""

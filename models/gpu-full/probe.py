@@ -15,17 +15,17 @@ from hmer_train.models.base import HMERModel
 from hmer_train.train import autocast, batch_loss, load_split
 
 cfg = load_config("configs/gpu-full.yaml")
-tc = cfg["train"]
+tc = cfg.train
 data = load_split(cfg, "train", progress=False)
 vocab = Vocab.build(data.tokens)
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 40
 for pad, cudnn in ((16, True), (64, True), (16, False)):
     torch.backends.cudnn.enabled = cudnn
     torch.manual_seed(0)
-    model = HMERModel(cfg["model"], len(vocab)).cuda()
+    model = HMERModel(cfg.model, len(vocab)).cuda()
     model.encoder.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loader = BatchLoader(data, vocab, tc["batch_size"], tc["max_pixels"], 0, tc["augment"], True,
+    loader = BatchLoader(data, vocab, tc.batch_size, tc.max_pixels, 0, tc.augment, True,
                          (256, 1024), pad_to=pad)
     picked = loader.order(0)[:n]
     times = []
