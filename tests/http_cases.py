@@ -8,7 +8,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from hmer_runtime.serving.serve import Limits
+from hmer_runtime.serving.requests import Limits
 
 
 def png(array: np.ndarray) -> bytes:

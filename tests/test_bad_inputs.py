@@ -228,7 +228,7 @@ def test_resume_after_a_kill_logs_each_step_once_and_clears_partial_writes(tmp_p
 
     cfg = tiny_config(tmp_path, "comer", max_steps=6, batch_size=3)
     train(cfg, progress=False, until_step=3)
-    out = Path(cfg["out"])
+    out = Path(cfg.out)
     assert load_checkpoint(out / "last.pt")["step"] == 3
     # What a kill -9 leaves: rows logged after the last checkpoint, and a cut-off checkpoint write.
     with open(out / "log.csv", "a") as f:
@@ -324,9 +324,9 @@ def test_server_errors_have_one_json_shape(tiny_model_dir):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from hmer_runtime.serving.serve import create_app
+    from hmer_runtime.serving.serve import ServeOptions, create_app
 
-    with TestClient(create_app(tiny_model_dir, provider="cpu")) as client:
+    with TestClient(create_app(ServeOptions(str(tiny_model_dir), provider="cpu"))) as client:
         nested = client.post("/v1/recognize", content=b"[" * 1000 + b"]" * 1000,
                              headers={"Content-Type": "application/json"})
         assert nested.status_code == 400 and "nested too deeply" in nested.json()["error"]

@@ -20,7 +20,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from hmer_bench.serve_load import launch  # noqa: E402
 from hmer_runtime.serving.ray_batch import BatchOptions, read_done, run_batch  # noqa: E402
-from hmer_runtime.serving.serve import Limits, create_app  # noqa: E402
+from hmer_runtime.serving.requests import Limits  # noqa: E402
+from hmer_runtime.serving.serve import ServeOptions, create_app  # noqa: E402
 
 BIN = Path(sys.executable).parent
 STROKES = [s.tolist() for s in expression_strokes(list("x+1"))]
@@ -48,8 +49,8 @@ def test_serve_on_ray_answers_like_hmer_serve(ray_cluster, tiny_model_dir, expre
     proc, url = launch(["--ray", "--address", ray_cluster, "--model", str(tiny_model_dir), "--provider", "cpu",
                         "--replica-cpus", "0.5", "--batch-wait-ms", "20"], timeout_s=240)
     try:
-        with TestClient(create_app(tiny_model_dir, provider="cpu")) as local, httpx.Client(base_url=url,
-                                                                                            timeout=60) as remote:
+        local_app = create_app(ServeOptions(str(tiny_model_dir), provider="cpu"))
+        with TestClient(local_app) as local, httpx.Client(base_url=url, timeout=60) as remote:
             for kwargs in (dict(json={"strokes": STROKES, "beam": 2}),
                            dict(files={"file": ("x.png", expression_png, "image/png")}),
                            dict(content=expression_png, headers={"Content-Type": "image/png"})):

@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from hmer_runtime.recognizer import Recognizer  # noqa: E402
 from hmer_runtime.serving.batching import MicroBatcher  # noqa: E402
-from hmer_runtime.serving.serve import Limits, create_app  # noqa: E402
+from hmer_runtime.serving.requests import Limits  # noqa: E402
+from hmer_runtime.serving.serve import ServeOptions, create_app  # noqa: E402
 
 STROKES = [s.tolist() for s in expression_strokes(list("x+1"))]
 LIMITS = Limits(max_body_bytes=200_000, max_pixels=1_000_000, max_strokes=50, max_points=5_000)
@@ -26,7 +27,7 @@ def model_dir(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def client(model_dir):
-    with TestClient(create_app(model_dir, provider="cpu", batch_wait_ms=2, limits=LIMITS)) as c:
+    with TestClient(create_app(ServeOptions(str(model_dir), provider="cpu", batch_wait_ms=2), LIMITS)) as c:
         yield c
 
 

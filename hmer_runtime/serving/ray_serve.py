@@ -16,6 +16,7 @@ import asyncio
 import os
 import signal
 import time
+import typing
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -24,21 +25,10 @@ from ray import serve
 from hmer_runtime.engine.providers import ProviderConfig
 from hmer_runtime.recognizer import Recognizer, Result
 from hmer_runtime.serving.batching import decode_grouped
-from hmer_runtime.serving.serve import Limits, create_app
+from hmer_runtime.serving.requests import Limits
+from hmer_runtime.serving.serve import ServeOptions, create_app
 
 APP_NAME = "hmer"
-
-
-@dataclass(frozen=True)
-class ReplicaOptions:
-    """What each replica loads and how it batches (as hmer-serve's flags of the same names)."""
-
-    model_dir: str | None = None
-    provider: str = "auto"
-    variant: str = "fp32"
-    threads: int = 0  # ONNX Runtime threads; 0 = the replica's CPUs
-    batch_wait_ms: float = 5.0
-    max_batch: int = 16
 
 
 @dataclass(frozen=True)
@@ -67,7 +57,7 @@ class ScaleOptions:
 class RecognizerReplica:
     """One replica: a Recognizer, ``@serve.batch`` micro-batching, and hmer-serve's app as ingress."""
 
-    def __init__(self, options: ReplicaOptions, limits: Limits, cpus: float = 1.0):
+    def __init__(self, options: ServeOptions, limits: Limits, cpus: float = 1.0):
         self.options, self.limits = options, limits
         threads = options.threads or max(1, round(cpus))  # ORT's default would take every core of the node
         self.rec = Recognizer(options.model_dir, ProviderConfig(options.provider, threads), options.variant)
@@ -97,7 +87,7 @@ class RecognizerReplica:
                 "replica": serve.get_replica_context().replica_id.unique_id}
 
 
-def application(replica: ReplicaOptions = ReplicaOptions(), scale: ScaleOptions = ScaleOptions(),
+def application(replica: ServeOptions = ServeOptions(), scale: ScaleOptions = ScaleOptions(),
                 limits: Limits | None = None):
     """The Ray Serve application, ready for ``serve.run``."""
     return RecognizerReplica.options(**scale.deployment_options()).bind(replica, limits or Limits(), scale.cpus)
@@ -105,29 +95,29 @@ def application(replica: ReplicaOptions = ReplicaOptions(), scale: ScaleOptions 
 
 def build_app(args: dict):
     """Application builder for Ray's CLI (``serve run hmer_runtime.serving.ray_serve:build_app key=value``
-    or a config file's ``import_path``): ``args`` are the fields of ReplicaOptions and ScaleOptions."""
-    known = {f.name for cls in (ReplicaOptions, ScaleOptions) for f in fields(cls)}
+    or a config file's ``import_path``): ``args`` are the fields of ServeOptions and ScaleOptions."""
+    known = {f.name for cls in (ServeOptions, ScaleOptions) for f in fields(cls)}
     unknown = sorted(set(args) - set(known))
     if unknown:
         raise ValueError(f"unknown hmer Ray Serve argument(s) {unknown}; known: {sorted(known)}")
 
-    def convert(annotation: str, value):  # Ray's CLI passes key=value arguments as strings
-        for name, kind in (("float", float), ("int", int)):
-            if annotation.startswith(name):
-                return kind(value)
-        return str(value)
-
     def pick(cls):
-        return cls(**{f.name: convert(f.type, args[f.name]) for f in fields(cls) if args.get(f.name) is not None})
+        hints = typing.get_type_hints(cls)
 
-    return application(pick(ReplicaOptions), pick(ScaleOptions))
+        def convert(name: str, value):  # Ray's CLI passes key=value arguments as strings
+            kinds = typing.get_args(hints[name]) or (hints[name],)
+            return next((kind(value) for kind in (float, int) if kind in kinds), str(value))
+
+        return cls(**{f.name: convert(f.name, args[f.name]) for f in fields(cls) if args.get(f.name) is not None})
+
+    return application(pick(ServeOptions), pick(ScaleOptions))
 
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def serve_on_ray(replica: ReplicaOptions, scale: ScaleOptions, limits: Limits, host: str = "127.0.0.1",
+def serve_on_ray(replica: ServeOptions, scale: ScaleOptions, limits: Limits, host: str = "127.0.0.1",
                  port: int = 8000, address: str | None = None) -> None:
     """Connect to the Ray cluster at ``address`` (default: $RAY_ADDRESS, else a new local
     instance), start Serve's HTTP proxy on host:port and run the application until Ctrl-C or

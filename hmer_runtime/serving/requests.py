@@ -1,0 +1,140 @@
+"""Reading a ``POST /v1/recognize`` request: its body within the limits, the input it carries and
+the options it asks for.
+
+Every problem is a :class:`RequestError` (or the recogniser's own :class:`HmerError`) that
+carries its HTTP status, so a service answers ``{"error": str(e)}`` with ``e.status`` and nothing
+here knows about responses. hmer-serve and its Ray Serve replicas read requests with this one module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from hmer_runtime.errors import TOO_LARGE, HmerError, InkError
+from hmer_runtime.inputs.preprocess import load_image
+from hmer_runtime.recognizer import Recognizer
+
+TIMED_OUT, INVALID_OPTION = 408, 422
+
+
+@dataclass
+class Limits:
+    """What one request may ask for; over a limit is a 413/422 naming the limit."""
+
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_pixels: int = 16_000_000
+    max_strokes: int = 500
+    max_points: int = 50_000
+    max_beam: int = 16
+    timeout_s: float = 30.0
+    read_timeout_s: float = 10.0  # to receive a request's headers, and then its body
+
+
+class RequestError(HmerError):
+    """A request the service cannot take, with the status it is answered with."""
+
+
+@dataclass(frozen=True)
+class RecognizeRequest:
+    """What a request asks: one model input, the beam width, and whether to return attention."""
+
+    image: np.ndarray
+    beam: int
+    attention: bool
+
+
+async def read_request(request, rec: Recognizer, limits: Limits) -> RecognizeRequest:
+    """The input and options of a Starlette ``request``: an image (multipart field ``file``, or the
+    raw body) or JSON ``{"strokes": [[[x, y], ...], ...], "beam": 5, "attention": false}``.
+    Decoding the image or rendering the ink runs in a thread, off the event loop."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
+        raise RequestError("request", f"body of {declared} bytes is over the limit of {limits.max_body_bytes}",
+                           TOO_LARGE)
+    try:
+        body = await asyncio.wait_for(read_body(request, limits.max_body_bytes), limits.read_timeout_s)
+    except asyncio.TimeoutError:
+        raise RequestError("request", f"body not received within {limits.read_timeout_s} s", TIMED_OUT) from None
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    loop = asyncio.get_running_loop()
+    if ctype == "application/json":
+        payload = _json_object(body)
+        beam, attention = parse_options(request.query_params, payload, rec.options.beam, limits.max_beam)
+        image = await loop.run_in_executor(None, ink_input, payload, rec, limits)
+        return RecognizeRequest(image, beam, attention)
+    if ctype == "multipart/form-data":
+        from starlette.exceptions import HTTPException
+
+        try:
+            form = await request.form()
+        except HTTPException as e:  # python-multipart's parse errors
+            raise RequestError("request", f"malformed multipart body: {e.detail}") from e
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise RequestError("request", "multipart request without a 'file' field")
+        data, name = await upload.read(), upload.filename or "upload"
+        fields = {k: v for k, v in form.items() if k != "file"}
+    else:
+        data, name, fields = body, "body", {}
+    beam, attention = parse_options(request.query_params, fields, rec.options.beam, limits.max_beam)
+    if not data:
+        raise RequestError("request", "empty request body: send an image or JSON strokes")
+    image = await loop.run_in_executor(None, lambda: rec.load(load_image(data, name, limits.max_pixels), name))
+    return RecognizeRequest(image, beam, attention)
+
+
+async def read_body(request, limit: int) -> bytes:
+    """The request body, read as it streams in (chunked uploads included) and refused as soon as
+    it passes ``limit`` bytes, so an endless body is never buffered."""
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise RequestError("request", f"body is over the limit of {limit} bytes", TOO_LARGE)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # Starlette's request.form() parses a body already read from here
+    return body
+
+
+def _json_object(body: bytes) -> dict:
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RequestError("request", f"malformed JSON: {e}") from e
+    except RecursionError:
+        raise RequestError("request", "malformed JSON: nested too deeply") from None
+    if not isinstance(payload, dict):
+        raise RequestError("request", "JSON body must be an object with 'strokes'")
+    return payload
+
+
+def parse_options(params, fields: dict, default_beam: int, max_beam: int) -> tuple[int, bool]:
+    """(beam, attention) from the query string and the body's fields (the body wins); the beam
+    defaults to the model's ``decode.beam``."""
+    src = {**dict(params), **fields}
+    try:
+        beam = int(src.get("beam", default_beam))
+    except (TypeError, ValueError):
+        raise RequestError("beam", f"must be an integer, got {src.get('beam')!r}", INVALID_OPTION) from None
+    if not 1 <= beam <= max_beam:
+        raise RequestError("beam", f"must be between 1 and {max_beam}", INVALID_OPTION)
+    attention = str(src.get("attention", "false")).lower() in ("1", "true", "yes")
+    return beam, attention
+
+
+def ink_input(body: dict, rec: Recognizer, limits: Limits) -> np.ndarray:
+    """The model input of JSON ink, refused over the stroke and point limits."""
+    strokes = body.get("strokes")
+    if not isinstance(strokes, list) or not strokes:
+        raise InkError("strokes", "expected a non-empty list of strokes [[[x, y], ...], ...]")
+    if len(strokes) > limits.max_strokes:
+        raise InkError("strokes", f"{len(strokes)} strokes, over the limit of {limits.max_strokes}", TOO_LARGE)
+    points = sum(len(s) if isinstance(s, list) else 0 for s in strokes)
+    if points > limits.max_points:
+        raise InkError("strokes", f"{points} points, over the limit of {limits.max_points}", TOO_LARGE)
+    return rec.load(strokes, "strokes")
