@@ -150,9 +150,8 @@ class Recognizer:
         for im, hs in zip(images, hyps):
             best = hs[0]
             vocab = self.spec.vocab
-            # Specials a model may emit mid-sequence (pad/sos) are dropped, with their attention maps.
-            keep = [j for j, i in enumerate(best.ids) if i not in (vocab.pad_id, vocab.sos_id, vocab.eos_id)]
-            tokens = vocab.decode([best.ids[j] for j in keep])
+            keep = vocab.kept(best.ids)  # specials a model may emit mid-sequence go, with their maps
+            tokens = vocab.decode(best.ids)
             maps = [best.attention[j] for j in keep] if attention and best.attention else None
             out.append(Result(detokenize(tokens), tokens, best.score, ms,
                               {"encoder_ms": timings.encoder_ms / len(images),

@@ -60,6 +60,9 @@ def test_vocab_specials_encode_unknown_counted(tmp_path):
     ids = v.encode(["x", "\\alpha", "\\alpha", "1"], unknown)
     assert ids.count(v.unk_id) == 2 and unknown == {"\\alpha": 2}
     assert v.decode(ids + [v.eos_id, v.index["x"]]) == ["x", "<unk>", "<unk>", "1"]
+    x, one = v.index["x"], v.index["1"]
+    assert v.kept([v.sos_id, x, v.pad_id, one, v.eos_id, x]) == [1, 3]  # where decode's tokens came from
+    assert v.decode([v.sos_id, x, v.pad_id, one, v.eos_id, x]) == ["x", "1"]
     v.save(tmp_path / "vocab.json")
     assert Vocab.load(tmp_path / "vocab.json") == v
     assert v.unknown_symbols([["y", "x", "y"]]) == {"y": 2}

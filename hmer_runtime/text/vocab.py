@@ -61,14 +61,18 @@ class Vocab:
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         """Tokens for ids, stopping at ``<eos>`` and skipping pad/sos."""
+        ids = [int(i) for i in ids]
+        return [self.tokens[ids[j]] if 0 <= ids[j] < len(self.tokens) else UNK for j in self.kept(ids)]
+
+    def kept(self, ids: Iterable[int]) -> list[int]:
+        """The positions of ``ids`` that :meth:`decode` turns into tokens (before ``<eos>``, not
+        pad or sos), e.g. to keep a decoded token's attention map beside it."""
         out = []
-        for i in ids:
-            i = int(i)
-            if i == self.eos_id:
+        for j, i in enumerate(ids):
+            if int(i) == self.eos_id:
                 break
-            if i in (self.pad_id, self.sos_id):
-                continue
-            out.append(self.tokens[i] if 0 <= i < len(self.tokens) else UNK)
+            if int(i) not in (self.pad_id, self.sos_id):
+                out.append(j)
         return out
 
     def unknown_symbols(self, sequences: Iterable[list[str]]) -> Counter:
