@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from hmer_runtime.engine.model_spec import METADATA_KEY
-from hmer_train.models.base import HMERModel
+from hmer_train.models.base import HMERModel, reorder_state
 
 DEFAULT_OPSET = 17  # LayerNormalization needs 17
 
@@ -85,17 +85,24 @@ def attach_metadata(path: Path, meta: dict) -> None:
 
 
 def export_graphs(model: HMERModel, out_dir: Path, opset: int = DEFAULT_OPSET) -> dict:
-    """Write encoder.onnx and decoder.onnx; returns the memory/state layout for model.json."""
+    """Write encoder.onnx and decoder.onnx; returns the memory/state layout for model.json.
+
+    A decoder that ``shares_memory`` is traced with two hypotheses per image, and its step graph
+    takes memory with one row per image (``shared_memory`` in model.json; the memory's first axis
+    is then its own dynamic size, "images")."""
     model = model.eval()
     layout = model.decoder.layout()
     images, mask = example_inputs()
+    shared = model.decoder.shares_memory
     with torch.no_grad():
         features, fmask = model.encoder(images, mask)
         memory = model.decoder.prepare(features, fmask)
         state = model.decoder.init_state(memory)
         memory_names, state_names = list(memory), list(state)
+        if shared:
+            state = reorder_state(state, torch.arange(images.shape[0]).repeat_interleave(2))
         # Trace the step with a non-empty history so the cache axis is seen as a real size.
-        tokens = torch.full((images.shape[0],), 1, dtype=torch.long)
+        tokens = torch.full((len(state[state_names[0]]),), 1, dtype=torch.long)
         for _ in range(2):
             _, _, state = model.decoder.step(tokens, state, memory)
     undeclared = [n for n in memory_names + state_names if n not in layout]
@@ -117,7 +124,7 @@ def export_graphs(model: HMERModel, out_dir: Path, opset: int = DEFAULT_OPSET) -
     dec_out = ["logits", "attention"] + [f"state_out.{n}" for n in state_names]
     dec_axes = {"tokens": {0: "batch"}, "beam_index": {0: "batch"}, "logits": {0: "batch"},
                 "attention": {0: "batch", 1: "height", 2: "width"}}
-    dec_axes |= {f"memory.{n}": axes(layout[n]) for n in memory_names}
+    dec_axes |= {f"memory.{n}": axes(layout[n], {"batch": "images"} if shared else None) for n in memory_names}
     dec_axes |= {f"state_in.{n}": axes(layout[n]) for n in state_names}
     dec_axes |= {f"state_out.{n}": axes(layout[n], {"steps": "steps_next"}) for n in state_names}
 
@@ -126,7 +133,7 @@ def export_graphs(model: HMERModel, out_dir: Path, opset: int = DEFAULT_OPSET) -
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
         torch.onnx.export(enc, (images, mask), str(out_dir / "encoder.onnx"), dynamo=False, opset_version=opset,
                           input_names=["images", "pixel_mask"], output_names=enc_out, dynamic_axes=enc_axes)
-        index = torch.arange(images.shape[0]).flip(0)  # not the identity, so the gather is traced
+        index = torch.arange(len(tokens)).flip(0)  # not the identity, so the gather is traced
         args = (tokens, index, *(memory[n] for n in memory_names), *(state[n] for n in state_names))
         torch.onnx.export(dec, args, str(out_dir / "decoder.onnx"), dynamo=False, opset_version=opset,
                           input_names=dec_in, output_names=dec_out, dynamic_axes=dec_axes)
@@ -137,7 +144,8 @@ def export_graphs(model: HMERModel, out_dir: Path, opset: int = DEFAULT_OPSET) -
         return [{"name": n, "shape": list(layout[n]), "dtype": str(tensors[n].dtype).removeprefix("torch.")}
                 for n in names]
 
-    return {"memory": spec(memory_names, memory), "state": spec(state_names, state), "stride": model.input_multiple}
+    return {"memory": spec(memory_names, memory), "state": spec(state_names, state), "stride": model.input_multiple,
+            "shared_memory": shared}
 
 
 def assert_no_control_flow(path: Path) -> None:

@@ -139,6 +139,25 @@ def test_an_image_reads_the_same_whatever_its_batch_mates(exported):
                                    atol=1e-4)
 
 
+def test_beams_share_their_image_memory_and_decode_as_with_copies(exported):
+    """A comer step graph takes one memory row per image (model.json ``shared_memory``); fed one
+    copy per hypothesis instead, it decodes the same, in every search."""
+    from dataclasses import replace
+
+    _, model_dir, raw = exported
+    spec = ModelSpec.load(model_dir)
+    assert spec.shared_memory == (raw["architecture"]["decoder"]["type"] == "comer")
+    if not spec.shared_memory:
+        return
+    shared, copied = OnnxModel(spec, "fp32", CPU), OnnxModel(replace(spec, shared_memory=False), "fp32", CPU)
+    x, m = pad_batch(scribble_images(spec.render, spec.preprocess, n=5, seed=3), spec.stride)
+    for options in (spec.decode.with_overrides(beam=1, max_len=12), spec.decode.with_overrides(beam=4, max_len=12),
+                    spec.decode.with_overrides(beam=3, max_len=12, search="comer")):
+        a, b = shared.decode(x, m, options), copied.decode(x, m, options)
+        assert [[h.ids for h in hs] for hs in a] == [[h.ids for h in hs] for hs in b]
+        np.testing.assert_allclose([h.score for hs in a for h in hs], [h.score for hs in b for h in hs], atol=1e-4)
+
+
 def test_scorer_graph_rescores_as_the_step_graph_does(exported):
     ckpt, model_dir, raw = exported
     spec = ModelSpec.load(model_dir)

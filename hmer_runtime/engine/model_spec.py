@@ -62,6 +62,9 @@ class ModelSpec:
     memory: list[TensorSpec]
     state: list[TensorSpec]
     stride: int = 16
+    #: The step graph takes memory with one row per image (hypotheses image-major, the same number
+    #: per image), not one per hypothesis; older exports: False.
+    shared_memory: bool = False
     decode: DecodeOptions = DecodeOptions()  # how a runtime decodes unless told otherwise
     architecture: dict = field(default_factory=dict)
     parameters: int = 0
@@ -115,7 +118,9 @@ class ModelSpec:
                        render=RenderConfig.from_dict(raw["render"]),
                        memory=[TensorSpec.from_dict(d) for d in raw["memory"]],
                        state=[TensorSpec.from_dict(d) for d in raw["state"]],
-                       stride=int(raw.get("stride", 16)), decode=DecodeOptions.from_model_json(raw["decode"]),
+                       stride=int(raw.get("stride", 16)),
+                       shared_memory=bool(raw.get("shared_memory", False)),
+                       decode=DecodeOptions.from_model_json(raw["decode"]),
                        architecture=dict(raw.get("architecture", {})), parameters=int(raw.get("parameters", 0)),
                        checkpoint=dict(raw.get("checkpoint", {})),
                        tensorrt_profiles={k: tuple(v) for k, v in raw.get("tensorrt_profiles", {}).items()},

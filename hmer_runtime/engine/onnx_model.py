@@ -173,9 +173,9 @@ class OnnxModel:
         image_memory, image_state = memory, state  # one row per image
         if beam > 1:
             rows = np.repeat(np.arange(n), beam)
-            memory = {k: v[rows] for k, v in memory.items()}
+            memory = memory if self.spec.shared_memory else {k: v[rows] for k, v in memory.items()}
             state = {k: v[rows] for k, v in state.items()}
-        step, reorder = self._search_steps(memory, t, beam)
+        step, reorder = self._search_steps(memory, n * beam, t, beam)
         state = self.to_device(state)
         sos, eos = self.spec.vocab.sos_id, self.spec.vocab.eos_id
         if beam == 1:
@@ -190,18 +190,19 @@ class OnnxModel:
             hyps = combine_r2l(hyps, r2l, opts.length_penalty)
         return hyps
 
-    def _search_steps(self, memory: State, t: Timings, per_image: int):
-        """(step, reorder) for the shared search over the step graph with ``memory`` (host arrays,
-        one row per hypothesis, ``per_image`` rows per image). The search holds (state, pending
-        reorder); the reorder is applied by the next step's graph, so the state never leaves the
-        device. When the search drops the rows of finished images, the graph keeps running them
-        (their outputs unused) until at most half of its rows are live, and only then are the
-        memory rows gathered: the memory is copied a few times per batch, not once per image."""
-        held = {"host": memory, "device": self.to_device(memory), "slots": np.arange(len(next(iter(memory.values()))))}
-        fill = self.spec.vocab.eos_id
+    def _search_steps(self, memory: State, rows: int, t: Timings, per_image: int):
+        """(step, reorder) for the shared search over the step graph with ``memory`` (host arrays:
+        one row per image where the graph shares memory, else one per hypothesis) for ``rows``
+        hypotheses, ``per_image`` per image. The search holds (state, pending reorder); the
+        reorder is applied by the next step's graph, so the state never leaves the device. When
+        the search drops the rows of finished images, the graph keeps running them (their
+        outputs unused) until at most half of its rows are live, and only then are the memory
+        rows gathered: the memory is copied a few times per batch, not once per image."""
+        held = {"host": memory, "device": self.to_device(memory), "slots": np.arange(rows), "rows": rows}
+        fill, shared = self.spec.vocab.eos_id, self.spec.shared_memory
 
         def step(tokens: np.ndarray, st):
-            slots, graph_rows = held["slots"], len(next(iter(held["host"].values())))
+            slots, graph_rows = held["slots"], held["rows"]
             if len(slots) < graph_rows:  # rows of finished images still in the graph
                 full = np.full(graph_rows, fill, dtype=np.int64)
                 full[slots] = tokens
@@ -215,12 +216,15 @@ class OnnxModel:
             return logits, attn, (new, None)
 
         def reorder(st, rows: np.ndarray):
-            slots, graph_rows = held["slots"], len(next(iter(held["host"].values())))
+            slots, graph_rows = held["slots"], held["rows"]
             source = slots[rows]  # the graph rows that the search's next rows continue
             before = np.arange(graph_rows) if st[1] is None else st[1]
             if 2 * len(rows) <= graph_rows:  # compact: the graph runs the live rows only
-                held["host"] = {k: v[source] for k, v in held["host"].items()}
+                # the search keeps whole images (per_image rows each), so an image's first row names it
+                keep = source[::per_image] // per_image if shared else source
+                held["host"] = {k: v[keep] for k, v in held["host"].items()}
                 held["device"], held["slots"] = self.to_device(held["host"]), np.arange(len(rows))
+                held["rows"] = len(rows)
                 return st[0], before[source]
             # rows stay within their image, whose memory rows are per_image consecutive graph rows
             slots = source // per_image * per_image + np.arange(len(rows)) % per_image
@@ -236,7 +240,9 @@ class OnnxModel:
         """CoMER's search (``search.bidirectional_search``) over the step graph."""
         beam = opts.beam
         rows = np.tile(np.repeat(np.arange(n), beam), 2)
-        step, reorder = self._search_steps({k: v[rows] for k, v in memory.items()}, t, beam)
+        images = np.tile(np.arange(n), 2)  # the readings of each direction, image-major
+        step, reorder = self._search_steps({k: v[images if self.spec.shared_memory else rows]
+                                            for k, v in memory.items()}, len(rows), t, beam)
 
         def rate(images: list[int], sequences: list[list[int]], start: int, end: int) -> list[float]:
             return self.sequence_logprob(memory, state, np.asarray(images, dtype=np.int64), sequences, start, end,

@@ -31,7 +31,14 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> t
 
 
 class Decoder(nn.Module):
-    """Interface: see module docstring. ``teacher_forcing`` may be a faster parallel path."""
+    """Interface: see module docstring. ``teacher_forcing`` may be a faster parallel path.
+
+    ``shares_memory``: ``step`` also takes memory with one row per image -- M rows for the N
+    hypothesis rows, M dividing N, rows image-major (N / M per image, as beam search lays them
+    out) -- so a beam's hypotheses read their image's memory instead of copies of it. Memory with
+    one row per hypothesis (M = N) works for every decoder."""
+
+    shares_memory = False
 
     def prepare(self, features: torch.Tensor, mask: torch.Tensor) -> Memory:
         raise NotImplementedError

@@ -80,7 +80,10 @@ class ComerLayer(nn.Module):
     def step(self, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, cov: torch.Tensor,
              ck: torch.Tensor, cv: torch.Tensor, flat_mask: torch.Tensor):
         """One position: x (N, 1, d) against the self-attention cache (N, H, t, hd) and the coverage
-        (N, H, h, w) -> (x, caches with this position appended, new coverage, refined attention)."""
+        (N, H, h, w) -> (x, caches with this position appended, new coverage, refined attention
+        (N, H, 1, L)). The image's keys and values ck/cv (M, H, L, hd) and ``flat_mask`` (M, 1, 1, L)
+        may hold one row per image (``Decoder.shares_memory``): the N / M queries of an image are
+        read against its keys as one matrix product."""
         # Written for T = 1, so splitting and merging heads are reshapes to constant shapes: the
         # exported step graph then carries no shape arithmetic, which was about half of its nodes
         # and a third of its kernel time when written like forward. x stays (N, 1, d): 2-D
@@ -91,16 +94,21 @@ class ComerLayer(nn.Module):
         vc = torch.cat([v_cache, v], dim=2)
         sa = torch.softmax((q @ kc.transpose(-1, -2)) / scale, dim=-1) @ vc
         x = x + self.dropout(self.self_out(sa.reshape(-1, 1, self.d)))
-        cq = self.cross_q(self.norm2(x)).reshape(-1, heads, 1, hd)
-        scores = (cq @ ck.transpose(-1, -2)) / scale  # (N, H, 1, L)
+        m = ck.shape[0]  # images; each has N / M query rows, image-major
+        cq = self.cross_q(self.norm2(x)).reshape(-1, heads, hd).unflatten(0, (m, -1)).transpose(1, 2)
+        scores = (cq @ ck.transpose(-1, -2)) / scale  # (M, H, N / M, L)
         raw = masked_softmax(scores, flat_mask)
-        attn = masked_softmax(scores - self.arm(cov).reshape_as(scores), flat_mask)
-        x = x + self.dropout(self.cross_out((attn @ cv).reshape(-1, 1, self.d)))
+        refine = self.arm(cov).flatten(2).unflatten(0, (m, -1)).transpose(1, 2)
+        attn = masked_softmax(scores - refine, flat_mask)
+        x = x + self.dropout(self.cross_out((attn @ cv).transpose(1, 2).reshape(-1, 1, self.d)))
         x = x + self.dropout(self.ffn(self.norm3(x)))
+        raw, attn = (a.transpose(1, 2).flatten(0, 1).unsqueeze(2) for a in (raw, attn))  # (N, H, 1, L)
         return x, kc, vc, cov + raw.reshape_as(cov), attn
 
 
 class ComerDecoder(Decoder):
+    shares_memory = True
+
     def __init__(self, in_channels: int, vocab_size: int, d_model: int = 256, heads: int = 8,
                  layers: int = 3, ffn: int = 1024, dropout: float = 0.3, arm_channels: int = 32,
                  arm_kernel: int = 5, embed_norm: bool = True):
@@ -165,7 +173,7 @@ class ComerDecoder(Decoder):
             x, new[f"k{i}"], new[f"v{i}"], new[f"cov{i}"], attn = layer.step(
                 x, state[f"k{i}"], state[f"v{i}"], state[f"cov{i}"], memory[f"ck{i}"], memory[f"cv{i}"], flat_mask)
         logits = self.classifier(self.norm(x)).reshape(-1, self.classifier.out_features)
-        return logits, attn.mean(1).reshape_as(mask), new
+        return logits, attn.mean(1).reshape(-1, *mask.shape[1:]), new
 
     def teacher_forcing(self, tokens: torch.Tensor, memory: Memory) -> torch.Tensor:
         t = tokens.shape[1]
