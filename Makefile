@@ -40,10 +40,10 @@ clean:
 
 # The bundled default model (docs/MODEL.md): export the committed training checkpoint into the package.
 # The bundled model reads at INPUT_SCALE x its training symbol size, picked on CROHME 2013 with
-# hmer-eval models/cpu-small/last.pt <2013> --input-scale S (table in docs/MODEL.md); re-check it per checkpoint.
-INPUT_SCALE ?= 1.4
+# hmer-eval models/cpu-v2/last.pt <2013> --input-scale S (table in docs/MODEL.md); re-check it per checkpoint.
+INPUT_SCALE ?= 1.2
 bundle-model: $(VENV)/.train
-	$(BIN)/hmer-export models/cpu-small/last.pt hmer_runtime/models/default --int8 --force \
+	$(BIN)/hmer-export models/cpu-v2/last.pt hmer_runtime/models/default --int8 --force \
 	  --input-scale $(INPUT_SCALE) --check-data ../shared/data/crohme/crohme-2013.tar.gz --check-limit 200
 
 # CROHME is CC BY-NC-SA: renders of it stay local (git-ignored), never committed.

@@ -12,7 +12,7 @@ from hmer_runtime.engine.model_spec import ModelSpec
 from hmer_runtime.recognizer import BUNDLED_MODEL, Recognizer
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT = ROOT / "models" / "cpu-small" / "last.pt"
+CHECKPOINT = ROOT / "models" / "cpu-v2" / "last.pt"
 
 
 def test_bundled_model_recognises_the_sample_out_of_the_box():
@@ -52,7 +52,7 @@ def test_onnx_and_pytorch_agree_on_crohme_2014(crohme_dir, tmp_path):
 
     spec = ModelSpec.load(BUNDLED_MODEL)
     if hashlib.sha256(CHECKPOINT.read_bytes()).hexdigest() != spec.checkpoint_sha256:
-        pytest.skip("models/cpu-small/last.pt has moved on from the checkpoint the bundled model was exported from")
+        pytest.skip("models/cpu-v2/last.pt has moved on from the checkpoint the bundled model was exported from")
     preds = {}
     scale = spec.decode.input_scale  # the checkpoint reads what the export reads
     for name, model, input_scale in (("torch", CHECKPOINT, scale), ("onnx", BUNDLED_MODEL, None)):
