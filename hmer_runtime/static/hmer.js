@@ -255,7 +255,14 @@
       };
     }
 
-    /** One decoder call: rows continue state rows ``index``; memory has one row per row. */
+    /** The image's memory for ``rows`` hypotheses: as it is where the step graph shares it across
+     *  them (model.json ``shared_memory``), else one copy per row. */
+    rowsOf(memory, rows) {
+      if (this.spec.shared_memory) return memory;
+      return Object.fromEntries(Object.entries(memory).map(([n, t]) => [n, repeatRows(t, rows)]));
+    }
+
+    /** One decoder call: rows continue state rows ``index``; memory from ``rowsOf``. */
     async step(tokens, index, state, memory) {
       const feeds = {
         tokens: new ort.Tensor("int64", BigInt64Array.from(tokens, BigInt), [tokens.length]),
@@ -290,7 +297,7 @@
     /** ``beam_search`` (rule "hmer") for one image: ``beam`` rows, reordered by the graph. */
     async beamSearch(memory, state, opts) {
       const k = opts.beam, { sos, eos } = this.special, lp = opts.length_penalty, g = opts.grammar ? this.grammar : null;
-      const mem = Object.fromEntries(Object.entries(memory).map(([n, t]) => [n, repeatRows(t, k)]));
+      const mem = this.rowsOf(memory, k);
       state = Object.fromEntries(Object.entries(state).map(([n, t]) => [n, repeatRows(t, k)]));
       let scores = Array.from({ length: k }, (_, b) => (b ? -Infinity : 0));
       let tokens = new Array(k).fill(sos), index = [...Array(k).keys()];
@@ -364,7 +371,7 @@
         for (const name of this.scorer.inputNames) if (name.startsWith("memory.")) feeds[name] = memory[name.slice(7)];
         return Array.from((await this.scorer.run(feeds)).logprob.data, Number);
       }
-      const mem = Object.fromEntries(Object.entries(memory).map(([k, t]) => [k, repeatRows(t, n)]));
+      const mem = this.rowsOf(memory, n);
       let st = Object.fromEntries(Object.entries(state).map(([k, t]) => [k, repeatRows(t, n)]));
       const total = new Array(n).fill(0), rows = [...Array(n).keys()];
       for (let j = 0; j < T; j++) {
