@@ -78,10 +78,11 @@ def decode(model: HMERModel, images: torch.Tensor, mask: torch.Tensor, sos: int,
     n = images.shape[0]
     if search == "comer":
         return _bidirectional(model, memory, n, sos, eos, max(1, beam), max_len, length_penalty)
-    if beam > 1:
-        memory = expand_memory(memory, torch.arange(n, device=images.device).repeat_interleave(beam))
-    step, reorder = _search_steps(model, memory)
-    state = model.init_state(memory)
+    rows = torch.arange(n, device=images.device).repeat_interleave(max(1, beam))
+    state = reorder_state(model.init_state(memory), rows)
+    if not model.decoder.shares_memory:
+        memory = expand_memory(memory, rows)
+    step, reorder = _search_steps(model, memory, len(rows), max(1, beam))
     if beam <= 1:
         return [[h] for h in greedy(step, state, n, sos, eos, max_len, keep_attention=keep_attention,
                                     constraint=constraint, reorder=reorder)]
@@ -89,10 +90,13 @@ def decode(model: HMERModel, images: torch.Tensor, mask: torch.Tensor, sos: int,
                        keep_attention=keep_attention, constraint=constraint)
 
 
-def _search_steps(model: HMERModel, memory: dict):
-    """(step, reorder) for the shared search (``hmer_runtime.decoding.search``) over ``model.step`` with
-    ``memory`` (one row per hypothesis); when the search drops finished rows, memory follows."""
-    held = {"memory": memory, "rows": memory["mask"].shape[0]}
+def _search_steps(model: HMERModel, memory: dict, rows: int, per_image: int):
+    """(step, reorder) for the shared search (``hmer_runtime.decoding.search``) over ``model.step`` for
+    ``rows`` hypotheses, ``per_image`` per image, with ``memory`` (one row per image where the
+    decoder ``shares_memory``, else one per hypothesis); when the search drops finished images,
+    memory follows."""
+    held = {"memory": memory, "rows": rows}
+    shared = model.decoder.shares_memory
     device = memory["mask"].device
 
     def step(tokens: np.ndarray, st):
@@ -102,7 +106,9 @@ def _search_steps(model: HMERModel, memory: dict):
     def reorder(st, rows: np.ndarray):
         index = torch.from_numpy(rows).to(device)
         if len(rows) != held["rows"]:  # rows within an image share its memory: only a shrink gathers
-            held["memory"], held["rows"] = expand_memory(held["memory"], index), len(rows)
+            # the search keeps whole images (per_image rows each), so an image's first row names it
+            keep = index[::per_image] // per_image if shared else index
+            held["memory"], held["rows"] = expand_memory(held["memory"], keep), len(rows)
         return reorder_state(st, index)
 
     return step, reorder
@@ -111,10 +117,11 @@ def _search_steps(model: HMERModel, memory: dict):
 def _bidirectional(model: HMERModel, memory: dict, n: int, sos: int, eos: int, beam: int, max_len: int,
                    length_penalty: float) -> list[list[Hypothesis]]:
     device = memory["mask"].device
-    rows = torch.arange(n, device=device).repeat(2).repeat_interleave(beam)
-    beams = expand_memory(memory, rows)
-    state = model.init_state(beams)
-    step, reorder = _search_steps(model, beams)
+    images = torch.arange(n, device=device).repeat(2)  # the readings of each direction, image-major
+    rows = images.repeat_interleave(beam)
+    state = reorder_state(model.init_state(memory), rows)
+    beams = expand_memory(memory, images if model.decoder.shares_memory else rows)
+    step, reorder = _search_steps(model, beams, len(rows), beam)
 
     def rate(images: list[int], sequences: list[list[int]], start: int, end: int) -> list[float]:
         return memory_logprob(model, expand_memory(memory, torch.tensor(images, device=device)), sequences,

@@ -1,7 +1,8 @@
 """An exported model on ONNX Runtime: encoder once per image, then one decoder call per step.
 
 Nothing here knows a state name: they come from ``model.json``. Beam search expands every
-memory and initial-state tensor to ``beam`` rows per image; after each step the surviving rows'
+initial-state tensor to ``beam`` rows per image, and the memory too unless the step graph shares
+one memory row per image across them (``shared_memory``); after each step the surviving rows'
 indices go into the next step as ``beam_index`` and the graph gathers its state itself -- the
 same code path for a GRU hidden state and a transformer key/value cache, and one that lets the
 state stay on a GPU between steps (IO binding).

@@ -10,6 +10,7 @@ encoder call, one decoder call per step for all of them); ``batch_wait_ms=0`` de
 # No ``from __future__ import annotations`` here: FastAPI resolves the endpoint annotations
 # (``Request``, imported inside create_app so the runtime does not need fastapi) at definition time.
 import asyncio
+import functools
 import json
 import os
 import time
@@ -231,8 +232,10 @@ def main(model_dir, host, port, provider, variant, threads, workers, batch_wait_
 SETTINGS_ENV = "HMER_SERVE_SETTINGS"
 
 
+@functools.cache
 def settings_from_env() -> tuple[ServeOptions, Limits]:
-    """The options and limits ``hmer-serve`` passed its worker processes (defaults without)."""
+    """The options and limits ``hmer-serve`` passed its worker processes (defaults without); read
+    once per process (the connection timer asks on every request)."""
     raw = json.loads(os.environ.get(SETTINGS_ENV) or "{}")
     return ServeOptions(**raw.get("options", {})), Limits(**raw.get("limits", {}))
 
