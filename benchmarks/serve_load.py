@@ -25,13 +25,18 @@ from hmer_runtime.cli_util import CONTEXT_SETTINGS
 STROKES = Path(__file__).resolve().parents[1] / "examples" / "strokes"
 
 
-def launch(args: list[str], timeout_s: float = 30.0):
-    """Start ``hmer-serve ARGS`` on a free 127.0.0.1 port and wait until /healthz answers (for
-    tests and load tests). Returns the process and its base URL; RuntimeError with the server's
-    output if it does not come up."""
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def launch(args: list[str], timeout_s: float = 30.0, port: int | None = None):
+    """Start ``hmer-serve ARGS`` on 127.0.0.1:``port`` (default: a free one) and wait until
+    /healthz answers (for tests and load tests). Returns the process and its base URL;
+    RuntimeError with the server's output if it does not come up."""
+    port = port or free_port()
     cmd = [str(Path(sys.executable).parent / "hmer-serve"), "--port", str(port), *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

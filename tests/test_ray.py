@@ -18,7 +18,7 @@ pytest.importorskip("ray.serve")
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from hmer_bench.serve_load import launch  # noqa: E402
+from hmer_bench.serve_load import free_port, launch  # noqa: E402
 from hmer_runtime.serving.ray_batch import BatchOptions, read_done, run_batch  # noqa: E402
 from hmer_runtime.serving.requests import Limits  # noqa: E402
 from hmer_runtime.serving.serve import ServeOptions, create_app  # noqa: E402
@@ -67,7 +67,31 @@ def test_serve_on_ray_answers_like_hmer_serve(ray_cluster, tiny_model_dir, expre
         proc.wait(60)
     from ray import serve
 
-    assert proc.returncode == 0 and "hmer" not in serve.status().applications  # stopping it took it down
+    status = serve.status()  # hmer-serve started Serve on the cluster, so stopping it took Serve down
+    assert proc.returncode == 0 and "hmer" not in status.applications and not status.proxies
+
+
+def test_serve_on_ray_joins_a_running_serve_only_on_its_port(ray_cluster, tiny_model_dir):
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        args = ["--ray", "--address", ray_cluster, "--model", str(tiny_model_dir), "--replica-cpus", "0.5"]
+        other = subprocess.run([str(BIN / "hmer-serve"), "--port", str(free_port()), *args],
+                               capture_output=True, text=True, timeout=120)
+        assert other.returncode != 0 and f"pass --port {port}" in other.stderr.strip().splitlines()[-1]
+        assert "Traceback" not in other.stderr
+        # Stopped as soon as /healthz answers, while serve.run may still be returning: SIGTERM
+        # must not reach Ray's own handler, which exits with status 15 and leaves the app deployed.
+        proc, _ = launch(args, timeout_s=240, port=port)
+        proc.terminate()
+        proc.wait(60)
+        status = serve.status()
+        assert proc.returncode == 0 and "hmer" not in status.applications
+        assert status.proxies  # Serve was there before hmer-serve, so it stays
+    finally:
+        serve.shutdown()
 
 
 def test_serve_builder_rejects_unknown_arguments():

@@ -23,6 +23,7 @@ import numpy as np
 from ray import serve
 
 from hmer_runtime.engine.providers import ProviderConfig
+from hmer_runtime.errors import InputError
 from hmer_runtime.recognizer import Recognizer, Result
 from hmer_runtime.serving.batching import decode_grouped
 from hmer_runtime.serving.requests import Limits
@@ -117,20 +118,41 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _running_proxy() -> tuple[str, int] | None:
+    """Host and port of the Serve HTTP proxy already running on the connected cluster, if any."""
+    from ray.serve.context import _get_global_client  # Serve has no public call for this
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    return None if client is None else (client.http_config.host, client.http_config.port)
+
+
 def serve_on_ray(replica: ServeOptions, scale: ScaleOptions, limits: Limits, host: str = "127.0.0.1",
                  port: int = 8000, address: str | None = None) -> None:
     """Connect to the Ray cluster at ``address`` (default: $RAY_ADDRESS, else a new local
-    instance), start Serve's HTTP proxy on host:port and run the application until Ctrl-C or
-    SIGTERM, which take it down again (as stopping hmer-serve does)."""
+    instance) and run the application until Ctrl-C or SIGTERM. Without Serve on the cluster,
+    start it with its HTTP proxy on host:port, and shut it down again on stop; with Serve
+    already there, add the application to it (its proxy must be on host:port) and delete only
+    the application on stop."""
     import ray
 
     ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, log_to_driver=False)
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(application(replica, scale, limits), name=APP_NAME, route_prefix="/")
-    print(f"hmer on Ray Serve at http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
+    # ray.init installs a SIGTERM handler that exits at once; ours must be in place before the
+    # application can answer, since a client may stop us as soon as it does.
     signal.signal(signal.SIGTERM, _interrupt)
+    running = _running_proxy()
+    if running is not None and running[1] != port:
+        raise InputError("--port", f"Ray Serve already runs on this cluster with its HTTP proxy on port "
+                                   f"{running[1]}, and a running proxy cannot move: pass --port {running[1]}, "
+                                   "or stop it first (serve shutdown)")
     try:
+        if running is None:
+            serve.start(http_options={"host": host, "port": port})
+        serve.run(application(replica, scale, limits), name=APP_NAME, route_prefix="/")
+        print(f"hmer on Ray Serve at http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        serve.delete(APP_NAME)
+        if running is None:
+            serve.shutdown()
+        else:
+            serve.delete(APP_NAME)
