@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
@@ -20,10 +22,13 @@ from hmer_train.config import Config
 @click.option("--resume", type=click.Path(dir_okay=False), help="Continue exactly from this checkpoint.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]))
 @click.option("--threads", type=int, help="CPU threads for torch.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Any config key, dotted, with a YAML value: --set train.amp=none --set train.augment=null "
+                   "(repeatable; applied after the flags above).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to OUT/log.csv).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(dataset, config_path, model_type, batch_size, lr, epochs, max_steps, out, resume, device, threads,
-         no_progress, debug) -> None:
+         settings, no_progress, debug) -> None:
     """Train an hmer model (DenseNet encoder + WAP or CoMER-style decoder).
 
     To end a run cleanly, create the file OUT/stop: it stops after the current epoch's validation
@@ -35,7 +40,7 @@ def main(dataset, config_path, model_type, batch_size, lr, epochs, max_steps, ou
                  "train.max_steps": max_steps, "out": out, "device": device, "train.threads": threads}
     if model_type:
         overrides["model.decoder"] = {"type": model_type}
-    cfg = resolve_config(config_path, overrides, resume)
+    cfg = resolve_config(config_path, overrides, resume).updated(parse_settings(settings), "--set")
     import torch
 
     try:
@@ -60,6 +65,30 @@ def resolve_config(config_path: str | None, overrides: dict, resume: str | None)
 
         return load_checkpoint(resume)["config"].updated(overrides)
     return load_config(config_path, overrides)
+
+
+SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def parse_settings(settings: tuple[str, ...]) -> dict:
+    """``--set KEY=VALUE`` pairs as dotted overrides, each value read as YAML (null included)."""
+    import yaml
+
+    from hmer_train.config import ConfigError
+
+    out = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("--set", f"expected KEY=VALUE, not {item!r}")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError("--set", f"{key.strip()}: invalid YAML value {value!r} ({e})") from e
+        if isinstance(parsed, str) and SCIENTIFIC.fullmatch(parsed):
+            parsed = float(parsed)  # YAML 1.1 reads 1e-3 as a string; nobody means that here
+        out[key.strip()] = parsed
+    return out
 
 
 def run() -> None:

@@ -192,6 +192,8 @@ def _merge(base: dict, update: dict, where: str, source: str) -> dict:
         if key in ARCHITECTURE_KEYS and isinstance(v, dict) and isinstance(base.get(k), dict):
             same_type = "type" not in v or v["type"] == base[k].get("type")
             out[k] = {**base[k], **v} if same_type else dict(v)
+        elif key == "train.augment" and v is None:
+            out[k] = {}  # null: no augmentation (AugmentConfig's own defaults are all off)
         elif isinstance(base.get(k), dict):
             if not isinstance(v, dict):
                 raise ConfigError(source, f"config key '{key}' must be a mapping")

@@ -275,6 +275,26 @@ def test_bad_config_key_is_refused(tmp_path):
     assert p.returncode == 1 and p.stderr.strip() == f"error: {tmp_path / 'c.yaml'}: unknown config key 'train.lrr'"
 
 
+def test_set_overrides_any_key_with_a_yaml_value(tmp_path):
+    """``hmer-train --set KEY=VALUE``: the ablations' one-change runs; ``train.augment=null`` is
+    no augmentation at all, where a partial augment section keeps the recipe's other fields."""
+    from hmer_train.cli_train import parse_settings
+
+    cfg = Config().updated(parse_settings(("train.amp=none", "train.augment=null", "model.decoder.embed_norm=false",
+                                           "train.lr=1e-3", "test_splits=['2014', '2016']")), "--set")
+    assert (cfg.train.amp, cfg.train.augment, cfg.model.decoder["embed_norm"]) == ("none", AugmentConfig(), False)
+    assert cfg.train.lr == 1e-3 and cfg.test_splits == ("2014", "2016")
+    partial = Config().updated(parse_settings(("train.augment.elastic=0",)))
+    assert partial.train.augment.elastic == 0 and partial.train.augment.ink and partial.train.augment.active
+    for bad, message in (("train.lr", "expected KEY=VALUE"), ("train.lrr=1", "unknown config key 'train.lrr'"),
+                         ("train.batch_size=[1", "invalid YAML value")):
+        with pytest.raises(ConfigError, match=message):
+            Config().updated(parse_settings((bad,)), "--set")
+    p = subprocess.run([sys.executable, "-m", "hmer_train.cli_train", "--set", "train.warmup=5"],
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and p.stderr.strip() == "error: --set: unknown config key 'train.warmup'"
+
+
 def test_bad_checkpoints_are_clear_errors(tmp_path):
     with pytest.raises(ModelError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
