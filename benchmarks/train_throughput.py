@@ -3,15 +3,16 @@
     python -m benchmarks.train_throughput --config configs/cpu-small.yaml --model comer --steps 10
     python -m benchmarks.train_throughput --config configs/cpu-small.yaml --amp none --workers 0
     python -m benchmarks.train_throughput --config configs/cpu-v2.yaml --profile   # where a step's time goes
-    python -m benchmarks.train_throughput --config configs/cpu-v2.yaml --compile --pad-to 64
+    python -m benchmarks.train_throughput --config configs/cpu-v2.yaml --compile static --one-shape
 
 Runs forward + backward + AdamW step on the first batches of one shuffled epoch (augmentation on,
 both reading directions as configured), after ``--warmup`` steps, with the config's ``train.amp``,
 ``train.workers`` and ``train.pad_to`` unless the options override them. ``--profile`` runs the
 measured steps under torch.profiler and prints the time per phase and the costliest operators;
-``--compile`` wraps the model in ``torch.compile`` (its compilation falls in the warm-up steps,
-and every new batch shape the measured steps meet recompiles, which ``--pad-to`` limits;
-``--one-shape`` repeats one batch, the best case).
+``--compile`` wraps the model in ``torch.compile`` (its compilation falls in the warm-up steps;
+``static`` compiles again for every new batch shape, which ``--pad-to`` limits, and
+``--one-shape`` repeats one batch, compilation's best case). ``--passes 2`` runs the same
+batches again, to tell what a new shape costs from what a batch's images cost.
 """
 
 from __future__ import annotations
@@ -42,11 +43,14 @@ from hmer_train.train import autocast, batch_loss, load_split
               help="Pad batch shapes to a multiple of this (default: the config's train.pad_to).")
 @click.option("--warmup", default=2, show_default=True, help="Unmeasured steps first.")
 @click.option("--profile", "profiled", is_flag=True, help="Profile the measured steps (torch.profiler).")
-@click.option("--compile", "compiled", is_flag=True, help="torch.compile the model.")
+@click.option("--compile", "compiled", type=click.Choice(["dynamic", "static"]),
+              help="torch.compile the model: dynamic shapes (torch's default), or one graph per shape.")
 @click.option("--one-shape", is_flag=True, help="Repeat the first batch: one shape, compilation's best case.")
+@click.option("--passes", default=1, show_default=True,
+              help="Run the measured batches this many times (shapes seen before, from the second).")
 def main(config_path: str | None, model_type: str | None, steps: int, threads: int, amp: str | None,
-         workers: int | None, pad_to: int | None, warmup: int, profiled: bool, compiled: bool,
-         one_shape: bool) -> None:
+         workers: int | None, pad_to: int | None, warmup: int, profiled: bool, compiled: str | None,
+         one_shape: bool, passes: int) -> None:
     torch.set_num_threads(threads)
     cfg = load_config(config_path, {"model.decoder": {"type": model_type} if model_type else None,
                                     "train.amp": amp, "train.workers": workers, "train.pad_to": pad_to})
@@ -56,22 +60,15 @@ def main(config_path: str | None, model_type: str | None, steps: int, threads: i
     model = HMERModel(cfg.model, len(vocab)).train()
     model.encoder.to(memory_format=torch.channels_last)  # as hmer_train.train does
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    # dynamic=False: with dynamic shapes inductor fails on this encoder (pytorch/pytorch#172204)
-    step_model = torch.compile(model, dynamic=False) if compiled else model
+    # dynamic=None is torch's default: static first, dynamic once a second shape comes
+    step_model = torch.compile(model, dynamic=None if compiled == "dynamic" else False) if compiled else model
     # Augmented renders as in the first measurements (no ink re-rendering), so figures compare.
     loader = BatchLoader(data, vocab, tc.batch_size, tc.max_pixels, 0, tc.augment, tc.bidirectional,
                          (cfg.preprocess.max_height, cfg.preprocess.max_width), pad_to=tc.pad_to)
     prof = profile(activities=[ProfilerActivity.CPU]) if profiled else contextlib.nullcontext()
     phase = record_function if profiled else lambda name: contextlib.nullcontext()
-    images, t0, shapes, first = 0, time.time(), set(), None
-    batches = loader.epoch(0, workers=tc.workers)
-    for i in range(warmup + steps):
-        if i == warmup:
-            warm_s, t0, images = time.time() - t0, time.time(), 0
-            prof.__enter__()
-        with phase("batch (wait for the loader)"):
-            b = first if one_shape and i else next(batches)
-            first = first if i else b
+
+    def train_step(b) -> None:
         with phase("forward + loss"), autocast("cpu", tc.amp):
             loss = batch_loss(step_model, b, "cpu")
         with phase("backward"):
@@ -80,15 +77,35 @@ def main(config_path: str | None, model_type: str | None, steps: int, threads: i
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             opt.step()
             opt.zero_grad()
-        images += b.images.shape[0]
-        shapes.add(tuple(b.images.shape))
-    dt = time.time() - t0
-    batches.close()
-    prof.__exit__(None, None, None)
+
+    epoch = loader.epoch(0, workers=tc.workers)
+    t0, first = time.time(), None
+    for _ in range(warmup):
+        b = first if one_shape and first else next(epoch)
+        first = first or b
+        train_step(b)
+    warm_s = time.time() - t0
+    rates, replay, shapes, dt = [], [], set(), 0.0
+    with prof:
+        for p in range(passes):
+            t0, images = time.time(), 0
+            for i in range(steps):
+                with phase("batch (wait for the loader)"):
+                    b = replay[i] if p else first if one_shape and first else next(epoch)
+                first = first or b
+                if not p:
+                    replay.append(b)
+                train_step(b)
+                images += b.images.shape[0]
+                shapes.add(tuple(b.images.shape))
+            rates.append(images / (time.time() - t0))
+            dt += time.time() - t0
+    epoch.close()
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    print(f"{model.kind}: {params:.2f} M params, {images / dt:.2f} images/s over {steps} steps "
+    again = f"; again over the same batches: {', '.join(f'{r:.2f}' for r in rates[1:])}" if passes > 1 else ""
+    print(f"{model.kind}: {params:.2f} M params, {rates[0]:.2f} images/s over {steps} steps{again} "
           f"({threads} threads, amp {tc.amp}, {tc.workers} workers, batch <= {tc.batch_size}, "
-          f"<= {tc.max_pixels} px, pad_to {tc.pad_to}{', compiled' if compiled else ''}; "
+          f"<= {tc.max_pixels} px, pad_to {tc.pad_to}{f', compiled {compiled}' if compiled else ''}; "
           f"{len(shapes)} batch shapes; warm-up {warm_s:.1f} s)")
     if profiled:
         print_profile(prof, dt)
