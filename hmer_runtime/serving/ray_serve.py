@@ -118,12 +118,12 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _running_proxy() -> tuple[str, int] | None:
-    """Host and port of the Serve HTTP proxy already running on the connected cluster, if any."""
+def _running_proxy_port() -> int | None:
+    """The port of the Serve HTTP proxy already running on the connected cluster, if any."""
     from ray.serve.context import _get_global_client  # Serve has no public call for this
 
     client = _get_global_client(raise_if_no_controller_running=False)
-    return None if client is None else (client.http_config.host, client.http_config.port)
+    return None if client is None else client.http_config.port
 
 
 def serve_on_ray(replica: ServeOptions, scale: ScaleOptions, limits: Limits, host: str = "127.0.0.1",
@@ -139,10 +139,10 @@ def serve_on_ray(replica: ServeOptions, scale: ScaleOptions, limits: Limits, hos
     # ray.init installs a SIGTERM handler that exits at once; ours must be in place before the
     # application can answer, since a client may stop us as soon as it does.
     signal.signal(signal.SIGTERM, _interrupt)
-    running = _running_proxy()
-    if running is not None and running[1] != port:
+    running = _running_proxy_port()
+    if running is not None and running != port:
         raise InputError("--port", f"Ray Serve already runs on this cluster with its HTTP proxy on port "
-                                   f"{running[1]}, and a running proxy cannot move: pass --port {running[1]}, "
+                                   f"{running}, and a running proxy cannot move: pass --port {running}, "
                                    "or stop it first (serve shutdown)")
     try:
         if running is None:
