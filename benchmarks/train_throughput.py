@@ -29,7 +29,7 @@ from hmer_runtime.text.vocab import Vocab
 from hmer_train.config import load_config
 from hmer_train.data import BatchLoader
 from hmer_train.models.base import HMERModel
-from hmer_train.train import autocast, batch_loss, load_split
+from hmer_train.train import forward_backward, load_split, optimizer_step
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -66,17 +66,12 @@ def main(config_path: str | None, model_type: str | None, steps: int, threads: i
     loader = BatchLoader(data, vocab, tc.batch_size, tc.max_pixels, 0, tc.augment, tc.bidirectional,
                          (cfg.preprocess.max_height, cfg.preprocess.max_width), pad_to=tc.pad_to)
     prof = profile(activities=[ProfilerActivity.CPU]) if profiled else contextlib.nullcontext()
-    phase = record_function if profiled else lambda name: contextlib.nullcontext()
+
+    scaler = torch.amp.GradScaler(enabled=False)
 
     def train_step(b) -> None:
-        with phase("forward + loss"), autocast("cpu", tc.amp):
-            loss = batch_loss(step_model, b, "cpu")
-        with phase("backward"):
-            loss.backward()
-        with phase("clip + AdamW"):
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            opt.step()
-            opt.zero_grad()
+        forward_backward(step_model, b, "cpu", tc, scaler)
+        optimizer_step(model, opt, scaler, 1e-4, tc.grad_clip)
 
     epoch = loader.epoch(0, workers=tc.workers)
     t0, first = time.time(), None
@@ -90,7 +85,7 @@ def main(config_path: str | None, model_type: str | None, steps: int, threads: i
         for p in range(passes):
             t0, images = time.time(), 0
             for i in range(steps):
-                with phase("batch (wait for the loader)"):
+                with record_function("batch (wait for the loader)"):
                     b = replay[i] if p else first if one_shape and first else next(epoch)
                 first = first or b
                 if not p:

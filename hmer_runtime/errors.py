@@ -20,6 +20,11 @@ class HmerError(Exception):
         if status is not None:
             self.status = status
 
+    def __reduce__(self):
+        # Rebuilt from its parts when it crosses processes (by default pickle would call
+        # __init__ with the whole message alone, which fails, and a multiprocessing pool hangs).
+        return type(self), (self.source, self.message, self.__dict__.get("status"))
+
 
 class InkError(HmerError):
     """Unreadable, unsafe or degenerate ink (InkML or strokes)."""

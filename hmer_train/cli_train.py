@@ -12,6 +12,9 @@ from hmer_train.config import Config
 
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--dataset", help="Dataset name (CROHME, HME100K) or path.")
+@click.option("--extra", "extra", multiple=True, metavar="PATH",
+              help="More training data, added to the dataset's training split: an InkML folder or archive "
+                   "(e.g. hmer-data synth's output; repeatable).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (see config.yaml).")
 @click.option("--model", "model_type", type=click.Choice(["wap", "comer"]), help="Decoder type.")
 @click.option("--batch-size", type=int, help="Most images per batch.")
@@ -27,7 +30,7 @@ from hmer_train.config import Config
                    "(repeatable; applied after the flags above).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to OUT/log.csv).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(dataset, config_path, model_type, batch_size, lr, epochs, max_steps, out, resume, device, threads,
+def main(dataset, extra, config_path, model_type, batch_size, lr, epochs, max_steps, out, resume, device, threads,
          settings, no_progress, debug) -> None:
     """Train an hmer model (DenseNet encoder + WAP or CoMER-style decoder).
 
@@ -37,7 +40,8 @@ def main(dataset, config_path, model_type, batch_size, lr, epochs, max_steps, ou
     from hmer_train.train import train
 
     overrides = {"dataset": dataset, "train.batch_size": batch_size, "train.lr": lr, "train.epochs": epochs,
-                 "train.max_steps": max_steps, "out": out, "device": device, "train.threads": threads}
+                 "train.max_steps": max_steps, "out": out, "device": device, "train.threads": threads,
+                 "train_extra": list(extra) or None}
     if model_type:
         overrides["model.decoder"] = {"type": model_type}
     cfg = resolve_config(config_path, overrides, resume).updated(parse_settings(settings), "--set")

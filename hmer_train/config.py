@@ -114,6 +114,9 @@ class Config:
     dataset: str = "CROHME"
     data_roots: tuple[str, ...] = ("datasets", "../shared/data")
     train_split: str = "train"
+    #: More training sources (InkML folders or archives, e.g. ``hmer-data synth`` output), added to
+    #: ``train_split``'s expressions; validation and test splits stay the dataset's own.
+    train_extra: tuple[str, ...] = ()
     val_split: str | None = "2013"
     test_splits: tuple[str, ...] = ("2014",)
     cache_dir: str | None = None

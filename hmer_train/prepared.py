@@ -66,6 +66,23 @@ class PreparedSet:
         pts = np.asarray(self.points[o:o + sum(lengths)], dtype=np.float64)
         return Ink(traces=np.split(pts, np.cumsum(lengths)[:-1]), id=self.names[i])
 
+    def concat(self, other: PreparedSet) -> PreparedSet:
+        """This set's samples followed by ``other``'s (a new set; pixels and points are copied)."""
+        def strokes(s: PreparedSet) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
+            if s.stroke_lengths is None:  # an image source: no ink for any sample
+                return [[] for _ in s.names], np.zeros(len(s), np.int64), np.zeros((0, 2), np.float32)
+            return s.stroke_lengths, s.ink_offsets, s.points
+
+        has_ink = self.stroke_lengths is not None or other.stroke_lengths is not None
+        (lengths_a, at_a, points_a), (lengths_b, at_b, points_b) = strokes(self), strokes(other)
+        return PreparedSet(
+            self.names + other.names, self.tokens + other.tokens, np.concatenate([self.shapes, other.shapes]),
+            np.concatenate([self.offsets, other.offsets + len(self.pixels)]),
+            np.concatenate([self.pixels, other.pixels]), self.errors + other.errors, self.path,
+            lengths_a + lengths_b if has_ink else None,
+            np.concatenate([at_a, at_b + len(points_a)]) if has_ink else None,
+            np.concatenate([points_a, points_b.astype(points_a.dtype)]) if has_ink else None)
+
     def select(self, keep: np.ndarray) -> PreparedSet:
         """A view restricted to the indices in ``keep`` (pixels are shared, not copied)."""
         keep = np.asarray(keep, dtype=np.int64)
@@ -96,14 +113,19 @@ def prepare(source: str | Path, render: RenderConfig = RenderConfig(),
     names, tokens, shapes, chunks, errors = [], [], [], [], []
     stroke_lengths, ink_chunks = [], []
 
+    failed: list[Exception] = []
+
     def jobs():
-        for sample in iter_source(source):
-            try:
-                obj, toks = load_labelled(sample)
-            except HmerError as e:  # load_labelled names every failure
-                errors.append(str(e))
-                continue
-            yield obj, toks, sample.name, render, pre
+        try:
+            for sample in iter_source(source):
+                try:
+                    obj, toks = load_labelled(sample)
+                except HmerError as e:  # load_labelled names every failure
+                    errors.append(str(e))
+                    continue
+                yield obj, toks, sample.name, render, pre
+        except Exception as e:  # noqa: BLE001 - the source itself failed: raised below, not in the pool's thread
+            failed.append(e)
 
     pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
     try:
@@ -122,6 +144,8 @@ def prepare(source: str | Path, render: RenderConfig = RenderConfig(),
     finally:
         if pool:
             pool.terminate()
+    if failed:
+        raise failed[0]
     sizes = np.array([c.size for c in chunks], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if len(sizes) else np.zeros(0, np.int64)
     pixels = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)

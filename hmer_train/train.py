@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.profiler import record_function
 from tqdm import tqdm
 
 from hmer_runtime.decoding.decode_options import DecodeOptions
@@ -74,6 +75,31 @@ def batch_loss(model: torch.nn.Module, batch: Batch, device: str, label_smoothin
                            label_smoothing=label_smoothing)
 
 
+def forward_backward(model: torch.nn.Module, batch: Batch, device: str, tc: TrainConfig,
+                     scaler: torch.amp.GradScaler) -> torch.Tensor:
+    """The teacher-forced loss of ``batch`` under ``train.amp``; when it is finite, its gradient
+    (over ``train.accumulate``) is added to the weights' ``.grad``. Returns the loss."""
+    with record_function("forward + loss"), autocast(device, tc.amp):
+        loss = batch_loss(model, batch, device, tc.label_smoothing)
+    if torch.isfinite(loss):
+        with record_function("backward"):
+            scaler.scale(loss / tc.accumulate).backward()
+    return loss
+
+
+def optimizer_step(model: torch.nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, lr: float,
+                   grad_clip: float) -> None:
+    """One AdamW update at ``lr`` from the accumulated gradients, clipped to ``grad_clip`` in norm."""
+    with record_function("clip + AdamW"):
+        for g in opt.param_groups:
+            g["lr"] = lr
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+
+
 @torch.no_grad()
 def teacher_forced(model: HMERModel, data: PreparedSet, vocab: Vocab, device: str, limit: int | None = None,
                    batch_size: int = 16, max_pixels: int = 2_000_000) -> dict:
@@ -121,6 +147,9 @@ def train(cfg: Config, resume: str | None = None, progress: bool = True, until_s
 
     # --- data -----------------------------------------------------------------------------------
     train_set = load_split(cfg, cfg.train_split, progress and master)
+    for extra in cfg.train_extra:
+        train_set = train_set.concat(prepare(extra, *image_configs(cfg), cfg.cache_dir or DEFAULT_CACHE,
+                                             progress=progress and master))
     if len(train_set) == 0:
         raise DatasetError(f"{cfg.dataset}:{cfg.train_split}", "no usable training samples")
     too_long = sum(len(t) + 1 > tc.max_tokens for t in train_set.tokens)
@@ -184,7 +213,6 @@ def train(cfg: Config, resume: str | None = None, progress: bool = True, until_s
     raw_model = model
     if distributed:
         model = torch.nn.parallel.DistributedDataParallel(model)
-    cast = autocast(device, tc.amp)
     scaler = torch.amp.GradScaler(enabled=tc.amp == "fp16")
 
     out = Path(cfg.out)
@@ -218,8 +246,7 @@ def train(cfg: Config, resume: str | None = None, progress: bool = True, until_s
         t0, seen, micro = time.time(), 0, 0
         for batch in loader.epoch(epoch, start=batch_in_epoch * tc.accumulate, workers=tc.workers,
                                   pin_memory=device.startswith("cuda")):
-            with cast:
-                loss = batch_loss(model, batch, device, tc.label_smoothing)
+            loss = forward_backward(model, batch, device, tc, scaler)
             if not torch.isfinite(loss):
                 skipped_nonfinite += 1
                 opt.zero_grad(set_to_none=True)
@@ -227,7 +254,6 @@ def train(cfg: Config, resume: str | None = None, progress: bool = True, until_s
                     raise TrainingError("training", f"loss was NaN/inf {skipped_nonfinite} times; lower the "
                                         "learning rate or check the data")
                 continue
-            scaler.scale(loss / tc.accumulate).backward()
             micro += 1
             seen += batch.images.shape[0]
             if micro % tc.accumulate:
@@ -235,13 +261,7 @@ def train(cfg: Config, resume: str | None = None, progress: bool = True, until_s
             lr = lr_at(step, total, tc)
             if rewarm_from is not None:
                 lr *= min(1.0, (step - rewarm_from + 1) / max(1, tc.warmup_steps))
-            for g in opt.param_groups:
-                g["lr"] = lr
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad(set_to_none=True)
+            optimizer_step(model, opt, scaler, lr, tc.grad_clip)
             if ema is not None:
                 ema.update_parameters(raw_model)
             step += 1

@@ -85,6 +85,34 @@ def test_render_command_writes_offline_format_and_reads_back(inkml_dir, tmp_path
     assert np.array_equal(ps.image(i), pi.image(j))
 
 
+def test_concat_keeps_each_samples_image_ink_and_label(inkml_dir, tmp_path):
+    ink = prepare(inkml_dir, cache_root=tmp_path / "c1", progress=False)
+    CliRunner().invoke(data_cli, ["render", str(inkml_dir), str(tmp_path / "offline")])
+    images = prepare(tmp_path / "offline", cache_root=tmp_path / "c2", progress=False)
+    odd = ink.select(np.array([4, 1]))  # a view: its offsets point into the whole pixel array
+    for a, b in ((odd, images), (images, odd), (odd, odd)):
+        both = a.concat(b)
+        assert len(both) == len(a) + len(b) and both.errors == a.errors + b.errors
+        for k, (s, i) in enumerate([(a, i) for i in range(len(a))] + [(b, i) for i in range(len(b))]):
+            assert both.names[k] == s.names[i] and both.tokens[k] == s.tokens[i]
+            assert np.array_equal(both.image(k), s.image(i))
+            want, got = s.ink(i), both.ink(k)
+            assert (want is None) == (got is None)
+            if want is not None:
+                assert all(np.array_equal(x, y) for x, y in zip(want.traces, got.traces, strict=True))
+
+
+def test_a_missing_source_fails_prepare_in_worker_processes_too(tmp_path):
+    """A source that fails inside the worker pool's feeder is raised, not left hanging, and
+    errors cross processes whole."""
+    import pickle
+
+    err = pickle.loads(pickle.dumps(ImageError("a.png", "too large", 413)))
+    assert (type(err), str(err), err.source, err.status) == (ImageError, "a.png: too large", "a.png", 413)
+    with pytest.raises(DatasetError, match="nowhere"):
+        prepare(tmp_path / "nowhere", cache_root=tmp_path / "cache", progress=False, workers=2)
+
+
 def test_hme100k_layout(tmp_path):
     root = tmp_path / "datasets" / "HME100K"
     (root / "test_images").mkdir(parents=True)

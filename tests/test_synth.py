@@ -1,6 +1,8 @@
 """hmer-data synth: new handwriting from a training set's own glyphs, on fixtures of our own making."""
 
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -109,3 +111,23 @@ def test_training_reads_synthetic_inkml(tmp_path):
     cfg = cfg.updated({"dataset": str(out), "val_split": None})
     train(cfg, progress=False)
     assert (tmp_path / "out" / "last.pt").is_file()
+
+
+def test_training_adds_synthetic_inkml_to_its_dataset(tmp_path):
+    import yaml
+    from tiny import tiny_config
+
+    from hmer_train.cli_train import main as train_cli
+
+    bank = write_bank(tmp_path / "bank")
+    out = tmp_path / "synth"
+    assert CliRunner().invoke(data_cli, ["synth", str(bank), str(out), "-n", "8"]).exit_code == 0
+    cfg = tiny_config(tmp_path, "comer", max_steps=1, epochs=1).updated({"val_split": None})
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    r = CliRunner().invoke(train_cli, ["--config", str(config), "--extra", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "train: 14 expressions" in r.output  # the six of the dataset and the eight composed
+    p = subprocess.run([sys.executable, "-m", "hmer_train.cli_train", "--config", str(config), "--extra",
+                        str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1 and "nowhere" in p.stderr, p.stderr
