@@ -2,10 +2,12 @@
 
     python -m benchmarks.robustness                        # bundled model, first 200 of CROHME 2014
     python -m benchmarks.robustness --model DIR --limit 985 --beam 5
+    python -m benchmarks.robustness --stages               # where a pen's points go: size or stroke
 
 The same CROHME ink is drawn as the training renderer draws it and as a user's input might look:
 photographed at higher resolution on tinted, unevenly lit paper, scanned (tilted, blurred, JPEG),
-written with a much thinner or thicker pen, small on a wide page, or on ruled paper. Every image
+written with a much thinner or thicker pen (also at the model's own symbol size, which leaves out
+the size estimate), small on a wide page, or on ruled paper. Every image
 goes through the runtime's own preprocessing (``Recognizer``), as ``hmer-run`` would read it.
 Nothing is written to disk: CROHME renders stay in memory.
 """
@@ -23,6 +25,7 @@ from PIL import Image, ImageFilter
 from hmer_runtime.cli_util import CONTEXT_SETTINGS
 from hmer_runtime.errors import HmerError
 from hmer_runtime.inputs.inkml import Ink
+from hmer_runtime.inputs.preprocess import PreprocessConfig, match_stroke, preprocess
 from hmer_runtime.inputs.render import RenderConfig, render_ink
 from hmer_runtime.inputs.sources import iter_source, load_labelled
 from hmer_runtime.recognizer import Recognizer
@@ -69,7 +72,7 @@ def ruled(ink: Ink, seed: int) -> Image.Image:
 
 
 CONDITIONS: dict[str, Callable[[Ink, int], object]] = {
-    "training render (24 px symbols, 2.5 px pen)": lambda ink, seed: ink,
+    "training render (the model's own renderer and pen)": lambda ink, seed: ink,
     "phone photo (3x resolution, tinted paper, light gradient, noise, wide margins)":
         lambda ink, seed: photo(_render(ink, 32, 3.0), seed),
     "scan (tilt 1.5 deg, blur, JPEG q35, grey paper)": scan,
@@ -80,12 +83,43 @@ CONDITIONS: dict[str, Callable[[Ink, int], object]] = {
 }
 
 
+def at_model_size(px: float) -> dict[str, Callable[[Ink, int], object]]:
+    """The thin and thick pens drawn at the model's own symbol size: what they read there, against
+    the same pens at other sizes, is what the preprocessing's size estimate costs."""
+    return {f"thin pen at the model's symbol size ({px:g} px symbols, {1.5 / 48 * px:.2f} px pen)":
+            lambda ink, seed: _render(ink, px, 1.5 / 48 * px),
+            f"thick pen at the model's symbol size ({px:g} px symbols, {6 / 32 * px:.2f} px pen)":
+            lambda ink, seed: _render(ink, px, 6 / 32 * px)}
+
+
+def past_the_size_estimate(px: float, pre: PreprocessConfig) -> dict[str, Callable[[Ink, int], np.ndarray]]:
+    """Pens drawn at the model's symbol size and given to the model without the size estimate:
+    cropped and padded only, or with their strokes matched too (``--stages``)."""
+    as_drawn = PreprocessConfig(**{**pre.to_dict(), "stroke_width": 0.0, "symbol_px": 0.0})
+
+    def crop(ink: Ink, pen: float) -> np.ndarray:
+        return preprocess(_render(ink, px, pen), as_drawn)
+
+    def matched(ink: Ink, pen: float) -> np.ndarray:
+        p = pre.pad
+        return np.pad(match_stroke(crop(ink, pen)[p:-p, p:-p], pre.stroke_width, pre.ink_threshold), p)
+
+    out = {}
+    for name, pen in (("the training pen", pre.stroke_width), ("thin pen", 1.5 / 48 * px),
+                      ("thick pen", 6 / 32 * px)):
+        out[f"{name} ({pen:.2f} px) at {px:g} px, cropped only"] = lambda ink, seed, pen=pen: crop(ink, pen)
+        out[f"{name} ({pen:.2f} px) at {px:g} px, strokes matched"] = lambda ink, seed, pen=pen: matched(ink, pen)
+    return out
+
+
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), help="Default: bundled.")
 @click.option("--data", default=str(DATA), show_default=True, help="InkML source with truth.")
 @click.option("--limit", default=200, show_default=True, help="First N readable expressions.")
 @click.option("--beam", default=1, show_default=True)
-def main(model_dir: str | None, data: str, limit: int, beam: int) -> None:
+@click.option("--stages", is_flag=True,
+              help="Also the pens at the model's size past the size estimate, unmatched and stroke-matched.")
+def main(model_dir: str | None, data: str, limit: int, beam: int, stages: bool) -> None:
     rec = Recognizer(model_dir, provider="cpu")
     samples = []
     for sample in iter_source(data):
@@ -98,10 +132,14 @@ def main(model_dir: str | None, data: str, limit: int, beam: int) -> None:
             break
     click.echo(f"{len(samples)} expressions of {data}, beam {beam}", err=True)
     click.echo("| capture | ExpRate | ≤1 | ≤2 | WER |\n|---|---|---|---|---|")
-    for name, make in CONDITIONS.items():
+    px = rec.spec.render.symbol_px
+    conditions = {**CONDITIONS, **at_model_size(px)}
+    model_inputs = past_the_size_estimate(px, rec.spec.preprocess) if stages else {}
+    for name, make in {**conditions, **model_inputs}.items():
         metrics = Metrics()
         for i, (ink, tokens) in enumerate(samples):
-            result = rec.recognize(make(ink, i), beam=beam)
+            x = make(ink, i)
+            result = rec.decode_images([x], beam)[0] if name in model_inputs else rec.recognize(x, beam=beam)
             metrics.add(tokens, result.tokens)
         s = metrics.summary()
         click.echo(f"| {name} | {s['exprate']:.2f} | {s['le1']:.2f} | {s['le2']:.2f} | {s['wer']:.2f} |")

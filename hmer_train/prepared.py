@@ -26,7 +26,7 @@ from hmer_runtime.errors import HmerError, input_error
 from hmer_runtime.inputs.inkml import Ink
 from hmer_runtime.inputs.preprocess import PreprocessConfig
 from hmer_runtime.inputs.render import RenderConfig, model_input
-from hmer_runtime.inputs.sources import iter_source, load_labelled, source_fingerprint
+from hmer_runtime.inputs.sources import iter_source, load_labelled, source_fingerprint, source_not_found
 
 PREPARED_FORMAT = 2
 DEFAULT_CACHE = Path(os.environ.get("HMER_CACHE", Path.home() / ".cache" / "hmer"))
@@ -106,6 +106,8 @@ def prepare(source: str | Path, render: RenderConfig = RenderConfig(),
 
     ``workers``: processes that render and preprocess while this one parses (default: one per
     CPU core, at most 16; 0 or 1 renders in this process). The result does not depend on it."""
+    if not Path(source).exists():  # before any progress bar or worker pool
+        raise source_not_found(source)
     directory = Path(cache_root) / cache_key(source, render, pre)
     if (directory / "index.json").is_file() and (directory / "images.npy").is_file():
         return load_prepared(directory)

@@ -111,6 +111,10 @@ def test_a_missing_source_fails_prepare_in_worker_processes_too(tmp_path):
     assert (type(err), str(err), err.source, err.status) == (ImageError, "a.png: too large", "a.png", 413)
     with pytest.raises(DatasetError, match="nowhere"):
         prepare(tmp_path / "nowhere", cache_root=tmp_path / "cache", progress=False, workers=2)
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes(b"\x1f\x8b" + b"not really gzip" * 10)
+    with pytest.raises(DatasetError, match="broken.tar.gz: unreadable archive"):
+        prepare(broken, cache_root=tmp_path / "cache", progress=False, workers=2)
 
 
 def test_hme100k_layout(tmp_path):

@@ -19,6 +19,7 @@ from hmer_runtime.inputs.inkml import Ink
 from hmer_runtime.inputs.preprocess import (
     PreprocessConfig,
     component_extents,
+    match_stroke,
     preprocess,
     stroke_width,
     to_gray,
@@ -214,8 +215,8 @@ def test_broken_and_mismatched_model_dirs(model_dir, tmp_path, inputs):
 
 # --- photo-like inputs --------------------------------------------------------------------------
 
-def _clean_render(line_width: float = 2.5, symbol_px: float = 24.0) -> np.ndarray:
-    ink = Ink.from_strokes([s.tolist() for s in expression_strokes(list("x+2=y"))])
+def _clean_render(line_width: float = 2.5, symbol_px: float = 24.0, symbols: str = "x+2=y") -> np.ndarray:
+    ink = Ink.from_strokes([s.tolist() for s in expression_strokes(list(symbols))])
     return render_ink(ink, RenderConfig(symbol_px=symbol_px, line_width=line_width, max_height=2000,
                                         max_width=6000))
 
@@ -300,6 +301,34 @@ def test_other_pens_and_sizes_look_like_the_training_render():
     assert by_stroke.shape[1] > 1.5 * clean.shape[1]
 
 
+def test_one_or_two_symbols_in_another_pen_keep_the_training_size():
+    """Too few symbols for a confident size: the pen's width says nothing of it either (a marker
+    halved the image, a fine pen doubled it), so the symbols' own extent decides."""
+    for symbols in ("x", "2y"):
+        clean = preprocess(_clean_render(symbols=symbols), PRE)
+        for lw, px in [(6.0, 24), (1.2, 48)]:
+            out = preprocess(_clean_render(lw, px, symbols), PRE)
+            assert abs(out.shape[0] - clean.shape[0]) <= 0.2 * clean.shape[0], (symbols, lw, px, out.shape, clean.shape)
+
+
+def _ring(width: float, radius: float = 20.0, size: int = 56, ss: int = 4) -> np.ndarray:
+    """An antialiased circle of pen ``width``: strokes in every direction."""
+    y, x = (np.mgrid[0:size * ss, 0:size * ss] + 0.5) / ss - size / 2
+    on = (np.abs(np.hypot(y, x) - radius) <= width / 2).astype(np.float32)
+    return on.reshape(size, ss, size, ss).mean(axis=(1, 3))
+
+
+def test_strokes_are_thickened_and_thinned_to_the_training_pen_in_every_direction():
+    want = _ring(3.0) >= 0.5
+    for width in (1.0, 1.2, 6.0, 7.0):
+        out = match_stroke(_ring(width), 3.0, 0.2)
+        assert abs(stroke_width(out) - 3.0) <= 0.45, (width, stroke_width(out))
+        got = out >= 0.5
+        assert (got & want).sum() / (got | want).sum() > 0.75, width
+        assert out.max() == 1.0  # full strength, as a render's ink
+    assert np.array_equal(match_stroke(_ring(3.5), 3.0, 0.2) > 0, _ring(3.5) > 0)  # near the pen: left alone
+
+
 def test_ruled_paper_lines_are_erased():
     arr = _clean_render(3.0, 32).astype(np.float32) / 255
     arr = np.pad(arr, 40, constant_values=1.0)
@@ -356,10 +385,14 @@ def test_robustness_benchmark_reads_every_capture(model_dir, inputs):
     table has a row per condition over all expressions."""
     from click.testing import CliRunner
 
-    from hmer_bench.robustness import CONDITIONS, main
+    from hmer_bench.robustness import CONDITIONS, at_model_size, main, past_the_size_estimate
 
-    result = CliRunner().invoke(main, ["--model", str(model_dir), "--data", str(inputs / "ink"), "--limit", "3"])
+    spec = ModelSpec.load(model_dir)
+    px = spec.render.symbol_px
+    result = CliRunner().invoke(main, ["--model", str(model_dir), "--data", str(inputs / "ink"), "--limit", "3",
+                                       "--stages"])
     assert result.exit_code == 0, result.output
     rows = [line for line in result.output.splitlines() if line.startswith("| ") and "ExpRate" not in line]
-    assert [r.split(" | ")[0][2:] for r in rows] == list(CONDITIONS)
+    assert [r.split(" | ")[0][2:] for r in rows] == [*CONDITIONS, *at_model_size(px),
+                                                    *past_the_size_estimate(px, spec.preprocess)]
     assert "3 expressions" in result.output

@@ -229,17 +229,35 @@ def _resize(ink: np.ndarray, s: float) -> np.ndarray:
     return np.asarray(Image.fromarray(ink, mode="F").resize(size, method))
 
 
-def _match_stroke(ink: np.ndarray, target: float, threshold: float) -> np.ndarray:
-    """Thicken (max filter) or thin (min filter) strokes more than 1.5x off ``target`` pixels, and
-    bring faint ink (a thin line after downsizing) back to full strength."""
+def _morph_step(ink: np.ndarray, grow: bool, cross: bool) -> np.ndarray:
+    """Grey dilation (``grow``) or erosion by a 3x3 square, or by a 3x3 cross when ``cross``."""
+    if not cross:
+        im = Image.fromarray(ink, mode="F")
+        return np.asarray(im.filter(ImageFilter.MaxFilter(3) if grow else ImageFilter.MinFilter(3)))
+    pick = np.maximum if grow else np.minimum
+    p = np.pad(ink, 1)
+    return pick.reduce([p[1:-1, 1:-1], p[:-2, 1:-1], p[2:, 1:-1], p[1:-1, :-2], p[1:-1, 2:]])
+
+
+def match_stroke(ink: np.ndarray, target: float, threshold: float) -> np.ndarray:
+    """Thicken or thin strokes more than 1.5x off ``target`` pixels, and bring faint ink (a thin
+    line after downsizing) back to full strength.
+
+    The strokes are grown or eroded at twice the scale, alternating square and cross steps (an
+    octagon, close to the renderer's round pen; a square alone makes diagonals too thick), one
+    step at a time until the width is nearest ``target``, then box-downsampled so that edges stay
+    antialiased like a render's (docs/MODEL.md, "Robustness", has what this changed)."""
     width = stroke_width(ink, threshold)
-    im = Image.fromarray(ink, mode="F")
-    if width < target / 1.5:
-        ink = np.asarray(im.filter(ImageFilter.MaxFilter(2 * max(1, round((target - width) / 2)) + 1)))
-    elif width > target * 1.5:
-        thinned = np.asarray(im.filter(ImageFilter.MinFilter(2 * max(1, round((width - target) / 2)) + 1)))
-        if (thinned >= threshold).any():
-            ink = thinned
+    if width < target / 1.5 or width > target * 1.5:
+        grow, up = width < target, _resize(ink, 2.0)
+        for k in range(16):
+            up = _morph_step(up, grow, cross=k % 2 == 1)
+            down = np.asarray(Image.fromarray(np.ascontiguousarray(up, dtype=np.float32), mode="F").resize(
+                (ink.shape[1], ink.shape[0]), Image.Resampling.BOX))
+            w = stroke_width(down, threshold)
+            if not (down >= threshold).any() or abs(w - target) >= abs(width - target):
+                break
+            ink, width = down, w
     peak = float(np.percentile(ink[ink >= threshold], 90)) if (ink >= threshold).any() else 1.0
     return np.clip(ink / max(peak, threshold), 0.0, 1.0).astype(np.float32)
 
@@ -254,6 +272,10 @@ def _training_scale(ink: np.ndarray, config: PreprocessConfig) -> np.ndarray:
         # then only a confident symbol measure (5 symbols or more), x2 off, resizes.
         pen_fits = 0.8 <= by_stroke <= 1.25
         size = written_symbol_size(ink, t, width, 5 if pen_fits else 3)
+        if size == 0 and not pen_fits:
+            # One or two symbols: their size is a rough measure, but the pen's width is no measure
+            # at all (a marker would halve the image, a fine pen double it).
+            size = written_symbol_size(ink, t, width, 1)
         if size > 0:
             s = config.symbol_px / size
             if pen_fits and 0.5 <= s <= 2.0:
@@ -263,7 +285,7 @@ def _training_scale(ink: np.ndarray, config: PreprocessConfig) -> np.ndarray:
                     (config.max_width - 2 * p) / ink.shape[1])
             if abs(np.log(s)) > np.log(1.1):
                 ink = _resize(ink, s)
-            return _match_stroke(ink, config.stroke_width, t)
+            return match_stroke(ink, config.stroke_width, t)
     # Models exported before symbol_px, or too few symbols to measure: stroke width alone.
     if 1 / 1.5 <= by_stroke <= 1.5:
         return ink

@@ -134,10 +134,10 @@ def iter_source(path: str | os.PathLike) -> Iterator[Sample]:
     """Every sample of a source (see module docstring). Raises DatasetError if it is none."""
     path = Path(path)
     if path.is_file() and _is_archive(path):
-        if path.name.lower().endswith(".zip"):
-            yield from _iter_zip(path)
-        else:
-            yield from _iter_tar(path)
+        try:
+            yield from _iter_zip(path) if path.name.lower().endswith(".zip") else _iter_tar(path)
+        except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
+            raise DatasetError(str(path), f"unreadable archive ({e})") from e
         return
     if path.is_file() and path.suffix.lower() == ".txt":  # a label file: HME100K <split>_labels.txt
         split = path.name[: -len("_labels.txt")] if path.name.endswith("_labels.txt") else ""
@@ -160,7 +160,12 @@ def iter_source(path: str | os.PathLike) -> Iterator[Sample]:
                 yield _ink_sample(str(f.relative_to(path)), lambda f=f: read_inkml(f))
             return
         raise DatasetError(str(path), "no .inkml files and no caption.txt / *_labels.txt found")
-    raise DatasetError(str(path), "not found (expected an InkML folder or archive, or an image folder)")
+    raise source_not_found(path)
+
+
+def source_not_found(path: str | os.PathLike) -> DatasetError:
+    """The error for a source path that does not exist."""
+    return DatasetError(str(path), "not found (expected an InkML folder or archive, or an image folder)")
 
 
 def source_fingerprint(path: str | os.PathLike) -> dict:
