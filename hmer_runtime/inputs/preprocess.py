@@ -10,7 +10,7 @@ Scale: the training renders have symbols of ``symbol_px`` and strokes of ``strok
 A photo or scan differs in both, and not by the same factor: a fine pen at high resolution has
 big symbols and thin strokes. Symbols are measured as the renderer measures them (the median
 extent of the connected ink components), the image is resized to the training symbol size, and
-then strokes far from the training width are thickened or thinned. Models exported before
+then strokes not within ``PEN_TOLERANCE`` of the training width are thickened or thinned. Models exported before
 ``symbol_px`` existed are resized by stroke width alone.
 
 Clean renders (uniform paper, training stroke width and symbol size) pass through the photo
@@ -239,16 +239,27 @@ def _morph_step(ink: np.ndarray, grow: bool, cross: bool) -> np.ndarray:
     return pick.reduce([p[1:-1, 1:-1], p[:-2, 1:-1], p[2:, 1:-1], p[1:-1, :-2], p[1:-1, 2:]])
 
 
+#: Stroke widths within this factor of the training pen's are left as they are: renders with the
+#: training pen measure 0.8-1.13 of it (all of CROHME 2013 + 2014), and training varies the pen
+#: 0.85-1.2x. Wider, a thick pen resized by its symbol size kept strokes up to 1.5x too thick.
+PEN_TOLERANCE = 1.25
+
+
+def pen_fits(width: float, target: float) -> bool:
+    """Whether a measured stroke ``width`` passes for the training pen's ``target``."""
+    return 1 / PEN_TOLERANCE <= width / max(target, 1e-6) <= PEN_TOLERANCE
+
+
 def match_stroke(ink: np.ndarray, target: float, threshold: float) -> np.ndarray:
-    """Thicken or thin strokes more than 1.5x off ``target`` pixels, and bring faint ink (a thin
-    line after downsizing) back to full strength.
+    """Thicken or thin strokes that do not pass for ``target`` pixels (:func:`pen_fits`), and
+    bring faint ink (a thin line after downsizing) back to full strength.
 
     The strokes are grown or eroded at twice the scale, alternating square and cross steps (an
     octagon, close to the renderer's round pen; a square alone makes diagonals too thick), one
     step at a time until the width is nearest ``target``, then box-downsampled so that edges stay
     antialiased like a render's (docs/MODEL.md, "Robustness", has what this changed)."""
     width = stroke_width(ink, threshold)
-    if width < target / 1.5 or width > target * 1.5:
+    if not pen_fits(width, target):
         grow, up = width < target, _resize(ink, 2.0)
         for k in range(16):
             up = _morph_step(up, grow, cross=k % 2 == 1)
@@ -268,17 +279,16 @@ def _training_scale(ink: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     width = stroke_width(ink, t)
     by_stroke = config.stroke_width / max(width, 1e-6)
     if config.symbol_px > 0:
-        # Renders with the training pen measure 0.8-1.13 of its width (all of CROHME 2013 + 2014);
-        # then only a confident symbol measure (5 symbols or more), x2 off, resizes.
-        pen_fits = 0.8 <= by_stroke <= 1.25
-        size = written_symbol_size(ink, t, width, 5 if pen_fits else 3)
-        if size == 0 and not pen_fits:
+        # With the training pen, only a confident symbol measure (5 symbols or more), x2 off, resizes.
+        fits = pen_fits(width, config.stroke_width)
+        size = written_symbol_size(ink, t, width, 5 if fits else 3)
+        if size == 0 and not fits:
             # One or two symbols: their size is a rough measure, but the pen's width is no measure
             # at all (a marker would halve the image, a fine pen double it).
             size = written_symbol_size(ink, t, width, 1)
         if size > 0:
             s = config.symbol_px / size
-            if pen_fits and 0.5 <= s <= 2.0:
+            if fits and 0.5 <= s <= 2.0:
                 return ink
             p = config.pad
             s = min(max(s, 1 / 16), 3.0, (config.max_height - 2 * p) / ink.shape[0],
