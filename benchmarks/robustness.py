@@ -3,6 +3,7 @@
     python -m benchmarks.robustness                        # bundled model, first 200 of CROHME 2014
     python -m benchmarks.robustness --model DIR --limit 985 --beam 5
     python -m benchmarks.robustness --stages               # where a pen's points go: size or stroke
+    python -m benchmarks.robustness --only "thick pen"     # some of the captures
 
 The same CROHME ink is drawn as the training renderer draws it and as a user's input might look:
 photographed at higher resolution on tinted, unevenly lit paper, scanned (tilted, blurred, JPEG),
@@ -119,7 +120,8 @@ def past_the_size_estimate(px: float, pre: PreprocessConfig) -> dict[str, Callab
 @click.option("--beam", default=1, show_default=True)
 @click.option("--stages", is_flag=True,
               help="Also the pens at the model's size past the size estimate, unmatched and stroke-matched.")
-def main(model_dir: str | None, data: str, limit: int, beam: int, stages: bool) -> None:
+@click.option("--only", "only", multiple=True, help="Only the captures whose name holds this text (repeatable).")
+def main(model_dir: str | None, data: str, limit: int, beam: int, stages: bool, only: tuple[str, ...]) -> None:
     rec = Recognizer(model_dir, provider="cpu")
     samples = []
     for sample in iter_source(data):
@@ -136,6 +138,8 @@ def main(model_dir: str | None, data: str, limit: int, beam: int, stages: bool) 
     conditions = {**CONDITIONS, **at_model_size(px)}
     model_inputs = past_the_size_estimate(px, rec.spec.preprocess) if stages else {}
     for name, make in {**conditions, **model_inputs}.items():
+        if only and not any(o in name for o in only):
+            continue
         metrics = Metrics()
         for i, (ink, tokens) in enumerate(samples):
             x = make(ink, i)
