@@ -398,3 +398,24 @@ def test_robustness_benchmark_reads_every_capture(model_dir, inputs):
     assert [r.split(" | ")[0][2:] for r in rows] == [*CONDITIONS, *at_model_size(px),
                                                     *past_the_size_estimate(px, spec.preprocess)]
     assert "3 expressions" in result.output
+    only = CliRunner().invoke(main, ["--model", str(model_dir), "--data", str(inputs / "ink"), "--limit", "1",
+                                     "--only", "thick pen", "--only", "scan"])
+    assert only.exit_code == 0, only.output
+    names = [line.split(" | ")[0][2:] for line in only.output.splitlines() if line.startswith("| ") and "ExpRate" not in line]
+    assert names and all("thick pen" in n or "scan" in n for n in names) and len(names) == 3
+
+
+def test_length_vs_size_benchmark_measures_each_expression(model_dir, inputs):
+    """benchmarks.length_vs_size: tokens per symbol size of each model input, three measures."""
+    from click.testing import CliRunner
+
+    from hmer_bench.length_vs_size import main
+
+    result = CliRunner().invoke(main, [str(inputs / "ink"), "--model", str(model_dir)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("3 expressions")
+    rows = {r.split(" | ")[0][2:]: [float(v) for v in r.strip(" |").split(" | ")[1:]]
+            for r in result.output.splitlines() if r.startswith("| ") and "median" not in r}
+    assert list(rows) == ["width", "area", "width + height"]
+    # three 3-token expressions, each a few symbol sizes wide: about one token per symbol size
+    assert all(0.1 < v[0] <= v[3] < 10 for v in rows.values())

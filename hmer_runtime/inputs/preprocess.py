@@ -210,6 +210,11 @@ def written_symbol_size(ink: np.ndarray, threshold: float = 0.2, stroke: float |
     ``min_components`` are left (one square root around everything tells nothing). Large images
     are measured at most 1024 px wide; ink gaps narrower than the reduction factor join up."""
     stroke = stroke_width(ink, threshold) if stroke is None else stroke
+    return _size_of(_symbol_extents(ink, threshold, stroke), stroke, min_components)
+
+
+def _symbol_extents(ink: np.ndarray, threshold: float, stroke: float) -> np.ndarray:
+    """Extents of the ink components that are not dots (``written_symbol_size``)."""
     mask = ink >= threshold
     f = max(1, -(-max(mask.shape) // 1024))
     if f > 1:  # max-pool: ink stays ink
@@ -217,7 +222,10 @@ def written_symbol_size(ink: np.ndarray, threshold: float = 0.2, stroke: float |
         mask = np.pad(mask, ((0, h - mask.shape[0]), (0, w - mask.shape[1])))
         mask = mask.reshape(h // f, f, w // f, f).any(axis=(1, 3))
     extents = component_extents(mask) * f
-    strokes = extents[(extents > 0.02 * max(ink.shape)) & (extents > 2 * stroke + f)]
+    return extents[(extents > 0.02 * max(ink.shape)) & (extents > 2 * stroke + f)]
+
+
+def _size_of(strokes: np.ndarray, stroke: float, min_components: int) -> float:
     if len(strokes) < max(min_components, 1):
         return 0.0
     return max(float(np.median(strokes)) - stroke, 1.0) / COMPONENT_PER_SYMBOL
@@ -280,12 +288,10 @@ def _training_scale(ink: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     by_stroke = config.stroke_width / max(width, 1e-6)
     if config.symbol_px > 0:
         # With the training pen, only a confident symbol measure (5 symbols or more), x2 off, resizes.
+        # With another pen, even one or two symbols measure it: their size is a rough measure, but
+        # the pen's width is no measure at all (a marker would halve the image, a fine pen double it).
         fits = pen_fits(width, config.stroke_width)
-        size = written_symbol_size(ink, t, width, 5 if fits else 3)
-        if size == 0 and not fits:
-            # One or two symbols: their size is a rough measure, but the pen's width is no measure
-            # at all (a marker would halve the image, a fine pen double it).
-            size = written_symbol_size(ink, t, width, 1)
+        size = _size_of(_symbol_extents(ink, t, width), width, 5 if fits else 1)
         if size > 0:
             s = config.symbol_px / size
             if fits and 0.5 <= s <= 2.0:
