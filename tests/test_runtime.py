@@ -401,7 +401,8 @@ def test_robustness_benchmark_reads_every_capture(model_dir, inputs):
     only = CliRunner().invoke(main, ["--model", str(model_dir), "--data", str(inputs / "ink"), "--limit", "1",
                                      "--only", "thick pen", "--only", "scan"])
     assert only.exit_code == 0, only.output
-    names = [line.split(" | ")[0][2:] for line in only.output.splitlines() if line.startswith("| ") and "ExpRate" not in line]
+    names = [line.split(" | ")[0][2:] for line in only.output.splitlines()
+             if line.startswith("| ") and "ExpRate" not in line]
     assert names and all("thick pen" in n or "scan" in n for n in names) and len(names) == 3
 
 
