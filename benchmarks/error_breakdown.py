@@ -44,18 +44,26 @@ def token_edits(truth: list[str], pred: list[str]) -> list[str]:
     return out
 
 
+def runs_away(truth: list[str], pred: list[str]) -> bool:
+    """A reading that loops on: over twice the truth's length plus 5 tokens, or 150 tokens or more."""
+    return len(pred) > 2 * len(truth) + 5 or len(pred) >= 150
+
+
 def breakdown(rows: list[dict]) -> dict:
     """Per group (length buckets, then structures): [right, expressions]; and the edits' counts."""
     order = [f"{length_bucket(lo)} tokens" for lo, _ in LENGTH_BUCKETS] + list(STRUCTURES) + ["flat"]
     groups = {key: [0, 0] for key in order}
     edits: Counter[str] = Counter()
+    runaway = 0
     for r in rows:
         truth, pred = r["truth"].split(), r["prediction"].split()
+        runaway += runs_away(truth, pred)
         for key in [f"{length_bucket(len(truth))} tokens"] + structures(truth):
             groups[key][0] += truth == pred
             groups[key][1] += 1
         edits.update(token_edits(truth, pred))
-    return {"n": len(rows), "groups": {k: v for k, v in groups.items() if v[1]}, "edits": edits}
+    return {"n": len(rows), "groups": {k: v for k, v in groups.items() if v[1]}, "edits": edits,
+            "runaway": runaway}
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -64,7 +72,8 @@ def breakdown(rows: list[dict]) -> dict:
 def main(predictions: str, top: int) -> None:
     rows = [json.loads(line) for line in Path(predictions).read_text(encoding="utf-8").splitlines() if line]
     b = breakdown(rows)
-    click.echo(f"{b['n']} expressions\n\n| group | expressions | ExpRate |\n|---|---|---|")
+    click.echo(f"{b['n']} expressions, {b['runaway']} of them read on and on (runs_away)")
+    click.echo("\n| group | expressions | ExpRate |\n|---|---|---|")
     for key, (right, n) in b["groups"].items():
         click.echo(f"| {key} | {n} | {100 * right / n:.2f} |")
     click.echo("\n| token edit (truth -> prediction) | count |\n|---|---|")

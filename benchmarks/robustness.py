@@ -23,6 +23,7 @@ import click
 import numpy as np
 from PIL import Image, ImageFilter
 
+from hmer_bench.error_breakdown import runs_away
 from hmer_runtime.cli_util import CONTEXT_SETTINGS
 from hmer_runtime.errors import HmerError
 from hmer_runtime.inputs.inkml import Ink
@@ -133,20 +134,21 @@ def main(model_dir: str | None, data: str, limit: int, beam: int, stages: bool, 
         if len(samples) == limit:
             break
     click.echo(f"{len(samples)} expressions of {data}, beam {beam}", err=True)
-    click.echo("| capture | ExpRate | ≤1 | ≤2 | WER |\n|---|---|---|---|---|")
+    click.echo("| capture | ExpRate | ≤1 | ≤2 | WER | runaway |\n|---|---|---|---|---|---|")
     px = rec.spec.render.symbol_px
     conditions = {**CONDITIONS, **at_model_size(px)}
     model_inputs = past_the_size_estimate(px, rec.spec.preprocess) if stages else {}
     for name, make in {**conditions, **model_inputs}.items():
         if only and not any(o in name for o in only):
             continue
-        metrics = Metrics()
+        metrics, runaway = Metrics(), 0
         for i, (ink, tokens) in enumerate(samples):
             x = make(ink, i)
             result = rec.decode_images([x], beam)[0] if name in model_inputs else rec.recognize(x, beam=beam)
             metrics.add(tokens, result.tokens)
+            runaway += runs_away(tokens, result.tokens)
         s = metrics.summary()
-        click.echo(f"| {name} | {s['exprate']:.2f} | {s['le1']:.2f} | {s['le2']:.2f} | {s['wer']:.2f} |")
+        click.echo(f"| {name} | {s['exprate']:.2f} | {s['le1']:.2f} | {s['le2']:.2f} | {s['wer']:.2f} | {runaway} |")
 
 
 if __name__ == "__main__":

@@ -105,3 +105,13 @@ def test_error_breakdown_groups_and_edits():
     assert b["groups"] == {"1-10 tokens": [1, 3], "21-30 tokens": [0, 1], "fraction": [0, 1],
                            "superscript": [1, 1], "flat": [0, 2]}
     assert b["edits"] == {"a -> o": 1, "extra c": 1, "missing x": 1}
+
+
+def test_runaway_readings_are_counted():
+    from benchmarks.error_breakdown import breakdown, runs_away
+
+    loop = " ".join(["8 1 2 4"] * 10)  # 40 tokens for a 3-token truth
+    assert runs_away(["a", "+", "b"], loop.split()) and not runs_away(["a", "+", "b"], list("a+b=c"))
+    assert runs_away(["x"] * 100, ["x"] * 150) and not runs_away(["x"] * 100, ["x"] * 149)
+    rows = [{"truth": "a + b", "prediction": loop}, {"truth": "a + b", "prediction": "a + b"}]
+    assert breakdown(rows)["runaway"] == 1
