@@ -63,8 +63,10 @@ READY = "return window.hmerReady || document.getElementById('error').textContent
 
 def draw_strokes(driver, strokes: list) -> list:
     """Draw ``strokes`` (canvas pixels) on the page's pad as a pen would: pointerdown, a
-    pointermove per point, pointerup. Returns the strokes the pad recorded (``hmerPad.strokes``)."""
-    driver.execute_script("""
+    pointermove per point, pointerup, once the page has loaded and made its pad. Returns the
+    strokes the pad recorded (``hmerPad.strokes``), read in the same script that drew them."""
+    wait_for(driver, PAD_READY, timeout=60)
+    return driver.execute_script("""
         const pad = document.getElementById('pad'), r = pad.getBoundingClientRect();
         const fire = (type, [x, y]) => pad.dispatchEvent(new PointerEvent(type, {
             clientX: r.left + x, clientY: r.top + y, pointerId: 1, pointerType: 'pen', bubbles: true,
@@ -73,8 +75,13 @@ def draw_strokes(driver, strokes: list) -> list:
             fire('pointerdown', stroke[0]);
             stroke.slice(1).forEach(p => fire('pointermove', p));
             fire('pointerup', stroke[stroke.length - 1]);
-        }""", strokes)
-    return driver.execute_script("return hmerPad.strokes")
+        }
+        return hmerPad.strokes;""", strokes)
+
+
+PAD_READY = "return document.readyState === 'complete' && !!window.hmerPad"
+PAGE_STATE = ("return {url: location.href, state: document.readyState, "
+              "loads: performance.getEntriesByType('navigation').map(e => e.type)}")
 
 
 def _strokes(data: str | None, limit: int) -> list[list]:

@@ -40,7 +40,7 @@ def test_draw_on_the_canvas_and_read_the_latex(server, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    from hmer_bench.web_latency import chromium, draw_strokes
+    from hmer_bench.web_latency import PAGE_STATE, chromium, draw_strokes
 
     driver = chromium()
     try:
@@ -48,9 +48,9 @@ def test_draw_on_the_canvas_and_read_the_latex(server, tmp_path):
         # Synthetic pointer events, as a pen or finger would send them, every tenth of a segment.
         dense = [[[a[0] + t / 10 * (b[0] - a[0]), a[1] + t / 10 * (b[1] - a[1])] for a, b in zip(s, s[1:])
                   for t in range(10)] + [list(s[-1])] for s in DRAWING]
-        draw_strokes(driver, dense)
-        strokes = driver.execute_script("return hmerPad.strokes")
-        assert len(strokes) == len(DRAWING) and all(len(s) > 5 for s in strokes)
+        strokes = draw_strokes(driver, dense)
+        assert len(strokes) == len(DRAWING) and all(len(s) > 5 for s in strokes), (
+            [len(s) for s in strokes], driver.execute_script(PAGE_STATE), driver.get_log("browser"))
         Select(driver.find_element(By.ID, "beam")).select_by_value("1")
         driver.find_element(By.ID, "recognize").click()
         WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "latex").text.strip()
