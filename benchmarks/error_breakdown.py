@@ -17,7 +17,9 @@ import click
 from rapidfuzz.distance import Levenshtein
 
 from hmer_runtime.cli_util import CONTEXT_SETTINGS
+from hmer_runtime.text.grammar import LatexGrammar
 from hmer_runtime.text.metrics import LENGTH_BUCKETS, length_bucket
+from hmer_runtime.text.vocab import Vocab
 
 # An expression belongs to every group whose token it holds; "flat" holds none of them.
 STRUCTURES = {"fraction": {"\\frac"}, "root": {"\\sqrt"}, "superscript": {"^"}, "subscript": {"_"},
@@ -50,20 +52,25 @@ def runs_away(truth: list[str], pred: list[str]) -> bool:
 
 
 def breakdown(rows: list[dict]) -> dict:
-    """Per group (length buckets, then structures): [right, expressions]; and the edits' counts."""
+    """Per group (length buckets, then structures): [right, expressions]; the edits' counts; how
+    many readings run away, and how many are not valid canonical LaTeX (``LatexGrammar``)."""
+    preds = [r["prediction"].split() for r in rows]
+    vocab = Vocab.build(preds)
+    grammar = LatexGrammar(vocab)
     order = [f"{length_bucket(lo)} tokens" for lo, _ in LENGTH_BUCKETS] + list(STRUCTURES) + ["flat"]
     groups = {key: [0, 0] for key in order}
     edits: Counter[str] = Counter()
-    runaway = 0
-    for r in rows:
-        truth, pred = r["truth"].split(), r["prediction"].split()
+    runaway = invalid = 0
+    for r, pred in zip(rows, preds):
+        truth = r["truth"].split()
         runaway += runs_away(truth, pred)
+        invalid += not grammar.accepts(vocab.encode(pred))
         for key in [f"{length_bucket(len(truth))} tokens"] + structures(truth):
             groups[key][0] += truth == pred
             groups[key][1] += 1
         edits.update(token_edits(truth, pred))
     return {"n": len(rows), "groups": {k: v for k, v in groups.items() if v[1]}, "edits": edits,
-            "runaway": runaway}
+            "runaway": runaway, "invalid": invalid}
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -72,7 +79,8 @@ def breakdown(rows: list[dict]) -> dict:
 def main(predictions: str, top: int) -> None:
     rows = [json.loads(line) for line in Path(predictions).read_text(encoding="utf-8").splitlines() if line]
     b = breakdown(rows)
-    click.echo(f"{b['n']} expressions, {b['runaway']} of them read on and on (runs_away)")
+    click.echo(f"{b['n']} expressions, {b['runaway']} of them read on and on (runs_away), "
+               f"{b['invalid']} not valid LaTeX")
     click.echo("\n| group | expressions | ExpRate |\n|---|---|---|")
     for key, (right, n) in b["groups"].items():
         click.echo(f"| {key} | {n} | {100 * right / n:.2f} |")

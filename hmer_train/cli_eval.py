@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
+from hmer_runtime.decoding.decode_options import SEARCHES
 from hmer_runtime.text.metrics import format_summary
 
 
@@ -15,13 +16,15 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
                         limit: int | None, batch_size: int, config_path: str | None = None,
                         variant: str = "fp32", provider: str = "auto", weights: str = "average",
                         input_scale: float | None = None, grammar: bool | None = None,
-                        vocab_file: str | None = None, teacher_forced: bool = False) -> dict:
+                        vocab_file: str | None = None, teacher_forced: bool = False,
+                        search: str | None = None) -> dict:
     """Metrics of a checkpoint (PyTorch) or an exported model directory (ONNX Runtime) on a source.
 
     Both go through the same data, batching and scoring; only the decoder differs. ``weights``
     picks a checkpoint's moving-average or trained weights (see ``load_model``); ``input_scale``
     replaces a checkpoint's ``decode.input_scale`` (an exported model's is fixed in model.json);
-    ``grammar`` replaces the model's ``decode.grammar`` (keep outputs valid canonical LaTeX).
+    ``grammar`` replaces the model's ``decode.grammar`` (keep outputs valid canonical LaTeX),
+    ``search`` its ``decode.search`` (``hmer``, or ``comer``: CoMER's search in both directions).
     ``teacher_forced`` adds a checkpoint's teacher-forced loss and token accuracy (``tf_loss``,
     ``tf_acc``), the quick signal short training runs are compared by.
     """
@@ -39,7 +42,7 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
                                          "re-export with hmer-export --input-scale")
         if teacher_forced:
             raise ModelError(model_path, "teacher-forced figures need a checkpoint, not an exported model")
-        rec = Recognizer(model_path, provider, variant, beam=beam, grammar=grammar)
+        rec = Recognizer(model_path, provider, variant, beam=beam, grammar=grammar, search=search)
         decoder, options, vocab = rec.model, rec.options, rec.spec.vocab
         render, pre = rec.spec.render, rec.spec.preprocess
         roots, cache, stride = DEFAULT_ROOTS, DEFAULT_CACHE, rec.spec.stride
@@ -49,7 +52,7 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
 
         torch_model, vocab, ckpt = load_model(model_path, weights=weights, input_scale=input_scale, vocab=vocab_file)
         cfg = ckpt["config"]
-        options = options_from_config(cfg).with_overrides(beam=beam, grammar=grammar)
+        options = options_from_config(cfg).with_overrides(beam=beam, grammar=grammar, search=search)
         decoder = TorchDecoder(torch_model, vocab, options)
         render, pre = image_configs(cfg, inference=True)
         roots, cache, stride = list(cfg.data_roots), cfg.cache_dir or DEFAULT_CACHE, 1  # the model pads itself
@@ -92,13 +95,16 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
                    "config's decode.input_scale); compare a few on validation data.")
 @click.option("--grammar/--no-grammar", default=None,
               help="Keep outputs valid canonical LaTeX (default: the model's decode.grammar).")
+@click.option("--search", type=click.Choice(SEARCHES), default=None,
+              help="Beam search: hmer's (left to right, then rescored) or CoMER's (both directions); "
+                   "default: the model's decode.search.")
 @click.option("--vocab", "vocab_file", type=click.Path(dir_okay=False),
               help="A CoMER checkpoint's vocabulary file (its dictionary.txt).")
 @click.option("--teacher-forced", is_flag=True,
               help="Checkpoint: also the teacher-forced loss per token and next-token accuracy.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_json, variant, provider,
-         weights, input_scale, grammar, vocab_file, teacher_forced, debug) -> None:
+         weights, input_scale, grammar, search, vocab_file, teacher_forced, debug) -> None:
     """Evaluate MODEL (a checkpoint, or a directory from hmer-export) on DATA (InkML folder/archive or
     image folder).
 
@@ -132,7 +138,7 @@ def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_jso
     for ckpt, src, split in jobs:
         s = evaluate_checkpoint(ckpt, src, split, beam, out, limit, batch_size, variant=variant, provider=provider,
                                 weights=weights, input_scale=input_scale, grammar=grammar, vocab_file=vocab_file,
-                                teacher_forced=teacher_forced)
+                                teacher_forced=teacher_forced, search=search)
         label = f"{src}:{split}" if split else src
         if as_json:
             click.echo(json.dumps({"data": label, "beam": beam, **s}))

@@ -257,13 +257,16 @@ def test_hmer_eval_gives_the_same_predictions_for_checkpoint_and_export(exported
     ckpt, model_dir, _ = exported
     data = ckpt.parent / "data"  # the tiny synthetic set the checkpoint's config points at
     rows = {}
-    for name, model in (("torch", ckpt), ("onnx", model_dir)):
-        out = tmp_path / f"{name}.jsonl"
-        summary = evaluate_checkpoint(str(model), str(data), None, beam=2, out=str(out), limit=None, batch_size=4,
-                                      provider="cpu")
-        assert summary["n"] == 6
-        rows[name] = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["prediction"] for r in rows["torch"]] == [r["prediction"] for r in rows["onnx"]]
+    for search in ("hmer", "comer"):  # --search replaces the model's decode.search on both sides
+        for name, model in (("torch", ckpt), ("onnx", model_dir)):
+            out = tmp_path / f"{name}-{search}.jsonl"
+            summary = evaluate_checkpoint(str(model), str(data), None, beam=2, out=str(out), limit=None,
+                                          batch_size=4, provider="cpu", search=search)
+            assert summary["n"] == 6
+            rows[name, search] = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [r["prediction"] for r in rows["torch", search]] == [r["prediction"] for r in rows["onnx", search]]
+    # CoMER's search scores by both readings, so its scores are not the left-to-right beam's
+    assert [r["score"] for r in rows["onnx", "hmer"]] != [r["score"] for r in rows["onnx", "comer"]]
 
 
 def test_input_scale_travels_with_the_export(exported, tmp_path):

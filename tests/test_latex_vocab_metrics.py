@@ -105,6 +105,15 @@ def test_error_breakdown_groups_and_edits():
     assert b["groups"] == {"1-10 tokens": [1, 3], "21-30 tokens": [0, 1], "fraction": [0, 1],
                            "superscript": [1, 1], "flat": [0, 2]}
     assert b["edits"] == {"a -> o": 1, "extra c": 1, "missing x": 1}
+    assert b["invalid"] == 0
+
+
+def test_readings_that_are_not_valid_latex_are_counted():
+    from benchmarks.error_breakdown import breakdown
+
+    rows = [{"truth": "\\sqrt { x }", "prediction": p} for p in
+            ("\\sqrt { x", "x ^", "\\frac { 1 } { 2 }", "x } {", "\\sqrt [ 3 ] { x }", "")]
+    assert breakdown(rows)["invalid"] == 3
 
 
 def test_runaway_readings_are_counted():
