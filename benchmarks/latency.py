@@ -23,7 +23,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
+from hmer_runtime.cli_util import CONTEXT_SETTINGS, GRAMMAR_OPTION, run_cli
 from hmer_runtime.decoding.decode_options import DecodeOptions
 from hmer_runtime.engine.model_spec import ModelSpec
 from hmer_runtime.engine.onnx_model import OnnxModel, Timings
@@ -287,7 +287,7 @@ def _ints(s: str) -> list[int]:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False))
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False))
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), help="PNG of latency vs length (matplotlib).")
-@click.option("--grammar/--no-grammar", default=None, help="Grammar-constrained decoding (default: the model's).")
+@GRAMMAR_OPTION
 @click.option("--device", "devices", default="cpu", show_default=True,
               help="Comma list of devices for PyTorch eager: cpu,cuda.")
 @click.option("--autocast", "autocasts", default="none", show_default=True,

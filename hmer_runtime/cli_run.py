@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
+from hmer_runtime.cli_util import CONTEXT_SETTINGS, GRAMMAR_OPTION, SEARCH_OPTION, run_cli
 from hmer_runtime.errors import HmerError, ImageError
 from hmer_runtime.files import read_bounded, walk_files
 from hmer_runtime.inputs.sources import IMAGE_SUFFIXES
@@ -88,11 +88,11 @@ def expand_inputs(args: list[str]) -> tuple[list[str], list[HmerError]]:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line: file, latex, tokens, score, ms.")
 @click.option("--attention", "attention_dir", type=click.Path(file_okay=False),
               help="Write a PNG per input with each token's attention overlaid.")
-@click.option("--grammar/--no-grammar", default=None,
-              help="Keep outputs valid LaTeX (default: the model's decode.grammar).")
+@GRAMMAR_OPTION
+@SEARCH_OPTION
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(paths, model_dir, beam, provider, variant, batch_size, threads, as_json, attention_dir, grammar,
-         debug) -> None:
+         search, debug) -> None:
     """Recognise handwritten expressions in PATHS (images, .inkml, directories, globs, @LIST files; - = stdin)."""
     from hmer_runtime.engine.providers import ProviderConfig
     from hmer_runtime.recognizer import Recognizer
@@ -102,7 +102,8 @@ def main(paths, model_dir, beam, provider, variant, batch_size, threads, as_json
     files, failures = expand_inputs(list(paths))
     for e in failures:
         click.echo(f"error: {printable(str(e))}", err=True)
-    rec = Recognizer(model_dir, ProviderConfig(provider, threads), variant, beam=beam, grammar=grammar)
+    rec = Recognizer(model_dir, ProviderConfig(provider, threads), variant, beam=beam, grammar=grammar,
+                     search=search)
     if debug:
         click.echo(f"model {rec.spec.directory} on {rec.provider}", err=True)
     if attention_dir:

@@ -6,10 +6,18 @@ import sys
 
 import click
 
+from hmer_runtime.decoding.decode_options import SEARCHES
 from hmer_runtime.errors import HmerError
 
 # Every hmer command and benchmark takes -h as well as --help.
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+
+# Decode settings that replace the model's own (its model.json or config), for every command.
+GRAMMAR_OPTION = click.option("--grammar/--no-grammar", default=None,
+                              help="Keep outputs valid canonical LaTeX (default: the model's decode.grammar).")
+SEARCH_OPTION = click.option("--search", type=click.Choice(SEARCHES), default=None,
+                             help="Beam search: hmer's (left to right, rescored right to left) or CoMER's "
+                                  "(both directions); default: the model's decode.search.")
 
 
 def run_cli(command: click.Command) -> None:

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
-from hmer_runtime.decoding.decode_options import SEARCHES
+from hmer_runtime.cli_util import CONTEXT_SETTINGS, GRAMMAR_OPTION, SEARCH_OPTION, run_cli
 from hmer_runtime.text.metrics import format_summary
 
 
@@ -93,11 +92,8 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
 @click.option("--input-scale", type=float,
               help="Checkpoint: read inputs at this multiple of the training symbol size (default: the "
                    "config's decode.input_scale); compare a few on validation data.")
-@click.option("--grammar/--no-grammar", default=None,
-              help="Keep outputs valid canonical LaTeX (default: the model's decode.grammar).")
-@click.option("--search", type=click.Choice(SEARCHES), default=None,
-              help="Beam search: hmer's (left to right, then rescored) or CoMER's (both directions); "
-                   "default: the model's decode.search.")
+@GRAMMAR_OPTION
+@SEARCH_OPTION
 @click.option("--vocab", "vocab_file", type=click.Path(dir_okay=False),
               help="A CoMER checkpoint's vocabulary file (its dictionary.txt).")
 @click.option("--teacher-forced", is_flag=True,

@@ -72,12 +72,13 @@ def decode(model: HMERModel, images: torch.Tensor, mask: torch.Tensor, sos: int,
            search: str = "hmer") -> list[list[Hypothesis]]:
     """Hypotheses per image, best first (one each for greedy); ``constraint`` restricts the tokens
     each step may choose (see :class:`hmer_runtime.text.grammar.LatexGrammar`). ``search="comer"`` is
-    CoMER's bidirectional beam search (any beam, 1 included; see ``search.bidirectional_search``)."""
+    CoMER's bidirectional beam search (any beam, 1 included; the constraint holds its left-to-right
+    beams and filters its endings; see ``search.bidirectional_search``)."""
     model.eval()
     memory = encode_each_image(model, images, mask)
     n = images.shape[0]
     if search == "comer":
-        return _bidirectional(model, memory, n, sos, eos, max(1, beam), max_len, length_penalty)
+        return _bidirectional(model, memory, n, sos, eos, max(1, beam), max_len, length_penalty, constraint)
     rows = torch.arange(n, device=images.device).repeat_interleave(max(1, beam))
     state = reorder_state(model.init_state(memory), rows)
     if not model.decoder.shares_memory:
@@ -115,7 +116,7 @@ def _search_steps(model: HMERModel, memory: dict, rows: int, per_image: int):
 
 
 def _bidirectional(model: HMERModel, memory: dict, n: int, sos: int, eos: int, beam: int, max_len: int,
-                   length_penalty: float) -> list[list[Hypothesis]]:
+                   length_penalty: float, constraint: Constraint | None) -> list[list[Hypothesis]]:
     device = memory["mask"].device
     images = torch.arange(n, device=device).repeat(2)  # the readings of each direction, image-major
     rows = images.repeat_interleave(beam)
@@ -127,7 +128,7 @@ def _bidirectional(model: HMERModel, memory: dict, n: int, sos: int, eos: int, b
         return memory_logprob(model, expand_memory(memory, torch.tensor(images, device=device)), sequences,
                               start, end)
 
-    return bidirectional_search(step, reorder, state, n, beam, sos, eos, max_len, length_penalty, rate)
+    return bidirectional_search(step, reorder, state, n, beam, sos, eos, max_len, length_penalty, rate, constraint)
 
 
 @torch.no_grad()

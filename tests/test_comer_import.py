@@ -227,7 +227,7 @@ def test_export_and_eval_read_a_comer_checkpoint_with_its_vocabulary(tmp_path):
         assert json.loads(p.stdout)["n"] == 2
 
 
-def test_comer_rule_keeps_the_best_endings_and_refuses_constraints():
+def test_comer_rule_keeps_the_best_endings():
     from hmer_runtime.decoding.search import Hypothesis, _NBest, beam_search
 
     best = _NBest(2)
@@ -235,7 +235,7 @@ def test_comer_rule_keeps_the_best_endings_and_refuses_constraints():
         best.add(Hypothesis([], score, score))
     assert sorted(h.score for h in best.items) == [-1.0, -0.5] and best.worst == -1.0
     with pytest.raises(ValueError):
-        beam_search(lambda t, s: None, lambda s, i: s, None, 1, 2, 1, 2, 5, rule="comer", constraint=object())
+        beam_search(lambda t, s: None, lambda s, i: s, None, 1, 2, 1, 2, 5, rule="CoMER")
 
 
 def test_pytorch_and_onnx_comer_searches_agree_on_a_tiny_model(tmp_path):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hmer_runtime.decoding.search import beam_search, greedy
+from hmer_runtime.decoding.search import beam_search, bidirectional_search, greedy
 from hmer_runtime.text.grammar import LatexGrammar
 from hmer_runtime.text.latex import tokenize
 from hmer_runtime.text.vocab import Vocab
@@ -68,6 +68,25 @@ def test_constrained_search_returns_only_valid_latex(preferred):
                 beam_search(step, lambda st, rows: st, 0, 1, 3, sos, eos, 30, constraint=GRAMMAR)[0][0]):
         assert GRAMMAR.accepts(hyp.ids)
         assert VOCAB.decode(hyp.ids)[:1] == preferred[:1]  # the valid part of the preference survives
+
+
+@pytest.mark.parametrize("preferred", [["x", "^", "2"], ["x", "}", "+", "1"], ["\\frac", "{", "1", "}"]])
+def test_comer_search_with_the_grammar_returns_only_valid_latex(preferred):
+    """CoMER's search: the grammar holds the left-to-right beams and filters every ending, so the
+    right-to-left readings (the preference reversed) never come back invalid."""
+    step = _scripted_decoder(preferred)
+    sos, eos = VOCAB.sos_id, VOCAB.eos_id
+
+    def rate(images, sequences, start, end):  # the other reading's opinion: shorter is likelier
+        return [-float(len(s)) for s in sequences]
+
+    def search(constraint):
+        return bidirectional_search(step, lambda st, rows: st, 0, 1, 3, sos, eos, 30, 1.0, rate, constraint)[0]
+
+    assert not all(GRAMMAR.accepts(h.ids) for h in search(None))
+    hyps = search(GRAMMAR)
+    assert hyps and all(GRAMMAR.accepts(h.ids) for h in hyps)
+    assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
 
 
 def test_constraint_changes_nothing_when_the_model_already_writes_valid_latex():

@@ -150,6 +150,16 @@ def test_hmer_run_outputs_and_bad_inputs(model_dir, inputs, tmp_path):
     assert [r["file"] for r in rows] == [str(g) for g in good]
     assert all({"latex", "tokens", "score", "ms"} <= set(r) for r in rows)
 
+    # --search and --grammar replace the model's decode settings: the facade's readings with them
+    from hmer_runtime.recognizer import Recognizer
+
+    p = _run("--model", model_dir, "--json", "--beam", "2", "--search", "comer", "--no-grammar", good[0])
+    assert p.returncode == 0, p.stderr
+    want = Recognizer(model_dir, "cpu", beam=2, search="comer", grammar=False).recognize(good[0]).to_dict()
+    got = json.loads(p.stdout)
+    assert (got["latex"], got["score"]) == (want["latex"], want["score"])
+    assert got["score"] != Recognizer(model_dir, "cpu", beam=2, grammar=False).recognize(good[0]).to_dict()["score"]
+
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "empty.png").write_bytes(b"")

@@ -24,6 +24,7 @@ class Constraint(Protocol):
     def start(self) -> Hashable: ...
     def advance(self, state: Hashable, token_id: int) -> Hashable: ...
     def mask(self, state: Hashable, steps_left: int | None = None) -> np.ndarray: ...
+    def accepts(self, ids: list[int]) -> bool: ...
 
 
 @dataclass
@@ -55,10 +56,12 @@ def teacher_forced_inputs(sequences: list[list[int]], start: int, end: int) -> t
 
 
 def masked_logprobs(logp: np.ndarray, constraint: Constraint | None, states: list, steps_left: int) -> np.ndarray:
-    """``logp`` (rows, vocab) with the tokens the constraint forbids at -inf."""
+    """``logp`` (rows, vocab) with the tokens the constraint forbids at -inf (a row whose state is
+    None is free)."""
     if constraint is None:
         return logp
-    allowed = np.stack([constraint.mask(s, steps_left) for s in states])
+    free = np.ones(logp.shape[-1], dtype=bool)
+    allowed = np.stack([free if s is None else constraint.mask(s, steps_left) for s in states])
     allowed[~allowed.any(1)] = True  # a state the constraint cannot complete: let the model end it
     return np.where(allowed, logp, -np.inf)
 
@@ -121,13 +124,15 @@ class _NBest:
 
 def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: int, sos, eos,
                 max_len: int, *, length_penalty: float = 1.0, keep_attention: bool = False,
-                constraint: Constraint | None = None, rule: str = "hmer") -> list[list[Hypothesis]]:
+                constraint: Constraint | None = None, constrained: np.ndarray | None = None,
+                rule: str = "hmer") -> list[list[Hypothesis]]:
     """Beam search for ``n`` images whose state rows are laid out image-major, ``beam`` rows each.
 
     Returns, per image, up to ``beam`` finished hypotheses sorted by score, where score =
     logprob / (length + 1) ** length_penalty (the +1 counts the end token). ``constraint``
-    restricts each hypothesis's next token to the ones it allows. ``sos``/``eos`` may be one
-    token per image (a right-to-left reading starts at eos and ends at sos).
+    restricts each hypothesis's next token to the ones it allows, for the images ``constrained``
+    (one bool per image) marks, or all. ``sos``/``eos`` may be one token per image (a
+    right-to-left reading starts at eos and ends at sos).
 
     ``reorder(state, rows)`` gets one source row per next row; an image that is done leaves the
     batch, so ``rows`` may be shorter than the batch it indexes, and the caller's per-row memory
@@ -140,8 +145,8 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
     """
     k = beam
     comer = rule == "comer"
-    if rule not in ("hmer", "comer") or (comer and constraint is not None):
-        raise ValueError(f"rule {rule!r} (with a constraint: {constraint is not None}) is not supported")
+    if rule not in ("hmer", "comer"):
+        raise ValueError(f"rule {rule!r} is not supported")
     starts = np.broadcast_to(np.asarray(sos, dtype=np.int64), (n,))
     ends = np.broadcast_to(np.asarray(eos, dtype=np.int64), (n,))
     live = np.arange(n)  # the images in the batch, k rows each; an image leaves when it is done
@@ -152,7 +157,8 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
     attns: list[list[np.ndarray]] = [[] for _ in range(n * k)]
     finished: list[list[Hypothesis]] = [[] for _ in range(n)]
     kept = [_NBest(k) for _ in range(n)] if comer else []
-    grammar = [constraint.start() for _ in range(n * k)] if constraint else []
+    bound = np.ones(n, dtype=bool) if constrained is None else np.asarray(constrained, dtype=bool)
+    grammar = [constraint.start() if bound[i // k] else None for i in range(n * k)] if constraint else []
     for t in range(max_len - 1 if comer else max_len):
         logits, attn, state = step(tokens, state)
         m = len(live)
@@ -198,7 +204,8 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
                     if keep_attention:
                         new_attns[dst] = attns[src] + [np.asarray(attn[src])]
                     if constraint:
-                        new_grammar[dst] = constraint.advance(grammar[src], tok)
+                        g = grammar[src]
+                        new_grammar[dst] = None if g is None else constraint.advance(g, tok)
                     slot += 1
                 if slot == k and (comer or len(finished[i]) >= k):
                     break
@@ -236,15 +243,21 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
 
 def bidirectional_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: int, sos: int, eos: int,
                          max_len: int, length_penalty: float,
-                         rate: Callable[[list[int], list[list[int]], int, int], list[float]]) -> list[list[Hypothesis]]:
+                         rate: Callable[[list[int], list[list[int]], int, int], list[float]],
+                         constraint: Constraint | None = None) -> list[list[Hypothesis]]:
     """CoMER's search: ``beam`` beams reading left to right and ``beam`` reading right to left
     (state rows for 2n images: the n images, then the same n again), every ending of each
     rescored by the opposite reading, and ranked by the sum of the two length-normalised
     log-probabilities. ``rate(images, sequences, start, end)`` gives log P(sequence + end | image,
     start) by teacher forcing, one per sequence. Returns all 2 x beam candidates per image, in
-    left-to-right order, best first (on a tie, left-to-right endings first, as in CoMER)."""
+    left-to-right order, best first (on a tie, left-to-right endings first, as in CoMER).
+
+    With ``constraint``, the left-to-right beams are held to it as in ``beam_search`` (it reads
+    prefixes, so not the right-to-left ones), and only the candidates it accepts are returned
+    (all of them where it accepts none)."""
     hyps = beam_search(step, reorder, state, 2 * n, beam, [sos] * n + [eos] * n, [eos] * n + [sos] * n,
-                       max_len, length_penalty=length_penalty, rule="comer")
+                       max_len, length_penalty=length_penalty, rule="comer", constraint=constraint,
+                       constrained=np.arange(2 * n) < n)
     forward = [(i, h) for i in range(n) for h in hyps[i]]
     backward = [(i, h) for i in range(n) for h in hyps[n + i]]
     # a left-to-right ending is rated right to left (its ids reversed), and the other way round
@@ -255,6 +268,8 @@ def bidirectional_search(step: StepFn, reorder: ReorderFn, state: object, n: int
         for (i, h), r in zip(pairs, rev):
             ids = h.ids[::-1] if flip else h.ids
             cands[i].append(Hypothesis(list(ids), h.logprob, h.score + r / (len(ids) + 1) ** length_penalty))
+    if constraint is not None:
+        cands = [[h for h in c if constraint.accepts(h.ids)] or c for c in cands]
     return [sorted(c, key=lambda h: -h.score) for c in cands]
 
 

@@ -170,7 +170,7 @@ class OnnxModel:
         t.encoder_ms += (time.perf_counter() - t0) * 1000
         n, beam = images.shape[0], opts.beam
         if opts.search == "comer":
-            return self._bidirectional(memory, state, n, opts, t)
+            return self._bidirectional(memory, state, n, opts, t, constraint)
         image_memory, image_state = memory, state  # one row per image
         if beam > 1:
             rows = np.repeat(np.arange(n), beam)
@@ -237,7 +237,7 @@ class OnnxModel:
         return step, reorder
 
     def _bidirectional(self, memory: State, state: State, n: int, opts: DecodeOptions,
-                       t: Timings) -> list[list[Hypothesis]]:
+                       t: Timings, constraint: LatexGrammar | None) -> list[list[Hypothesis]]:
         """CoMER's search (``search.bidirectional_search``) over the step graph."""
         beam = opts.beam
         rows = np.tile(np.repeat(np.arange(n), beam), 2)
@@ -251,7 +251,8 @@ class OnnxModel:
 
         vocab = self.spec.vocab
         return bidirectional_search(step, reorder, (self.to_device({k: v[rows] for k, v in state.items()}), None),
-                                    n, beam, vocab.sos_id, vocab.eos_id, opts.max_len, opts.length_penalty, rate)
+                                    n, beam, vocab.sos_id, vocab.eos_id, opts.max_len, opts.length_penalty, rate,
+                                    constraint)
 
     def sequence_logprob(self, memory: State, state: State, images: np.ndarray, sequences: list[list[int]],
                          start: int, end: int, timings: Timings | None = None) -> list[float]:
