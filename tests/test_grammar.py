@@ -102,8 +102,14 @@ def test_constraint_changes_nothing_when_the_model_already_writes_valid_latex():
 def test_constrained_search_closes_every_group_within_the_length_limit(max_len):
     step = _scripted_decoder(["\\frac", "{", "\\sqrt", "[", "x", "^", "{", "\\frac", "{"] * 3)
     sos, eos = VOCAB.sos_id, VOCAB.eos_id
+    def rate(images, sequences, start, end):
+        return [0.0] * len(sequences)
+
+    comer = bidirectional_search(step, lambda st, rows: st, 0, 1, 3, sos, eos, max_len, 1.0, rate, GRAMMAR)[0]
+    assert all(GRAMMAR.accepts(h.ids) for h in comer)
     for hyp in (greedy(step, 0, 1, sos, eos, max_len, constraint=GRAMMAR)[0],
-                beam_search(step, lambda st, rows: st, 0, 1, 3, sos, eos, max_len, constraint=GRAMMAR)[0][0]):
+                beam_search(step, lambda st, rows: st, 0, 1, 3, sos, eos, max_len, constraint=GRAMMAR)[0][0],
+                comer[0]):
         assert GRAMMAR.accepts(hyp.ids) and len(hyp.ids) < max_len
 
 

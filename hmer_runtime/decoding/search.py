@@ -159,11 +159,12 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
     kept = [_NBest(k) for _ in range(n)] if comer else []
     bound = np.ones(n, dtype=bool) if constrained is None else np.asarray(constrained, dtype=bool)
     grammar = [constraint.start() if bound[i // k] else None for i in range(n * k)] if constraint else []
-    for t in range(max_len - 1 if comer else max_len):
+    steps = max_len - 1 if comer else max_len
+    for t in range(steps):
         logits, attn, state = step(tokens, state)
         m = len(live)
         logp = masked_logprobs(log_softmax(np.asarray(logits, dtype=np.float32)), constraint, grammar,
-                       max_len - t).reshape(m, k, -1)
+                               steps - t).reshape(m, k, -1)
         vocab = logp.shape[-1]
         total = (scores[:, :, None] + logp).reshape(m, k * vocab)
         # 2k candidates so that k survive after removing the ones that end here.
