@@ -92,6 +92,20 @@ def choose_variant(spec: ModelSpec, requested: str = "auto") -> str:
     return "fp32"
 
 
+def browser_decode(spec: ModelSpec) -> tuple[dict, str | None]:
+    """The ``decode`` section the site's model.json gets: the model's own, except that hmer.js has
+    only hmer's search, so a model that decodes with CoMER's gets hmer's (rescored right to left
+    where the model reads both ways). Returns it, and a note for the user when it changed."""
+    decode = dict(spec.raw["decode"])
+    if decode.get("search", "hmer") == "hmer":
+        return decode, None
+    decode["search"] = "hmer"
+    return decode, ("note: the model decodes with CoMER's search, which the browser runtime does not have; "
+                    "the site decodes with hmer's (left to right" +
+                    (", rescored right to left)" if decode.get("rescore_r2l") else ")") +
+                    ", so its readings can differ from hmer-run's")
+
+
 def build_site(model_dir: str | os.PathLike | None, out_dir: str | os.PathLike, variant: str = "auto",
                cache: Path | None = None, log=click.echo) -> Path:
     """Write the static site for ``model_dir`` (default: the bundled model) into ``out_dir``,
@@ -108,7 +122,8 @@ def build_site(model_dir: str | os.PathLike | None, out_dir: str | os.PathLike, 
         for role in ("encoder", "decoder", "scorer"):
             if files.get(role):
                 shutil.copy2(spec.directory / files[role], tmp / files[role])
-        raw = {**spec.raw, "variants": {chosen: files},
+        decode, note = browser_decode(spec)
+        raw = {**spec.raw, "variants": {chosen: files}, "decode": decode,
                "grammar": spec.raw.get("grammar") or grammar_tables(),
                "web": {"variant": chosen, "onnxruntime_web": ORT_WEB[1], "katex": KATEX[1]}}
         (tmp / MODEL_FILE).write_text(json.dumps(raw, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -131,6 +146,8 @@ def build_site(model_dir: str | os.PathLike | None, out_dir: str | os.PathLike, 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if note:
+        log(note)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     log(f"wrote {out}/ ({size / 1e6:.1f} MB, {chosen} decoder, onnxruntime-web {ORT_WEB[1]}); "
         f"serve it with: python -m http.server -d {out}")

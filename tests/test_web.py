@@ -116,3 +116,21 @@ def test_a_second_visit_works_with_the_server_stopped(site, browser, tmp_path):
     assert _read(browser, 1)["tokens"]
     shot = os.environ.get("HMER_WEB_SCREENSHOT")  # docs/web-offline.png is taken this way
     browser.save_screenshot(shot or str(tmp_path / "offline.png"))
+
+
+def test_a_model_with_comers_search_gets_the_browsers_search_and_a_note(tmp_path):
+    """hmer.js has only hmer's search: the site's model.json says so, and hmer-web tells the user."""
+    from hmer_export.web import browser_decode
+    from hmer_runtime.engine.model_spec import ModelSpec
+    from hmer_runtime.recognizer import BUNDLED_MODEL
+
+    bundled = ModelSpec.load(BUNDLED_MODEL)
+    assert browser_decode(bundled) == (bundled.raw["decode"], None)
+    comer = tmp_path / "comer"
+    shutil.copytree(BUNDLED_MODEL, comer)
+    raw = json.loads((comer / "model.json").read_text())
+    raw["decode"]["search"] = "comer"
+    (comer / "model.json").write_text(json.dumps(raw))
+    decode, note = browser_decode(ModelSpec.load(comer))
+    assert decode == {**raw["decode"], "search": "hmer"} and decode["rescore_r2l"]
+    assert "CoMER's search" in note and "rescored right to left" in note
