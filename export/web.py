@@ -96,14 +96,13 @@ def browser_decode(spec: ModelSpec) -> tuple[dict, str | None]:
     """The ``decode`` section the site's model.json gets: the model's own, except that hmer.js has
     only hmer's search, so a model that decodes with CoMER's gets hmer's (rescored right to left
     where the model reads both ways). Returns it, and a note for the user when it changed."""
-    decode = dict(spec.raw["decode"])
-    if decode.get("search", "hmer") == "hmer":
-        return decode, None
-    decode["search"] = "hmer"
-    return decode, ("note: the model decodes with CoMER's search, which the browser runtime does not have; "
-                    "the site decodes with hmer's (left to right" +
-                    (", rescored right to left)" if decode.get("rescore_r2l") else ")") +
-                    ", so its readings can differ from hmer-run's")
+    opts = spec.decode
+    if opts.search == "hmer":
+        return opts.to_model_json(), None
+    return opts.with_overrides(search="hmer").to_model_json(), (
+        "note: the model decodes with CoMER's search, which the browser runtime does not have; the site "
+        "decodes with hmer's (left to right" + (", rescored right to left)" if opts.rescore else ")") +
+        ", so its readings can differ from hmer-run's")
 
 
 def build_site(model_dir: str | os.PathLike | None, out_dir: str | os.PathLike, variant: str = "auto",
