@@ -60,7 +60,7 @@ def test_draw_on_the_canvas_and_read_the_latex(server, tmp_path):
         api = httpx.post(f"{server}/v1/recognize?beam=1", json={"strokes": strokes}, timeout=30).json()
         assert shown == api["latex"]
         assert driver.find_element(By.ID, "mathml").get_attribute("innerHTML").startswith("<math")
-        shot = os.environ.get("HMER_SCREENSHOT")  # docs/serve-page.png is taken this way with the bundled model
+        shot = os.environ.get("HMER_SCREENSHOT")  # docs/serve-page.png: HMER_BROWSER_MODEL=<the bundle>
         driver.save_screenshot(shot or str(tmp_path / "page.png"))
     finally:
         driver.quit()
