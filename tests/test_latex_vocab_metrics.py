@@ -124,3 +124,12 @@ def test_runaway_readings_are_counted():
     assert runs_away(["x"] * 100, ["x"] * 150) and not runs_away(["x"] * 100, ["x"] * 149)
     rows = [{"truth": "a + b", "prediction": loop}, {"truth": "a + b", "prediction": "a + b"}]
     assert breakdown(rows)["runaway"] == 1
+
+
+def test_training_hours_leave_out_pauses_and_sessions_between():
+    from benchmarks.training_hours import training_seconds
+
+    rows = [{"step": s, "time": t} for s, t in ((50, 0), (100, 30), (150, 60), (200, 5000), (250, 5040))]
+    # the 4 940 s between steps 150 and 200 is a pause, not training
+    assert training_seconds(rows, 200) == (100.0, 150)
+    assert training_seconds(rows, 10_000) == (5040.0, 200)
