@@ -70,7 +70,8 @@ def describe(model, vocab, ckpt: dict, ckpt_path: Path, layout: dict, opset: int
         "metrics": ckpt.get("metrics", {}),
         "checkpoint": {"file": ckpt_path.name, "sha256": file_sha256(ckpt_path), "step": ckpt.get("step"),
                        "epoch": ckpt.get("epoch"),
-                       "weights": "moving average" if holds_average(ckpt) else "trained"},
+                       "weights": "moving average" if holds_average(ckpt) else "trained",
+                       **({"averaged_from": ckpt["averaged_from"]} if "averaged_from" in ckpt else {})},
         "opset": opset,
         "exporter": f"torch {torch.__version__} (TorchScript-based torch.onnx.export)",
     }

@@ -92,13 +92,47 @@ def slim_checkpoint(src: str | Path, dst: str | Path) -> None:
     from those weights with AdamW's moments restarted (and the learning rate re-warmed); the
     average continues from them at its full decay.
     """
-    ckpt = load_checkpoint(src)
+    save_checkpoint(dst, _slimmed(load_checkpoint(src)))
+
+
+def _slimmed(ckpt: dict) -> dict:
     ckpt.pop("optimizer", None)
     if "ema" in ckpt:
         ema = ckpt.pop("ema")
         ckpt["model"], ckpt["averaged"], ckpt["ema_updates"] = ema["weights"], True, ema["updates"]
     ckpt.pop("format", None)
-    save_checkpoint(dst, ckpt)
+    return ckpt
+
+
+def average_checkpoints(srcs: list[str | Path], dst: str | Path) -> dict:
+    """Write to ``dst`` a slim checkpoint whose weights are the mean of ``srcs``' weights (each
+    one's moving average where it keeps one); returns it.
+
+    Averaging checkpoints a few epochs apart smooths the swings a single checkpoint shows between
+    validations (the moving average spans well under an epoch). The result stands at the newest
+    source's step, so it resumes like a slim checkpoint from there; its ``metrics`` are dropped
+    (they were measured on other weights) and ``averaged_from`` names the sources' steps.
+    Integer buffers (BatchNorm's batch counts) are the newest source's. ModelError when the
+    sources differ in architecture or vocabulary.
+    """
+    if len(srcs) < 2:
+        raise ValueError("average_checkpoints needs at least two checkpoints")
+    ckpts = sorted((_slimmed(load_checkpoint(s)) for s in srcs), key=lambda c: c.get("step") or 0)
+    newest = ckpts[-1]
+    for src, c in zip(srcs, ckpts):
+        if c["vocab"] != newest["vocab"] or c["config"].model != newest["config"].model:
+            raise ModelError(str(src), "not the same architecture and vocabulary as the others")
+        if c["model"].keys() != newest["model"].keys() or any(
+                v.shape != newest["model"][k].shape for k, v in c["model"].items()):
+            raise ModelError(str(src), "its weights do not match the others' names and shapes")
+    newest["model"] = {
+        k: (sum(c["model"][k].double() for c in ckpts) / len(ckpts)).to(v.dtype) if v.is_floating_point() else v
+        for k, v in newest["model"].items()}
+    newest["averaged"] = True
+    newest["averaged_from"] = [{"step": c.get("step"), "epoch": c.get("epoch")} for c in ckpts]
+    newest.pop("metrics", None)
+    save_checkpoint(dst, newest)
+    return newest
 
 
 def holds_average(ckpt: dict) -> bool:
