@@ -117,9 +117,10 @@ def average_checkpoints(srcs: list[str | Path], dst: str | Path) -> dict:
     """
     if len(srcs) < 2:
         raise ValueError("average_checkpoints needs at least two checkpoints")
-    ckpts = sorted((_slimmed(load_checkpoint(s)) for s in srcs), key=lambda c: c.get("step") or 0)
+    named = sorted(((s, _slimmed(load_checkpoint(s))) for s in srcs), key=lambda sc: sc[1].get("step") or 0)
+    ckpts = [c for _, c in named]
     newest = ckpts[-1]
-    for src, c in zip(srcs, ckpts):
+    for src, c in named:
         if c["vocab"] != newest["vocab"] or c["config"].model != newest["config"].model:
             raise ModelError(str(src), "not the same architecture and vocabulary as the others")
         if c["model"].keys() != newest["model"].keys() or any(

@@ -52,8 +52,9 @@ def test_average_is_the_mean_of_the_weights_at_the_newest_step(tmp_path):
 
 def test_average_refuses_different_models(tmp_path):
     comer, wap = _checkpoint(tmp_path, "c", 0, 10), _checkpoint(tmp_path, "w", 1, 20, kind="wap")
-    with pytest.raises(ModelError, match="same architecture"):
-        average_checkpoints([comer, wap], tmp_path / "avg.pt")
+    with pytest.raises(ModelError, match="same architecture") as e:
+        average_checkpoints([wap, comer], tmp_path / "avg.pt")  # wap is the newest: comer differs from it
+    assert str(comer) in str(e.value) and str(wap) not in str(e.value)
     with pytest.raises(ValueError, match="at least two"):
         average_checkpoints([comer], tmp_path / "avg.pt")
     assert not (tmp_path / "avg.pt").exists()
