@@ -65,6 +65,16 @@ def autocast(device: str, amp: str):
     return torch.autocast(device_type=kind, dtype=dtype, enabled=amp in ("bf16", "fp16"))
 
 
+def cpu_bf16_is_fast() -> bool:
+    """Whether oneDNN has bf16 kernels on this CPU (AVX-512 or AMX). Without them bf16 autocast is
+    emulated and far slower than fp32: 0.60 against 5.36 images/s for cpu-v2 on a 2-core AVX2 EPYC
+    (docs/BENCHMARKS.md)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN: nothing to tell
+        return True
+
+
 def batch_loss(model: torch.nn.Module, batch: Batch, device: str, label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean teacher-forced cross-entropy per target token of ``batch`` (both directions when the
     batch holds them); logits are upcast so the loss is computed in fp32 under autocast."""
@@ -165,6 +175,10 @@ def train(cfg: Config, resume: str | None = None, progress: bool = True, until_s
     if master:
         print(f"train: {len(train_set)} expressions ({len(train_set.errors)} unreadable, {too_long} over "
               f"{tc.max_tokens} tokens skipped); val: {len(val_set) if val_set else 0}; vocab {len(vocab)}")
+        if tc.amp == "bf16" and not str(device).startswith("cuda") and not cpu_bf16_is_fast():
+            print("warning: train.amp is bf16 but this CPU has no bf16 kernels (AVX-512 or AMX), so "
+                  "autocast is emulated and several times slower than fp32; --set train.amp=none trains "
+                  "in fp32 instead")
         if val_set is not None:
             unknown = vocab.unknown_symbols(val_set.tokens)
             if unknown:
