@@ -92,10 +92,11 @@ def slim_checkpoint(src: str | Path, dst: str | Path) -> None:
     from those weights with AdamW's moments restarted (and the learning rate re-warmed); the
     average continues from them at its full decay.
     """
-    save_checkpoint(dst, _slimmed(load_checkpoint(src)))
+    save_checkpoint(dst, slimmed(load_checkpoint(src)))
 
 
-def _slimmed(ckpt: dict) -> dict:
+def slimmed(ckpt: dict) -> dict:
+    """``ckpt`` slimmed in place (see slim_checkpoint), and returned."""
     ckpt.pop("optimizer", None)
     if "ema" in ckpt:
         ema = ckpt.pop("ema")
@@ -117,7 +118,7 @@ def average_checkpoints(srcs: list[str | Path], dst: str | Path) -> dict:
     """
     if len(srcs) < 2:
         raise ValueError("average_checkpoints needs at least two checkpoints")
-    named = sorted(((s, _slimmed(load_checkpoint(s))) for s in srcs), key=lambda sc: sc[1].get("step") or 0)
+    named = sorted(((s, slimmed(load_checkpoint(s))) for s in srcs), key=lambda sc: sc[1].get("step") or 0)
     ckpts = [c for _, c in named]
     newest = ckpts[-1]
     for src, c in named:

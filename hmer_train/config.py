@@ -97,6 +97,7 @@ class TrainConfig:
     pad_to: int = 16
     val_every: int = 1
     val_max: int | None = None
+    keep_validated: bool = False
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(
         scale=(0.7, 1.4), rotate_deg=3.0, shear=0.1, stroke_jitter=0.3, ink=True, aspect=0.15, stroke_shift=0.04,
         stroke_scale=0.08, elastic=0.1, pen_width=(0.85, 1.2), blur=0.2))

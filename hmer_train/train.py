@@ -23,7 +23,7 @@ from hmer_runtime.errors import DatasetError, HmerError
 from hmer_runtime.inputs.sources import resolve_split
 from hmer_runtime.text.metrics import format_summary
 from hmer_runtime.text.vocab import Vocab
-from hmer_train.checkpoint import load_checkpoint, save_checkpoint
+from hmer_train.checkpoint import load_checkpoint, save_checkpoint, slimmed
 from hmer_train.config import Config, TrainConfig, image_configs
 from hmer_train.data import Batch, BatchLoader, collate
 from hmer_train.decoding import TorchDecoder
@@ -241,14 +241,15 @@ def train(cfg: Config, resume: str | None = None, progress: bool = True, until_s
                 _truncate_log(out / name, step)
         tb = _tensorboard(out)
 
-    def checkpoint(name: str, metrics: dict | None = None) -> None:
-        save_checkpoint(out / name, {
+    def checkpoint(name: str, metrics: dict | None = None, slim: bool = False) -> None:
+        state = {
             "model": raw_model.state_dict(), "optimizer": opt.state_dict(), "step": step, "epoch": epoch,
             "batch_in_epoch": batch_in_epoch, "rng": torch.get_rng_state(), "config": cfg,
             "vocab": vocab.tokens, "metrics": metrics or {}, "best": best,
             "scheduler": {"kind": "warmup-cosine", "total": total, "warmup": tc.warmup_steps},
             **({"ema": ema_state(ema)} if ema is not None else {}),
-        })
+        }
+        save_checkpoint(out / name, slimmed(state) if slim else state)
 
     # --- loop -----------------------------------------------------------------------------------
     summary: dict = {}
@@ -315,6 +316,10 @@ def train(cfg: Config, resume: str | None = None, progress: bool = True, until_s
                                        "tf_acc": round(summary["tf_acc"], 3), "time": round(time.time(), 1)},
                      tb, "val/")
             checkpoint("last.pt", metrics)
+            if metrics and tc.keep_validated:
+                # A run's last validated epochs, averaged, read better than any one of them
+                # (docs/MODEL.md); last.pt moves on before a session can copy it.
+                checkpoint(f"epoch-{epoch:03d}.pt", metrics, slim=True)
             if metrics and metrics["exprate"] > best:
                 best = metrics["exprate"]
                 checkpoint("best.pt", metrics)

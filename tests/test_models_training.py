@@ -387,10 +387,19 @@ def test_bf16_on_a_cpu_without_bf16_kernels_is_warned_about(tmp_path, monkeypatc
 
 
 def test_validation_every_n_epochs_and_at_the_end(tmp_path):
-    cfg = tiny_config(tmp_path, "comer", epochs=5, val_every=2, batch_size=3)
+    cfg = tiny_config(tmp_path, "comer", epochs=5, val_every=2, batch_size=3, keep_validated=True)
     train(cfg, progress=False)
     rows = list(csv.DictReader(open(tmp_path / "out" / "val.csv")))
     assert [int(r["epoch"]) for r in rows] == [2, 4, 5]
+    # keep_validated: each validated epoch's averaged weights, slim, at its validation step
+    kept = sorted((tmp_path / "out").glob("epoch-*.pt"))
+    assert [p.name for p in kept] == ["epoch-002.pt", "epoch-004.pt", "epoch-005.pt"]
+    last = load_checkpoint(tmp_path / "out" / "last.pt")
+    for path, row in zip(kept, rows):
+        ckpt = load_checkpoint(path)
+        assert "optimizer" not in ckpt and "ema" not in ckpt and ckpt["averaged"]
+        assert ckpt["step"] == int(row["step"]) and round(ckpt["metrics"]["exprate"], 3) == float(row["exprate"])
+    assert all(torch.equal(v, last["ema"]["weights"][k]) for k, v in load_checkpoint(kept[-1])["model"].items())
     assert all(float(r["tf_loss"]) > 0 and 0 <= float(r["tf_acc"]) <= 100 for r in rows)
     assert load_checkpoint(tmp_path / "out" / "last.pt")["metrics"]["n"] == 6
 
