@@ -317,8 +317,8 @@ def train(cfg: Config, resume: str | None = None, progress: bool = True, until_s
                      tb, "val/")
             checkpoint("last.pt", metrics)
             if metrics and tc.keep_validated:
-                # A run's last validated epochs, averaged, read better than any one of them
-                # (docs/MODEL.md); last.pt moves on before a session can copy it.
+                # Averaging the last validated epochs smooths the swings between single checkpoints
+                # (docs/MODEL.md); last.pt moves on before anyone can copy it.
                 checkpoint(f"epoch-{epoch:03d}.pt", metrics, slim=True)
             if metrics and metrics["exprate"] > best:
                 best = metrics["exprate"]
