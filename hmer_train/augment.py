@@ -3,8 +3,11 @@
 An ink sample is distorted as a writer would vary it (slant, rotation, width, each stroke's place
 and size, a smooth elastic warp), then rendered and preprocessed by the runtime's own path
 (``render.model_input``) at a random symbol size and pen width, so the model sees what the
-runtime will give it. An image sample (no strokes) is resized, rotated, sheared and warped with
-``torchvision.transforms.v2.functional``. Both may then be lightly blurred.
+runtime will give it. An image sample (no strokes) is resized, rotated, sheared, thickened or
+thinned and warped with ``torchvision.transforms.v2.functional``; an ink sample's render gets the
+same image-level changes at probability ``image``, so the model also sees pens and distortions
+that no ink-level change makes. Both may then be blurred, faded (a fainter pen on greyer paper)
+and noised.
 
 Every draw comes from the ``random.Random`` the caller seeds per (seed, epoch, sample), so an
 epoch augments the same in any worker process and a resumed run sees what an uninterrupted one
@@ -82,13 +85,23 @@ def render_augmented(ink: Ink, rng: random.Random, cfg: AugmentConfig, render: R
     return model_input(augment_ink(ink, rng, cfg), r, pre, ink.id)
 
 
-def augment_image(img: np.ndarray, rng: random.Random, cfg: AugmentConfig, max_hw: tuple[int, int]) -> np.ndarray:
-    """Resize, rotate + shear, thicken or thin the pen, warp and blur an ink-1.0 (H, W) image."""
-    h, w = img.shape
-    x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None]
-    s = min(_log_uniform(rng, *cfg.scale), max_hw[0] / h, max_hw[1] / w)
-    if abs(s - 1) > 1e-3:
-        x = TF.resize(x, [max(1, round(h * s)), max(1, round(w * s))], antialias=True)
+def augment_image(img: np.ndarray, rng: random.Random, cfg: AugmentConfig, max_hw: tuple[int, int],
+                  resize: bool = True) -> np.ndarray:
+    """Resize (``resize``: by ``scale`` and ``aspect``), rotate + shear, thicken or thin the pen,
+    warp, blur, fade and noise an ink-1.0 (H, W) image."""
+    x = _geometry(torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None], rng, cfg, max_hw, resize)
+    return _finish(x, rng, cfg)
+
+
+def _geometry(x: torch.Tensor, rng: random.Random, cfg: AugmentConfig, max_hw: tuple[int, int],
+              resize: bool) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    if resize:
+        s = _log_uniform(rng, *cfg.scale)
+        a = math.exp(rng.uniform(-cfg.aspect, cfg.aspect)) if cfg.aspect else 1.0
+        s = min(s, max_hw[0] / h, max_hw[1] / (w * a))
+        if abs(s - 1) > 1e-3 or abs(a - 1) > 1e-3:
+            x = TF.resize(x, [max(1, round(h * s)), max(1, round(w * s * a))], antialias=True)
     if cfg.rotate_deg or cfg.shear:
         x = TF.affine(x, angle=rng.uniform(-cfg.rotate_deg, cfg.rotate_deg), translate=[0, 0], scale=1.0,
                       shear=[math.degrees(math.atan(rng.uniform(-cfg.shear, cfg.shear))), 0.0],
@@ -101,14 +114,30 @@ def augment_image(img: np.ndarray, rng: random.Random, cfg: AugmentConfig, max_h
             x = y
     if cfg.elastic:
         x = _elastic(x, rng, cfg.elastic)
-    return np.ascontiguousarray(_blur(x, rng, cfg.blur)[0].clamp_(0, 1).numpy())
+    return x
 
 
-def finish_image(img: np.ndarray, rng: random.Random, cfg: AugmentConfig) -> np.ndarray:
-    """The image-level step an ink render still gets (blur)."""
-    if not cfg.blur:
+def finish_image(img: np.ndarray, rng: random.Random, cfg: AugmentConfig, max_hw: tuple[int, int]) -> np.ndarray:
+    """The image-level steps an ink render gets: at probability ``image`` the geometric ones of
+    :func:`augment_image` (the size stays the render's), then blur, fading and noise."""
+    if not (cfg.blur or cfg.contrast or cfg.noise or cfg.image):
         return img
-    return np.ascontiguousarray(_blur(torch.from_numpy(img)[None], rng, cfg.blur)[0].numpy())
+    x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None]
+    if cfg.image and rng.random() < cfg.image:
+        x = _geometry(x, rng, cfg, max_hw, resize=False)
+    return _finish(x, rng, cfg)
+
+
+def _finish(x: torch.Tensor, rng: random.Random, cfg: AugmentConfig) -> np.ndarray:
+    x = _blur(x, rng, cfg.blur)
+    if cfg.contrast and rng.random() < cfg.contrast:
+        # ink 1.0 on 0.0: a fainter pen scales the ink, greyer paper lifts what is not ink
+        x = TF.adjust_brightness(x, rng.uniform(0.55, 1.0))
+        x = x + rng.uniform(0.0, 0.1) * (1 - x)
+    if cfg.noise and rng.random() < cfg.noise:
+        gen = torch.Generator().manual_seed(rng.getrandbits(63))
+        x = x + torch.randn(x.shape, generator=gen) * rng.uniform(0.01, 0.06)
+    return np.ascontiguousarray(x[0].clamp_(0, 1).numpy())
 
 
 def _elastic(x: torch.Tensor, rng: random.Random, amount: float) -> torch.Tensor:

@@ -215,16 +215,22 @@ def sheet(src: str, out: str, split: str | None, count: int, seed: int, columns:
               help="Handwritten samples kept per symbol (drawn from all writers).")
 @click.option("--replace", default=0.3, show_default=True, type=click.FloatRange(0, 1),
               help="Probability that a symbol of a training label is replaced by another of its class.")
-def synth(src: str, out: str, split: str | None, count: int, seed: int, per_symbol: int, replace: float) -> None:
+@click.option("--structures", default=0.3, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of expressions built from new structures (nested fractions and scripts, sums, "
+                   "integrals, limits, functions, roots, polynomials) instead of recombined labels.")
+def synth(src: str, out: str, split: str | None, count: int, seed: int, per_symbol: int, replace: float,
+          structures: float) -> None:
     """Write COUNT new handwritten expressions to OUT as InkML, each drawn with SRC's own symbols
     (its traceGroups) in a layout typeset by matplotlib's mathtext. Expressions are SRC's labels,
-    recombined; a rerun keeps the files already written (each file depends on --seed and its
-    number only) and writes the rest."""
+    recombined, or built from new structures (--structures); a rerun keeps the files already
+    written (each file depends on --seed, --structures and its number only) and writes the rest."""
     from hmer_runtime.files import write_atomic
     from hmer_runtime.inputs.inkml import inkml_bytes
     from hmer_train.synth import GlyphBank, compose, recombine
+    from hmer_train.synth_structures import StructureGrammar, label_fragments, structured
 
     bank = GlyphBank.from_source(_source(src, split), per_symbol, seed)
+    grammar = StructureGrammar(label_fragments(bank.labels))
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     written = kept = failed = 0
@@ -237,7 +243,9 @@ def synth(src: str, out: str, split: str | None, count: int, seed: int, per_symb
             rng = random.Random(f"{seed}/{i}")
             for _ in range(20):  # a recombined label may be one mathtext or the bank cannot draw
                 try:
-                    ink = compose(recombine(bank.labels, rng, replace), bank, rng, path.stem)
+                    latex = structured(grammar, rng) if rng.random() < structures else \
+                        recombine(bank.labels, rng, replace)
+                    ink = compose(latex, bank, rng, path.stem)
                 except LatexError:
                     ink = None
                 if ink is not None:

@@ -23,6 +23,8 @@ from hmer_train.config import Config
 @click.option("--max-steps", type=int, help="Stop after this many optimiser steps.")
 @click.option("--out", type=click.Path(file_okay=False), help="Checkpoint folder.")
 @click.option("--resume", type=click.Path(dir_okay=False), help="Continue exactly from this checkpoint.")
+@click.option("--init", "init", type=click.Path(dir_okay=False),
+              help="Start a new run from this checkpoint's weights (those that fit the configured model).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]))
 @click.option("--threads", type=int, help="CPU threads for torch.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
@@ -30,7 +32,7 @@ from hmer_train.config import Config
                    "(repeatable; applied after the flags above).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to OUT/log.csv).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(dataset, extra, config_path, model_type, batch_size, lr, epochs, max_steps, out, resume, device, threads,
+def main(dataset, extra, config_path, model_type, batch_size, lr, epochs, max_steps, out, resume, init, device, threads,
          settings, no_progress, debug) -> None:
     """Train an hmer model (DenseNet encoder + WAP or CoMER-style decoder).
 
@@ -41,7 +43,7 @@ def main(dataset, extra, config_path, model_type, batch_size, lr, epochs, max_st
 
     overrides = {"dataset": dataset, "train.batch_size": batch_size, "train.lr": lr, "train.epochs": epochs,
                  "train.max_steps": max_steps, "out": out, "device": device, "train.threads": threads,
-                 "train_extra": list(extra) or None}
+                 "train_extra": list(extra) or None, "init": init}
     if model_type:
         overrides["model.decoder"] = {"type": model_type}
     cfg = resolve_config(config_path, overrides, resume).updated(parse_settings(settings), "--set")

@@ -59,6 +59,9 @@ class AugmentConfig:
     elastic: float = 0.0  # smooth warp, its largest displacement in symbol sizes
     pen_width: tuple[float, float] = (1.0, 1.0)  # pen width factor, uniform
     blur: float = 0.0  # probability of a light Gaussian blur (sigma 0.3-0.8 px)
+    contrast: float = 0.0  # probability of a fainter pen on greyer paper
+    noise: float = 0.0  # probability of Gaussian pixel noise
+    image: float = 0.0  # ink samples: probability that the render also gets the image-level changes
 
     def __post_init__(self):
         for name in ("scale", "pen_width"):
@@ -98,6 +101,7 @@ class TrainConfig:
     val_every: int = 1
     val_max: int | None = None
     keep_validated: bool = False
+    extra_ratio: float = 0.0
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(
         scale=(0.7, 1.4), rotate_deg=3.0, shear=0.1, stroke_jitter=0.3, ink=True, aspect=0.15, stroke_shift=0.04,
         stroke_scale=0.08, elastic=0.1, pen_width=(0.85, 1.2), blur=0.2))
@@ -106,6 +110,8 @@ class TrainConfig:
         for name in ("batch_size", "max_pixels", "accumulate", "epochs", "log_every", "pad_to", "val_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if not self.extra_ratio >= 0:
+            raise ValueError(f"extra_ratio must be 0 or more, not {self.extra_ratio}")
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,9 @@ class Config:
     cache_dir: str | None = None
     out: str = "checkpoints"
     checkpoint: str | None = None
+    #: Weights to start a new run from (a checkpoint; tensors of another shape keep their fresh
+    #: initialisation). Unlike --resume, the step, optimiser and schedule start anew.
+    init: str | None = None
     device: str = "cpu"
     model: ModelConfig = field(default_factory=ModelConfig)
     render: RenderConfig = field(default_factory=RenderConfig)

@@ -82,14 +82,26 @@ class BatchLoader:
 
     With ``augment.ink`` and the ``images`` (render, preprocess) settings the set was prepared
     with, ink samples are augmented as ink and rendered again (:mod:`hmer_train.augment`);
-    batches are still planned on the prepared shapes."""
+    batches are still planned on the prepared shapes.
+
+    With ``real`` (the first ``real`` samples are the real ones, the rest extra) and
+    ``extra_ratio`` > 0, each epoch holds every real sample and ``extra_ratio`` extra samples per
+    real one, drawn in turn from a fixed shuffle of the extra samples, so successive epochs see
+    different extra samples and the real ones are never outnumbered beyond the ratio."""
 
     def __init__(self, data: PreparedSet, vocab: Vocab, max_images: int, max_pixels: int, seed: int,
                  augment_cfg: AugmentConfig | None, bidirectional: bool, max_hw: tuple[int, int],
                  rank: int = 0, world: int = 1, pad_to: int = 1,
-                 images: tuple[RenderConfig, PreprocessConfig] | None = None):
+                 images: tuple[RenderConfig, PreprocessConfig] | None = None,
+                 real: int | None = None, extra_ratio: float = 0.0):
         self.data, self.vocab = data, vocab
-        self.batches = make_batches(data.shapes, max_images, max_pixels)
+        self.max_images, self.max_pixels = max_images, max_pixels
+        self.real = len(data) if real is None else real
+        n_extra = len(data) - self.real
+        self.extra_per_epoch = min(n_extra, round(extra_ratio * self.real)) if extra_ratio > 0 else 0
+        self._extra_order = np.random.default_rng(seed).permutation(n_extra) if self.extra_per_epoch else None
+        self._plans: dict[int, list[list[int]]] = {}
+        self.batches = self.plan(0)
         augment_cfg = augment_cfg or AugmentConfig()
         self.seed, self.augment_cfg, self.bidirectional, self.max_hw = seed, augment_cfg, bidirectional, max_hw
         self.images = images
@@ -97,26 +109,43 @@ class BatchLoader:
         self.rank, self.world, self.pad_to = rank, world, pad_to
 
     @classmethod
-    def for_run(cls, data: PreparedSet, vocab: Vocab, cfg: Config, rank: int = 0, world: int = 1) -> BatchLoader:
-        """The training batches of run ``cfg`` (its train section, input sizes and renders)."""
+    def for_run(cls, data: PreparedSet, vocab: Vocab, cfg: Config, rank: int = 0, world: int = 1,
+                real: int | None = None) -> BatchLoader:
+        """The training batches of run ``cfg`` (its train section, input sizes and renders);
+        ``real``: how many of ``data``'s first samples are the training split's own."""
         tc = cfg.train
         return cls(data, vocab, tc.batch_size, tc.max_pixels, tc.seed, tc.augment, tc.bidirectional,
                    (cfg.preprocess.max_height, cfg.preprocess.max_width), rank, world, tc.pad_to,
-                   images=image_configs(cfg))
+                   images=image_configs(cfg), real=real, extra_ratio=tc.extra_ratio)
+
+    def plan(self, epoch: int) -> list[list[int]]:
+        """The batches (sample indices) of ``epoch``: the same every epoch unless extra samples
+        are drawn per epoch."""
+        if self._extra_order is None:
+            if not self._plans:
+                self._plans[0] = make_batches(self.data.shapes, self.max_images, self.max_pixels)
+            return self._plans[0]
+        if epoch not in self._plans:
+            k = self.extra_per_epoch
+            drawn = np.take(self._extra_order, np.arange(epoch * k, (epoch + 1) * k), mode="wrap")
+            chosen = np.concatenate([np.arange(self.real), self.real + np.sort(drawn)])
+            sub = make_batches(self.data.shapes[chosen], self.max_images, self.max_pixels)
+            self._plans = {epoch: [[int(chosen[i]) for i in b] for b in sub]}  # only the current epoch
+        return self._plans[epoch]
 
     def __len__(self) -> int:
         return len(self.batches) // self.world
 
     def order(self, epoch: int) -> list[int]:
         """This rank's batch indices for ``epoch``, in training order."""
-        order = list(range(len(self.batches)))
+        order = list(range(len(self.plan(epoch))))
         random.Random(f"{self.seed}-{epoch}").shuffle(order)
         # Under DDP each rank takes its own equal share of the shuffled batches.
-        return order[self.rank::self.world][: len(self)]
+        return order[self.rank::self.world][: len(order) // self.world]
 
     def batch(self, epoch: int, b: int) -> Batch:
         """Batch ``b`` of the bucketing as epoch ``epoch`` augments it."""
-        idx = self.batches[b]
+        idx = self.plan(epoch)[b]
         imgs = [self.sample(epoch, i) for i in idx]
         return collate(imgs, [self.ids[i] for i in idx], [self.data.names[i] for i in idx], self.vocab,
                        self.bidirectional, self.pad_to)
@@ -134,7 +163,7 @@ class BatchLoader:
             img = render_augmented(ink, rng, cfg, *self.images)
         except HmerError:  # a distortion the renderer refuses: this time, the sample as prepared
             return self.data.image(i)
-        return finish_image(img, rng, cfg)
+        return finish_image(img, rng, cfg, self.max_hw)
 
     def epoch(self, epoch: int, start: int = 0, workers: int = 0, pin_memory: bool = False):
         """Epoch ``epoch``'s batches from position ``start`` on. ``workers`` > 0 augments and

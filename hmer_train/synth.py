@@ -23,7 +23,7 @@ import numpy as np
 
 from hmer_runtime.errors import DatasetError
 from hmer_runtime.inputs.inkml import Ink, SymbolGroup
-from hmer_runtime.text.latex import LatexError, detokenize, fold_names, tokenize
+from hmer_runtime.text.latex import LatexError, compact, detokenize, fold_names, tokenize
 
 #: Glyphs mathtext draws for symbols whose token is a command.
 UNICODE_TOKENS = {
@@ -178,8 +178,9 @@ def compose(latex: str, bank: GlyphBank, rng: random.Random, name: str, unit: fl
     """``latex`` handwritten with the bank's glyphs, as InkML-ready ink whose truth is the
     canonical LaTeX; None when mathtext cannot lay it out or the bank lacks one of its symbols."""
     try:
-        truth = detokenize(tokenize(latex))
-        boxes = layout(truth)
+        tokens = tokenize(latex)
+        truth = detokenize(tokens)
+        boxes = layout(compact(tokens))  # mathtext reads no scripts from spaced tokens ("x ^ { 2 }")
     except (LatexError, ValueError, KeyError, RuntimeError):
         return None
     if not boxes:
@@ -218,14 +219,14 @@ def recombine(labels: list[str], rng: random.Random, replace: float = 0.3) -> st
     out = [rng.choice(classes[t]) if t in classes and rng.random() < replace else t for t in tokens]
     if rng.random() < 0.5:
         donor = tokenize(rng.choice(labels))
-        theirs, mine = _groups(donor), _groups(out)
+        theirs, mine = braced_spans(donor), braced_spans(out)
         if theirs and mine:
             (a, b), (c, d) = rng.choice(mine), rng.choice(theirs)
             out = out[:a] + donor[c:d] + out[b:]
     return detokenize(out)
 
 
-def _groups(tokens: list[str]) -> list[tuple[int, int]]:
+def braced_spans(tokens: list[str]) -> list[tuple[int, int]]:
     """(start, end) of every braced group's contents in ``tokens``."""
     spans, stack = [], []
     for i, t in enumerate(tokens):

@@ -44,6 +44,14 @@ def load_split(cfg: Config, split: str, progress: bool = True) -> PreparedSet:
     return prepare(src, *image_configs(cfg), cfg.cache_dir or DEFAULT_CACHE, progress=progress)
 
 
+def init_weights(model: torch.nn.Module, weights: dict) -> int:
+    """Copy the tensors of ``weights`` whose name and shape fit ``model``; returns how many."""
+    own = model.state_dict()
+    fit = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(fit, strict=False)
+    return len(fit)
+
+
 def lr_at(step: int, total: int, tc: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to 1 % of the peak."""
     peak, warm = tc.lr, tc.warmup_steps
@@ -157,24 +165,29 @@ def train(cfg: Config, resume: str | None = None, progress: bool = True, until_s
 
     # --- data -----------------------------------------------------------------------------------
     train_set = load_split(cfg, cfg.train_split, progress and master)
+    real = len(train_set)  # the split's own samples come first; train_extra's follow
     for extra in cfg.train_extra:
-        train_set = train_set.concat(prepare(extra, *image_configs(cfg), cfg.cache_dir or DEFAULT_CACHE,
-                                             progress=progress and master))
+        more = prepare(os.path.expanduser(extra), *image_configs(cfg), cfg.cache_dir or DEFAULT_CACHE,
+                       progress=progress and master)
+        train_set = train_set.concat(more)
     if len(train_set) == 0:
         raise DatasetError(f"{cfg.dataset}:{cfg.train_split}", "no usable training samples")
     too_long = sum(len(t) + 1 > tc.max_tokens for t in train_set.tokens)
     if too_long:
         keep = [i for i, t in enumerate(train_set.tokens) if len(t) + 1 <= tc.max_tokens]
+        real = sum(i < real for i in keep)
         train_set = train_set.select(keep)
     try:
         val_set = load_split(cfg, cfg.val_split, progress and master) if cfg.val_split else None
     except DatasetError:
         val_set = None
     ckpt = load_checkpoint(resume) if resume else None
-    vocab = Vocab.from_tokens(ckpt["vocab"]) if ckpt else Vocab.build(train_set.tokens)
+    init = load_checkpoint(cfg.init) if cfg.init and not ckpt else None
+    vocab = Vocab.from_tokens((ckpt or init)["vocab"]) if ckpt or init else Vocab.build(train_set.tokens)
     if master:
-        print(f"train: {len(train_set)} expressions ({len(train_set.errors)} unreadable, {too_long} over "
-              f"{tc.max_tokens} tokens skipped); val: {len(val_set) if val_set else 0}; vocab {len(vocab)}")
+        print(f"train: {len(train_set)} expressions ({real} of {cfg.train_split}; {len(train_set.errors)} "
+              f"unreadable, {too_long} over {tc.max_tokens} tokens skipped); val: {len(val_set) if val_set else 0}; "
+              f"vocab {len(vocab)}")
         if tc.amp == "bf16" and not str(device).startswith("cuda") and not cpu_bf16_is_fast():
             print("warning: train.amp is bf16 but this CPU has no bf16 kernels (AVX-512 or AMX), so "
                   "autocast is emulated and several times slower than fp32; --set train.amp=none trains "
@@ -192,12 +205,16 @@ def train(cfg: Config, resume: str | None = None, progress: bool = True, until_s
     # cpu-small on the 2-core CPU, docs/BENCHMARKS.md); only the memory layout changes.
     model.encoder.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    loader = BatchLoader.for_run(train_set, vocab, cfg, rank, world)
+    loader = BatchLoader.for_run(train_set, vocab, cfg, rank, world, real=real)
     per_epoch = max(1, len(loader) // tc.accumulate)
     total = tc.max_steps or tc.epochs * per_epoch
     step, epoch, batch_in_epoch, best = 0, 0, 0, -1.0
     rewarm_from: int | None = None  # the step a slim checkpoint resumed at (see below)
     history: list[dict] = []
+    if init is not None:
+        taken = init_weights(model, init["model"])
+        if master:
+            print(f"init: {taken} of {len(model.state_dict())} tensors from {cfg.init} (step {init['step']})")
     if ckpt:
         try:
             model.load_state_dict(ckpt["model"])

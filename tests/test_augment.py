@@ -12,7 +12,7 @@ from tiny import tiny_config
 from hmer_runtime.inputs.inkml import read_inkml
 from hmer_runtime.inputs.render import model_input
 from hmer_runtime.text.vocab import Vocab
-from hmer_train.augment import augment_image, augment_ink, render_augmented
+from hmer_train.augment import augment_image, augment_ink, finish_image, render_augmented
 from hmer_train.config import AugmentConfig, Config, ConfigError, image_configs
 from hmer_train.data import BatchLoader
 from hmer_train.prepared import prepare
@@ -119,3 +119,55 @@ def test_loader_augments_ink_differently_each_epoch_and_identically_in_workers(t
         assert not torch.equal(b.images, e2[tuple(b.names)].images)
     # ink is rendered again, not taken from the prepared pixels
     assert all(not np.array_equal(loader.sample(1, i), data.image(i)) for i in range(len(data)))
+
+
+def test_render_gets_image_level_changes_fading_and_noise(tiny):
+    cfg, data = tiny
+    img = data.image(0)
+    plain = AugmentConfig()
+    faded = AugmentConfig(contrast=1.0)
+    noisy = AugmentConfig(noise=1.0)
+    warped = AugmentConfig(image=1.0, elastic=0.3, rotate_deg=4.0, stroke_jitter=1.0)
+    assert finish_image(img, random.Random(0), plain, (256, 1024)) is img
+    out = finish_image(img, random.Random(0), faded, (256, 1024))
+    ink = img > 0.9
+    assert out.shape == img.shape and out[ink].max() < 1.0 and out[~ink].min() >= 0  # fainter pen, greyer paper
+    out = finish_image(img, random.Random(0), noisy, (256, 1024))
+    assert ((out > 0) & (img == 0)).any() and 0 <= out.min() and out.max() <= 1
+    out = finish_image(img, random.Random(0), warped, (256, 1024))
+    assert out.shape == img.shape and not np.array_equal(out, img)  # geometry changed, size kept
+    for c in (faded, noisy, warped):
+        np.testing.assert_array_equal(finish_image(img, random.Random(5), c, (256, 1024)),
+                                      finish_image(img, random.Random(5), c, (256, 1024)))
+
+
+def test_image_samples_change_aspect(tiny):
+    _, data = tiny
+    img = data.image(0)
+    widths = {augment_image(img, random.Random(s), AugmentConfig(aspect=0.3), (1000, 10_000)).shape[1]
+              for s in range(8)}
+    assert len(widths) > 3 and {augment_image(img, random.Random(s), AugmentConfig(), (1000, 10_000)).shape[1]
+                                for s in range(3)} == {img.shape[1]}
+
+
+def test_extra_samples_are_drawn_per_epoch_at_the_ratio(tiny):
+    cfg, data = tiny
+    vocab = Vocab.build(data.tokens)
+    both = data.concat(data).concat(data)  # the first len(data) are "real", the rest extra
+    real, extra = len(data), 2 * len(data)
+    loader = BatchLoader(both, vocab, 2, 10**9, 0, None, False, (256, 1024), real=real, extra_ratio=0.5)
+    k = round(0.5 * real)
+    seen_extra = []
+    for epoch in range(4):
+        idx = sorted(i for b in loader.plan(epoch) for i in b)
+        assert idx[:real] == list(range(real))  # every real sample, every epoch
+        drawn = idx[real:]
+        assert len(drawn) == k and len(set(drawn)) == k and all(i >= real for i in drawn)
+        seen_extra.append(set(drawn))
+        assert sum(len(b.names) for b in loader.epoch(epoch)) == real + k
+    assert seen_extra[0] != seen_extra[1]
+    assert len(set().union(*seen_extra)) == min(extra, 4 * k)  # drawn in turn, not at random again
+    again = BatchLoader(both, vocab, 2, 10**9, 0, None, False, (256, 1024), real=real, extra_ratio=0.5)
+    assert again.plan(3) == loader.plan(3)  # a resumed run plans the same epoch
+    everything = BatchLoader(both, vocab, 2, 10**9, 0, None, False, (256, 1024), real=real)
+    assert sum(len(b) for b in everything.plan(0)) == len(both)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import EXPRESSIONS, TINY, tiny_config
+from tiny import EXPRESSIONS, TINY, random_checkpoint, tiny_config
 
 from hmer_runtime.decoding.decode_options import DecodeOptions
 from hmer_runtime.errors import ModelError
@@ -19,7 +19,7 @@ from hmer_train.data import BatchLoader, collate
 from hmer_train.decoding import TorchDecoder, decode, rescore_r2l
 from hmer_train.evaluation import evaluate
 from hmer_train.models.base import HMERModel, expand_memory, resolve_architecture
-from hmer_train.train import TrainingError, autocast, load_split, lr_at, train
+from hmer_train.train import TrainingError, autocast, init_weights, load_split, lr_at, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -459,3 +459,22 @@ def test_committed_run_checkpoints_load_with_their_own_config(path):
 
     model, _, _ = load_model(ROOT / path)
     assert model.arch.encoder["growth"] == raw["model"]["encoder"]["growth"]
+
+
+def test_init_starts_a_new_run_from_the_weights_that_fit(tmp_path):
+    source = random_checkpoint(tmp_path, "comer", seed=3)
+    weights = load_checkpoint(source)["model"]
+    wider = tiny_config(tmp_path / "b", "comer", max_steps=2).updated(
+        {"model.decoder": {"ffn": 256}, "init": str(source), "val_split": None})
+    model = HMERModel(wider.model, len(load_checkpoint(source)["vocab"]))
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    taken = init_weights(model, weights)
+    own = model.state_dict()
+    changed_shape = [k for k in own if k in weights and own[k].shape != weights[k].shape]
+    assert changed_shape and taken == len([k for k in own if k in weights]) - len(changed_shape)
+    assert all(torch.equal(own[k], fresh[k]) for k in changed_shape)  # kept their own initialisation
+    assert all(torch.equal(own[k], weights[k]) for k in own if k in weights and k not in changed_shape)
+    train(wider, progress=False)
+    ckpt = load_checkpoint(tmp_path / "b" / "out" / "last.pt")
+    assert ckpt["step"] == 2 and ckpt["vocab"] == load_checkpoint(source)["vocab"]
+    assert sorted(_losses(tmp_path / "b" / "out" / "log.csv")) == [1, 2]  # a new run: steps from 1

@@ -13,9 +13,10 @@ pytest.importorskip("matplotlib")
 
 from hmer_runtime.errors import DatasetError  # noqa: E402
 from hmer_runtime.inputs.inkml import Ink, SymbolGroup, inkml_bytes, parse_inkml, read_inkml  # noqa: E402
-from hmer_runtime.text.latex import tokenize  # noqa: E402
+from hmer_runtime.text.latex import compact, tokenize  # noqa: E402
 from hmer_train.cli_data import main as data_cli  # noqa: E402
-from hmer_train.synth import GlyphBank, compose, layout, recombine  # noqa: E402
+from hmer_train.synth import Glyph, GlyphBank, compose, layout, recombine  # noqa: E402
+from hmer_train.synth_structures import FUNCTIONS, GREEK, LETTERS, StructureGrammar, label_fragments, structured  # noqa: E402
 
 #: Labelled expressions of the test glyphs (the bank's writers), with a traceGroup per symbol.
 BANK_EXPRESSIONS = [list("x+1=2"), list("y-3=4"), list("7x+0"), list("2y=x"), list("13-4")]
@@ -131,3 +132,49 @@ def test_training_adds_synthetic_inkml_to_its_dataset(tmp_path):
     p = subprocess.run([sys.executable, "-m", "hmer_train.cli_train", "--config", str(config), "--extra",
                         str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=300)
     assert p.returncode == 1 and p.stderr.count("\n") == 1 and "nowhere" in p.stderr, p.stderr
+
+
+def test_compose_raises_scripts_as_mathtext_sets_them():
+    # the canonical truth is spaced ("x ^ { 2 }"), which mathtext would set on one baseline
+    bank = GlyphBank()
+    for label in "x2":
+        bank.glyphs[label] = [Glyph([np.array([[0.0, 0.0], [10.0, 10.0]])], 10.0, 10.0, "w")]
+    ink = compose("x^{2}", bank, random.Random(0), "s")
+    x_stroke, two_stroke = ink.traces
+    assert ink.truth == "x ^ { 2 }"
+    # InkML y grows downwards; about half an x-height up (on one baseline, 1.4 from the boxes alone)
+    assert x_stroke[:, 1].mean() - two_stroke[:, 1].mean() > 40
+    assert np.ptp(two_stroke[:, 1]) < np.ptp(x_stroke[:, 1])  # and smaller
+
+
+def test_structures_are_new_shapes_in_the_vocabulary_that_mathtext_lays_out():
+    labels = ["x ^ { 2 } + 1 = 7", r"\frac { a } { b } - 3", r"\sqrt { x + 1 }"]
+    grammar = StructureGrammar(label_fragments(labels))
+    rng = random.Random(0)
+    made = [structured(grammar, rng) for _ in range(300)]
+    vocab = set(tokenize(" ".join(labels))) | set("0123456789") | set(LETTERS + GREEK + FUNCTIONS) | {
+        "(", ")", "[", "]", "|", r"\{", r"\}", ",", "=", "+", "-", "<", ">", "^", "_", "{", "}", r"\frac",
+        r"\sqrt", r"\sum", r"\int", r"\lim", r"\rightarrow", r"\infty", r"\times", r"\cdot", r"\pm", r"\div",
+        r"\leq", r"\geq", r"\neq", r"\in", r"\ldots", "d", "e"}
+    tokens = [tokenize(m) for m in made]
+    assert all(0 < len(t) <= 50 and set(t) <= vocab for t in tokens)
+    assert len(set(made)) > 250
+    for shape in (r"\frac { \frac", r"\sum _ {", r"\int _ {", r"\lim _ {", r"\sqrt [", "^ { e ^ {"):
+        assert any(shape in m for m in made) or shape == "^ { e ^ {", shape
+    assert any(" ".join(t).count(r"\frac") >= 2 for t in tokens)  # nested fractions
+    for m in made[:60]:
+        assert layout(compact(tokenize(m)))
+
+
+def test_synth_command_mixes_structures_by_its_option(tmp_path):
+    bank = write_bank(tmp_path / "bank")
+    runner = CliRunner()
+    for share, name in ((0.0, "labels"), (1.0, "structures")):
+        res = runner.invoke(data_cli, ["synth", str(bank), str(tmp_path / name), "-n", "12", "--seed", "1",
+                                       "--structures", str(share)])
+        assert res.exit_code == 0, res.output
+    truths = {name: [read_inkml(p).truth for p in sorted((tmp_path / name).glob("*.inkml"))]
+              for name in ("labels", "structures")}
+    # the bank knows only digits, x, y, + - =: recombined labels keep their one-line shape
+    assert all("{" not in t for t in truths["labels"])
+    assert truths["labels"] != truths["structures"]

@@ -189,3 +189,15 @@ def tokenize(latex: str) -> list[str]:
 def detokenize(tokens: list[str]) -> str:
     """LaTeX for a token list: tokens joined by spaces (valid LaTeX, round-trips through tokenize)."""
     return " ".join(tokens)
+
+
+def compact(tokens: list[str]) -> str:
+    """LaTeX for a token list with no more spaces than it needs (``x^{2}+2x+1``): a space only
+    where a command name would otherwise run into the letter after it. Round-trips through
+    tokenize, and is the form typesetters such as matplotlib's mathtext read scripts from."""
+    out: list[str] = []
+    for tok in tokens:
+        if out and out[-1][:1] == "\\" and out[-1][-1:].isalpha() and tok[:1].isalpha():
+            out.append(" ")
+        out.append(tok)
+    return "".join(out)
