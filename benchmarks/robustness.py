@@ -23,6 +23,7 @@ import click
 import numpy as np
 from PIL import Image, ImageFilter
 
+from hmer_bench import second_renderer
 from hmer_bench.error_breakdown import runs_away
 from hmer_runtime.cli_util import CONTEXT_SETTINGS
 from hmer_runtime.errors import HmerError
@@ -82,6 +83,7 @@ CONDITIONS: dict[str, Callable[[Ink, int], object]] = {
     "thick pen (32 px symbols, 6 px pen)": lambda ink, seed: _render(ink, 32, 6.0),
     "small on a wide page (16 px symbols, 300 px margins)": lambda ink, seed: _render(ink, 16, 1.6, pad=300),
     "ruled paper (blue lines under the ink)": ruled,
+    "second renderer (matplotlib, speed-dependent pen, blue ink, 34-48 px symbols, JPEG)": second_renderer.draw,
 }
 
 

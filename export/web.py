@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
 import click
@@ -105,19 +106,46 @@ def browser_decode(spec: ModelSpec) -> tuple[dict, str | None]:
         ", so its readings can differ from hmer-run's")
 
 
+#: The file every built site holds: only a folder with it is replaced by a new build.
+SITE_MARKER = ".hmer-web-site"
+
+
+class SiteError(HmerError):
+    """An output folder that a site must not be written into."""
+
+
+def check_site_folder(out: Path, model_dir: Path, force: bool = False) -> None:
+    """SiteError unless ``out`` may be replaced by a site: it is not the model folder, holds
+    neither it nor the current directory, and is new, empty or an earlier build (``force``:
+    any other folder too)."""
+    target, model, here = out.resolve(), model_dir.resolve(), Path.cwd().resolve()
+    if target == model or target in model.parents:
+        raise SiteError(str(out), "holds the model the site is built from; choose another output folder")
+    if target == here or target in here.parents:
+        raise SiteError(str(out), "holds the current directory; choose another output folder")
+    if target.exists() and not target.is_dir():
+        raise SiteError(str(out), "is a file, not a folder")
+    if target.is_dir() and any(target.iterdir()) and not (target / SITE_MARKER).is_file() and not force:
+        raise SiteError(str(out), "is a folder that is not an earlier hmer-web build, and a build replaces "
+                                  "the whole folder; choose a new folder, or --force to replace it")
+
+
 def build_site(model_dir: str | os.PathLike | None, out_dir: str | os.PathLike, variant: str = "auto",
-               cache: Path | None = None, log=click.echo) -> Path:
+               cache: Path | None = None, log=click.echo, force: bool = False) -> Path:
     """Write the static site for ``model_dir`` (default: the bundled model) into ``out_dir``,
-    replacing it whole: the site is assembled beside it and moved into place."""
+    replacing it whole: the site is assembled beside it and moved into place. An existing
+    ``out_dir`` is replaced only when it is empty or an earlier build (or with ``force``)."""
     spec = ModelSpec.load(model_dir or BUNDLED_MODEL)
+    out = Path(out_dir)
+    check_site_folder(out, spec.directory, force)
     chosen = choose_variant(spec, variant)
     files = spec.variants[chosen]
     cache = cache or Path(os.environ.get("HMER_CACHE", Path.home() / ".cache" / "hmer")) / "npm"
-    out = Path(out_dir)
-    tmp = out.with_name(out.name + ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # a folder of our own beside OUT, never one of the user's
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
+        (tmp / SITE_MARKER).write_text("built by hmer-web; a new build replaces this folder\n", encoding="utf-8")
         for role in ("encoder", "decoder", "scorer"):
             if files.get(role):
                 shutil.copy2(spec.directory / files[role], tmp / files[role])
@@ -139,9 +167,13 @@ def build_site(model_dir: str | os.PathLike | None, out_dir: str | os.PathLike, 
         worker = worker.replace("__CACHE__", f"hmer-{digest.hexdigest()[:16]}")
         worker = worker.replace("__FILES__", json.dumps(["./"] + site))
         (tmp / "sw.js").write_text(worker, encoding="utf-8")
+        old = None
         if out.exists():
-            shutil.rmtree(out)
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            out.rename(old / "site")
         tmp.rename(out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -181,12 +213,16 @@ def main() -> None:
 @click.argument("dirs", nargs=-1, metavar="[MODEL_DIR] OUT_DIR")
 @click.option("--variant", type=click.Choice(["auto", "fp32", "int8", "fp16"]), default="auto", show_default=True,
               help="Decoder graphs to ship (auto: int8 where the model card puts it within 1 point of fp32).")
+@click.option("--force", is_flag=True,
+              help="Replace OUT_DIR even when it is not an earlier build (never the model's folder or one "
+                   "that holds the current directory).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def build(dirs, variant, debug) -> None:
-    """Write a static site that recognises ink in the browser (MODEL_DIR default: the bundled model)."""
+def build(dirs, variant, force, debug) -> None:
+    """Write a static site that recognises ink in the browser (MODEL_DIR default: the bundled
+    model). OUT_DIR is replaced whole, so it must be new, empty or an earlier build."""
     if len(dirs) not in (1, 2):
         raise click.UsageError("give OUT_DIR, or MODEL_DIR and OUT_DIR")
-    build_site(dirs[0] if len(dirs) == 2 else None, dirs[-1], variant)
+    build_site(dirs[0] if len(dirs) == 2 else None, dirs[-1], variant, force=force)
 
 
 @main.command(context_settings=CONTEXT_SETTINGS)

@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -339,7 +340,53 @@ def test_web_build_without_npm_says_what_is_missing(tmp_path, monkeypatch):
                        capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 1 and "Traceback" not in p.stderr
     assert p.stderr.startswith("error: npm: not found") and "onnxruntime-web@" in p.stderr
-    assert not (tmp_path / "site").exists() and not (tmp_path / "site.building").exists()  # nothing half-built
+    assert not (tmp_path / "site").exists() and not list(tmp_path.glob(".site.building*"))  # nothing half-built
     p = subprocess.run([sys.executable, "-m", "hmer_export.web", "build", str(tmp_path / "nope"), str(tmp_path / "s")],
                        capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 1 and "model directory not found" in p.stderr
+
+
+def test_web_build_refuses_folders_it_did_not_build(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from hmer_export.web import SITE_MARKER, SiteError, check_site_folder
+
+    model = tmp_path / "models" / "m"
+    model.mkdir(parents=True)
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    work = tmp_path / "work" / "here"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    for bad, why in ((model, "holds the model"), (model.parent, "holds the model"), (work, "current directory"),
+                     (work.parent, "current directory"), (Path(".."), "current directory"),
+                     (mine / "thesis.tex", "is a file"), (mine, "not an earlier hmer-web build")):
+        with pytest.raises(SiteError, match=why):
+            check_site_folder(bad, model)
+    for bad in (model, work):  # --force never reaches these
+        with pytest.raises(SiteError):
+            check_site_folder(bad, model, force=True)
+    check_site_folder(mine, model, force=True)
+    check_site_folder(tmp_path / "new", model)
+    (tmp_path / "empty").mkdir()
+    check_site_folder(tmp_path / "empty", model)
+    earlier = tmp_path / "site"
+    earlier.mkdir()
+    (earlier / SITE_MARKER).write_text("")
+    (earlier / "index.html").write_text("old")
+    check_site_folder(earlier, model)
+    # the command: one line naming the folder, and the user's files (and a stray OUT.building) kept
+    (tmp_path / "notes.building").mkdir()
+    (tmp_path / "notes.building" / "keep.txt").write_text("mine too")
+    env = {**os.environ, "PATH": str(tmp_path / "empty"), "HMER_CACHE": str(tmp_path / "cache")}
+    for args in ([str(mine)], [str(mine), "--force"]):
+        p = subprocess.run([sys.executable, "-m", "hmer_export.web", "build", *args], capture_output=True,
+                           text=True, env=env, timeout=120)
+        assert p.returncode == 1 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+        assert (mine / "thesis.tex").read_text() == "years of work"  # with --force it fails later, at npm
+    assert "notes: is a folder that is not an earlier hmer-web build" in subprocess.run(
+        [sys.executable, "-m", "hmer_export.web", "build", str(mine)], capture_output=True, text=True, env=env,
+        timeout=120).stderr
+    assert (tmp_path / "notes.building" / "keep.txt").read_text() == "mine too"

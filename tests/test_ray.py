@@ -19,6 +19,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from hmer_bench.serve_load import free_port, launch  # noqa: E402
+from hmer_runtime.errors import InputError  # noqa: E402
 from hmer_runtime.serving.ray_batch import BatchOptions, read_done, run_batch  # noqa: E402
 from hmer_runtime.serving.requests import Limits  # noqa: E402
 from hmer_runtime.serving.serve import ServeOptions, create_app  # noqa: E402
@@ -166,3 +167,26 @@ def test_the_shipped_serve_config_builds_the_application():
     deployment = build_app(app["args"])._bound_deployment
     assert deployment._deployment_config.autoscaling_config.max_replicas == app["args"]["max_replicas"]
     assert deployment.ray_actor_options["num_cpus"] == app["args"]["cpus"]
+
+
+def test_batch_refuses_an_output_file_that_is_not_its_own(tmp_path):
+    png = tmp_path / "photo.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2)
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text('{"file": "a.png", "latex": "x"}\n{"name": "not a row"}\n{"file": "b.p', encoding="utf-8")
+    csv = tmp_path / "table.csv"
+    csv.write_text("a,b\n1,2", encoding="utf-8")
+    for path in (png, notes, csv):
+        before = path.read_bytes()
+        with pytest.raises(InputError, match=f"{path.name}: is not hmer-batch output"):
+            read_done(path)
+        with pytest.raises(InputError, match="is not hmer-batch output"):
+            run_batch([str(png)], path, BatchOptions(), progress=False)  # refused before Ray starts
+        assert path.read_bytes() == before  # not a byte lost
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert read_done(empty) == {}
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text('{"file": "a.png", "latex": "x"}\n{"file": "b.png", "error": "bad"}\n{"file": "c', encoding="utf-8")
+    assert read_done(mine) == {"a.png": False, "b.png": True}
+    assert mine.read_text(encoding="utf-8").endswith('"bad"}\n')  # only its own torn tail is cut

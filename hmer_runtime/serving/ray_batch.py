@@ -29,7 +29,7 @@ import click
 
 from hmer_runtime.cli_run import INPUT_SUFFIXES, WINDOW_BATCHES, expand_inputs, json_row, printable
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
-from hmer_runtime.errors import HmerError, input_error
+from hmer_runtime.errors import HmerError, InputError, input_error
 
 
 @dataclass(frozen=True)
@@ -92,22 +92,31 @@ class RecognizeFiles:
 
 def read_done(output: Path) -> dict[str, bool]:
     """The inputs that already have a row in ``output`` (file name -> whether it is an error row).
-    A last line cut short by a killed run is removed, so the rerun writes it again whole."""
+    A last line cut short by a killed run is removed, so the rerun writes it again whole. A file
+    that is not this command's output (any complete line not a row) is refused untouched."""
     done: dict[str, bool] = {}
     if not output.exists():
         return done
+    if not output.is_file():
+        raise InputError(str(output), "is not a file")
     data = output.read_bytes()
     good = data.rfind(b"\n") + 1
-    if good < len(data):  # a torn tail: keep the file to its last complete row
+    for n, line in enumerate(data[:good].splitlines(), 1):
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            row = None
+        if not (isinstance(row, dict) and isinstance(row.get("file"), str)):
+            raise InputError(str(output), f"is not hmer-batch output (line {n} is not one of its JSON rows), so "
+                                          "it is neither resumed nor overwritten; choose another -o file")
+        done[row["file"]] = "error" in row
+    tail = data[good:]
+    if tail and not tail.startswith(b'{"file"'):  # every row starts so (json_row)
+        raise InputError(str(output), "is not hmer-batch output (its last line is not one of its JSON rows), "
+                                      "so it is neither resumed nor overwritten; choose another -o file")
+    if tail:  # a torn tail: keep the file to its last complete row
         with open(output, "r+b") as f:
             f.truncate(good)
-    for line in data[:good].decode("utf-8", "replace").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and "file" in row:
-            done[row["file"]] = "error" in row
     return done
 
 
@@ -119,10 +128,10 @@ def run_batch(paths: list[str], output: str | os.PathLike, options: BatchOptions
 
     t0 = time.perf_counter()
     output = Path(output)
+    done = read_done(output)  # before anything else: a file that is not ours ends the job untouched
     files, failures = expand_inputs(paths)
     for e in failures:
         click.echo(f"error: {printable(str(e))}", err=True)
-    done = read_done(output)
     todo = [f for f in dict.fromkeys(files) if printable(f) not in done]
     summary = BatchSummary(skipped=len(set(files)) - len(todo))
     summary.errors = sum(done.get(printable(f), False) for f in set(files))
