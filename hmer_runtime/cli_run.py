@@ -75,6 +75,22 @@ def expand_inputs(args: list[str]) -> tuple[list[str], list[HmerError]]:
     return paths, errors
 
 
+def write_attention(res, stride: int, folder: Path, number: int, path: str) -> bool:
+    """Write input ``number``'s attention strip into ``folder``; False (and one error line naming
+    the input) when it cannot be written, which fails that input and no other."""
+    from hmer_runtime.decoding.attention import attention_strip
+
+    target = folder / f"{number:04d}-{Path(path).stem[:80]}.png"  # any input name gives a valid file name
+    try:
+        attention_strip(res.image, res.attention or [], res.tokens, stride).save(target)
+        return True
+    except (OSError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        click.echo(f"error: {printable(path)}: attention not written to {printable(str(target))} ({reason})",
+                   err=True)
+        return False
+
+
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("paths", nargs=-1)
 @click.option("--model", "model_dir", type=click.Path(), help="Exported model directory (default: bundled model).")
@@ -107,7 +123,10 @@ def main(paths, model_dir, beam, provider, variant, batch_size, threads, as_json
     if debug:
         click.echo(f"model {rec.spec.directory} on {rec.provider}", err=True)
     if attention_dir:
-        Path(attention_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(attention_dir).mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # each input's attention write reports it, and recognition goes on
     failed = len(failures)
     window = WINDOW_BATCHES * batch_size  # inputs read ahead, so batches can be formed by size
     for start in range(0, len(files), window):
@@ -128,10 +147,7 @@ def main(paths, model_dir, beam, provider, variant, batch_size, threads, as_json
             else:
                 click.echo(res.latex)
             if attention_dir and res.image is not None:
-                from hmer_runtime.decoding.attention import attention_strip
-
-                strip = attention_strip(res.image, res.attention or [], res.tokens, rec.spec.stride)
-                strip.save(Path(attention_dir) / f"{start + offset:04d}-{Path(path).stem}.png")
+                failed += not write_attention(res, rec.spec.stride, Path(attention_dir), start + offset, path)
     if failed:
         click.echo(f"{failed} input(s) failed", err=True)
         sys.exit(1)

@@ -86,3 +86,18 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """InputError naming ``path`` unless a file can be written there (its folder exists and takes
+    a new file, and ``path`` is not a folder): checked before long work whose result goes there."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(str(path), "is a folder, not a file to write")
+    probe = path.with_name(f".{path.name}.probe")
+    try:
+        with open(probe, "wb"):
+            pass
+        probe.unlink()
+    except OSError as e:
+        raise InputError(str(path), f"cannot be written ({e.strerror or e})") from e

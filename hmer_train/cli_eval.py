@@ -69,9 +69,10 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
         summary.update(tf_figures(torch_model, data, vocab, "cpu", limit, batch_size=batch_size))
     summary["errors"] = data.errors
     if out:
-        with open(out, "w", encoding="utf-8") as f:
-            for r in sorted(rows, key=lambda r: r["file"]):
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        from hmer_runtime.files import write_atomic
+
+        write_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                  for r in sorted(rows, key=lambda r: r["file"])).encode("utf-8"))
     return summary
 
 
@@ -107,8 +108,11 @@ def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_jso
     With --dataset NAME and no MODEL, the checkpoint comes from `checkpoint:` in the config
     and every test split present is evaluated.
     """
+    from hmer_runtime.files import check_writable
     from hmer_train.config import load_config
 
+    if out:
+        check_writable(out)  # before the evaluation, not after it
     jobs: list[tuple[str, str, str | None]] = []
     if dataset:
         cfg = load_config(config_path or ("config.yaml" if Path("config.yaml").is_file() else None))

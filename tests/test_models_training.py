@@ -342,6 +342,14 @@ def test_eval_command_on_fixture(tmp_path):
                         cfg.dataset, "--beam", "2", "--out", str(out)], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert "ExpRate" in p.stdout and len(out.read_text().splitlines()) == len(EXPRESSIONS)
+    # an --out that cannot be written is refused before anything else (here, before the data
+    # source is found missing), in one line naming it
+    (tmp_path / "a-file").write_text("")
+    for bad in (tmp_path / "a-file" / "preds.jsonl", tmp_path / "no" / "such" / "preds.jsonl", tmp_path):
+        p = subprocess.run([sys.executable, "-m", "hmer_train.cli_eval", str(tmp_path / "out" / "last.pt"),
+                            str(tmp_path / "missing-data"), "--out", str(bad)], capture_output=True, text=True)
+        assert p.returncode in (1, 2) and p.stdout == "" and "Traceback" not in p.stderr  # 2: click's own check
+        assert str(bad) in p.stderr and "missing-data" not in p.stderr
 
 
 def test_missing_dataset_error_shows_layout(tmp_path):

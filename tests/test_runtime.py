@@ -188,6 +188,19 @@ def test_hmer_run_outputs_and_bad_inputs(model_dir, inputs, tmp_path):
              stdin=f"{good[0]}\n")
     assert p.returncode == 0, p.stderr
     assert len(p.stdout.splitlines()) == 3 and len(list(att.glob("*.png"))) == 3
+    # an input name too long for a file name still gets its strip; a folder that cannot be made
+    # fails each input's strip with one line naming it, and every input is still read
+    long = tmp_path / ("x" * 240 + ".png")
+    long.write_bytes(good[0].read_bytes())
+    p = _run("--model", model_dir, "--attention", att, long)
+    assert p.returncode == 0, p.stderr
+    (tmp_path / "a-file").write_text("")
+    p = _run("--model", model_dir, "--attention", tmp_path / "a-file" / "att", good[0], long, good[1])
+    assert p.returncode == 1 and "Traceback" not in p.stderr and all(p.stdout.splitlines())
+    errors = p.stderr.splitlines()
+    assert len(errors) == 4 and errors[-1] == "3 input(s) failed"
+    assert all(e.startswith("error: ") and "attention not written" in e for e in errors[:3])
+    assert str(good[0]) in errors[0] and str(good[1]) in errors[2]
 
     # Paths from a list file; a list file that is missing is one error naming it.
     (tmp_path / "list.txt").write_text(f"{good[1]}\n\n{good[0]}\n")
