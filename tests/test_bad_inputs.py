@@ -342,3 +342,24 @@ def urllib_open(url: str):
     import urllib.request
 
     return urllib.request.urlopen(url, timeout=10)
+
+
+def test_bad_caption_lines_are_named_and_the_rest_of_the_set_loads(tmp_path, good_png):
+    from hmer_train.prepared import prepare
+
+    data = tmp_path / "set"
+    (data / "images").mkdir(parents=True)
+    for name in ("a", "b", "deep"):
+        (data / "images" / f"{name}.png").write_bytes(good_png.read_bytes())
+    (tmp_path / "outside.png").write_bytes(good_png.read_bytes())
+    lines = [b"a\tx + 1", b"deep\t" + b"{" * 3000 + b"x" + b"}" * 3000, b"caf\xe9\tx", b"lonely",
+             b"../outside.png\tx", str(tmp_path / "outside.png").encode() + b"\tx", b"b\tx + 1"]
+    (data / "caption.txt").write_bytes(b"\n".join(lines) + b"\n")
+    prepared = prepare(data, RenderConfig(symbol_px=20, line_width=2), cache_root=tmp_path / "cache",
+                       progress=False, workers=0)
+    assert sorted(prepared.names) == ["a", "b"]  # the good lines load, before and after the bad ones
+    errors = prepared.errors
+    assert len(errors) == 5, errors
+    for lineno, why in ((2, "nested too deeply"), (3, "not UTF-8"), (4, "expected 'name<TAB>latex'"),
+                        (5, "outside the image folder"), (6, "outside the image folder")):
+        assert sum(f"caption.txt:{lineno}" in e and why in e for e in errors) == 1, (lineno, errors)

@@ -21,12 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hmer_runtime.errors import TOO_LARGE, DatasetError, HmerError, InkError, input_error
-from hmer_runtime.files import walk_files
+from hmer_runtime.files import read_bounded, walk_files
 from hmer_runtime.inputs.inkml import MAX_INKML_BYTES, Ink, parse_inkml, read_inkml
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 LABEL_FILES = ("caption.txt", "labels.txt")
+#: Largest label file read (bytes): HME100K's training labels are about 10 MB.
+MAX_LABEL_BYTES = 256 * 1024 * 1024
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Sample:
     latex: str | None
     kind: str  # "ink" or "image"
     load: Callable[[], object]
+    origin: str = ""  # where its label is, when not in the sample itself ("caption.txt:12")
 
 
 def _is_archive(path: Path) -> bool:
@@ -80,10 +83,19 @@ def _iter_zip(path: Path) -> Iterator[Sample]:
                                     if not i.is_dir() and i.filename.lower().endswith(".inkml"))
 
 
-def read_labels(label_file: Path) -> list[tuple[str, str]]:
-    """``name<TAB>latex`` lines (whitespace after the first field if there is no tab)."""
-    pairs = []
-    for lineno, line in enumerate(label_file.read_text(encoding="utf-8").splitlines(), 1):
+def read_labels(label_file: Path) -> list[tuple[int, str, str] | tuple[int, HmerError]]:
+    """``name<TAB>latex`` lines (whitespace after the first field if there is no tab), as
+    (line number, name, latex); a line that cannot be read (not UTF-8, no label) is
+    (line number, error naming the file and line), so the rest of the file still loads."""
+    out: list = []
+    data = read_bounded(label_file, MAX_LABEL_BYTES, error=DatasetError)
+    for lineno, raw in enumerate(data.splitlines(), 1):
+        where = f"{label_file}:{lineno}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            out.append((lineno, DatasetError(where, "not UTF-8 text")))
+            continue
         if not line.strip():
             continue
         if "\t" in line:
@@ -91,14 +103,19 @@ def read_labels(label_file: Path) -> list[tuple[str, str]]:
         else:
             parts = line.split(None, 1)
             if len(parts) != 2:
-                raise DatasetError(str(label_file), f"line {lineno}: expected 'name<TAB>latex'")
+                out.append((lineno, DatasetError(where, "expected 'name<TAB>latex'")))
+                continue
             name, latex = parts
-        pairs.append((name.strip(), latex.strip()))
-    return pairs
+        out.append((lineno, name.strip(), latex.strip()))
+    return out
 
 
 def _find_image(image_dir: Path, name: str) -> Path:
+    """The image file ``name`` names in ``image_dir``; DatasetError if it would lie outside it."""
+    root = image_dir.resolve()
     direct = image_dir / name
+    if Path(name).is_absolute() or not direct.resolve().is_relative_to(root):
+        raise DatasetError(name, f"names a file outside the image folder {image_dir}")
     if direct.suffix.lower() in IMAGE_SUFFIXES:
         return direct
     for suffix in IMAGE_SUFFIXES:
@@ -111,9 +128,19 @@ def _find_image(image_dir: Path, name: str) -> Path:
 def _iter_images(label_file: Path, image_dir: Path) -> Iterator[Sample]:
     from hmer_runtime.inputs.preprocess import load_image
 
-    for name, latex in read_labels(label_file):
-        path = _find_image(image_dir, name)
-        yield Sample(Path(name).stem, latex, "image", lambda p=path: load_image(p))
+    for entry in read_labels(label_file):
+        if len(entry) == 2:
+            lineno, err = entry
+            yield _failed_sample(f"{label_file.name}:{lineno}", err)
+            continue
+        lineno, name, latex = entry
+        origin = f"{label_file}:{lineno}"
+        try:
+            path = _find_image(image_dir, name)
+        except DatasetError as e:
+            yield _failed_sample(Path(name).stem, DatasetError(origin, e.message))
+            continue
+        yield Sample(Path(name).stem, latex, "image", lambda p=path: load_image(p), origin)
 
 
 def image_layout(path: Path) -> tuple[Path, Path] | None:
@@ -252,12 +279,15 @@ def load_labelled(sample: Sample) -> tuple[object, list[str]]:
         raise
     except Exception as e:  # noqa: BLE001 - any other failure, named after the sample
         raise input_error(sample.name, e) from e
+    where = f" ({sample.origin})" if sample.origin else ""
     if sample.latex is None:
-        raise DatasetError(sample.name, "no ground-truth LaTeX")
+        raise DatasetError(sample.name, "no ground-truth LaTeX" + where)
     try:
         tokens = tokenize(sample.latex)
     except LatexError as e:
-        raise DatasetError(sample.name, f"bad LaTeX: {e}") from e
+        raise DatasetError(sample.name, f"bad LaTeX{where}: {e}") from e
+    except RecursionError as e:
+        raise DatasetError(sample.name, f"bad LaTeX{where}: nested too deeply") from e
     if not tokens:
-        raise DatasetError(sample.name, "empty ground-truth LaTeX")
+        raise DatasetError(sample.name, "empty ground-truth LaTeX" + where)
     return obj, tokens
