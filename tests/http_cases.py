@@ -23,6 +23,7 @@ def bad_requests(limits: Limits, good_png: bytes, strokes: list) -> list[tuple[d
     over_pixels = png(np.full((side, side), 255, dtype=np.uint8))
     n_strokes, n_points = limits.max_strokes + 1, limits.max_points + 1
     image = {"Content-Type": "image/png"}
+    json_type = {"Content-Type": "application/json"}
     return [
         (dict(content=b"{not json", headers={"Content-Type": "application/json"}), 400, "malformed JSON"),
         (dict(json=[1, 2]), 400, "object"),
@@ -32,6 +33,14 @@ def bad_requests(limits: Limits, good_png: bytes, strokes: list) -> list[tuple[d
         (dict(json={"strokes": [[[i, i] for i in range(n_points)]]}), 413, f"{n_points} points"),
         (dict(json={"strokes": strokes, "beam": 0}), 422, "beam"),
         (dict(json={"strokes": strokes, "beam": "wide"}), 422, "beam"),
+        (dict(json={"strokes": strokes, "beam": 2.5}), 422, "beam"),
+        (dict(json={"strokes": strokes, "beam": 10**30}), 422, "beam"),
+        (dict(content=b'{"strokes": [[[0, 0], [1, 1]]], "beam": Infinity}', headers=json_type), 400, "Infinity"),
+        (dict(content=b'{"strokes": [[[NaN, 0], [1, 1]]]}', headers=json_type), 400, "NaN"),
+        (dict(content=b'{"strokes": [[[0, 0], [1, 1]]], "beam": ' + b"9" * 5000 + b"}", headers=json_type), 400,
+         "malformed JSON"),
+        (dict(content=b'{"strokes": [[[1' + b"0" * 5000 + b', 0], [1, 1]]]}', headers=json_type), 400,
+         "malformed JSON"),
         (dict(content=b"", headers=image), 400, "empty request body"),
         (dict(content=b"GIF89a-but-not-really", headers=image), 400, "not a readable image"),
         (dict(content=good_png[:70], headers=image), 400, "image"),

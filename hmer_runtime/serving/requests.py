@@ -101,10 +101,14 @@ async def read_body(request, limit: int) -> bytes:
     return body
 
 
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _json_object(body: bytes) -> dict:
     try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        payload = json.loads(body, parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError) as e:  # also: Infinity, NaN, integers past Python's 4300 digits
         raise RequestError("request", f"malformed JSON: {e}") from e
     except RecursionError:
         raise RequestError("request", "malformed JSON: nested too deeply") from None
@@ -117,10 +121,14 @@ def parse_options(params, fields: dict, default_beam: int, max_beam: int) -> tup
     """(beam, attention) from the query string and the body's fields (the body wins); the beam
     defaults to the model's ``decode.beam``."""
     src = {**dict(params), **fields}
+    value = src.get("beam", default_beam)
     try:
-        beam = int(src.get("beam", default_beam))
-    except (TypeError, ValueError):
-        raise RequestError("beam", f"must be an integer, got {src.get('beam')!r}", INVALID_OPTION) from None
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        beam = int(value)
+    except (TypeError, ValueError, OverflowError):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+        raise RequestError("beam", f"must be an integer, got {shown}", INVALID_OPTION) from None
     if not 1 <= beam <= max_beam:
         raise RequestError("beam", f"must be between 1 and {max_beam}", INVALID_OPTION)
     attention = str(src.get("attention", "false")).lower() in ("1", "true", "yes")
