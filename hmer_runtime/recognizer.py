@@ -10,6 +10,7 @@ rendered with the model's own render settings, so a drawing pad gets training-li
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,8 @@ class Result:
     image: np.ndarray | None = None  # the model input, for attention overlays
 
     def to_dict(self) -> dict:
-        return {"latex": self.latex, "tokens": self.tokens, "score": round(self.score, 4), "ms": round(self.ms, 2)}
+        score = round(self.score, 4) if math.isfinite(self.score) else None  # JSON has no NaN
+        return {"latex": self.latex, "tokens": self.tokens, "score": score, "ms": round(self.ms, 2)}
 
 
 class Recognizer:

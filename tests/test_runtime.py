@@ -236,6 +236,26 @@ def test_broken_and_mismatched_model_dirs(model_dir, tmp_path, inputs):
         assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1 and message in p.stderr, p.stderr
 
 
+@pytest.mark.parametrize("section, key, value", [
+    ("decode", "max_len", 10**9), ("decode", "length_penalty", float("nan")), ("decode", "beam", 0),
+    (None, "stride", 0), (None, "stride", -16), ("render", "pad", -100), ("render", "supersample", 0),
+    ("preprocess", "max_width", 3), ("render", "symbol_px", float("inf")), ("preprocess", "ink_threshold", 1.5)])
+def test_model_json_values_out_of_range_are_one_named_error(model_dir, tmp_path, inputs, section, key, value):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    raw = json.loads((broken / "model.json").read_text())
+    (raw[section] if section else raw)[key] = value
+    (broken / "model.json").write_text(json.dumps(raw))  # NaN and Infinity as Python's json writes them
+    name = f"{section}.{key}" if section else key
+    with pytest.raises(ModelError, match=rf"{key}( is .*outside the range| and max_len must be)"):
+        Recognizer(broken, provider="cpu")
+    if key == "max_len":  # and the command says so in one line, without decoding
+        p = _run("--model", broken, inputs / "expr_000.png")
+        assert p.returncode == 1 and p.stderr.strip().splitlines() == [p.stderr.strip()] and name in p.stderr
+
+
 # --- photo-like inputs --------------------------------------------------------------------------
 
 def _clean_render(line_width: float = 2.5, symbol_px: float = 24.0, symbols: str = "x+2=y") -> np.ndarray:

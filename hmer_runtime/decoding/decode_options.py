@@ -47,7 +47,7 @@ class DecodeOptions:
     @classmethod
     def from_model_json(cls, decode: dict) -> DecodeOptions:
         """From ``model.json``'s ``decode`` section (written by ``hmer-export``)."""
-        return cls(beam=max(1, int(decode.get("beam", 1))), max_len=int(decode["max_len"]),
+        return cls(beam=int(decode.get("beam", 1)), max_len=int(decode["max_len"]),
                    length_penalty=float(decode.get("length_penalty", 1.0)), grammar=bool(decode.get("grammar", False)),
                    rescore=bool(decode.get("rescore_r2l", False)), search=str(decode.get("search", "hmer")),
                    input_scale=float(decode.get("input_scale", 1.0)))

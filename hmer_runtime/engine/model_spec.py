@@ -20,6 +20,7 @@ Graph contract (names are fixed; shapes use the axis labels of :class:`TensorSpe
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,7 +130,31 @@ class ModelSpec:
                        raw=raw)
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError(where, f"malformed model description ({type(e).__name__}: {e})") from e
+        check_ranges(spec, where)
         return spec
+
+
+#: The values of model.json a runtime accepts, (low, high) inclusive: past them a model would
+#: hang (max_len), divide by zero (stride, supersample) or give meaningless scores (NaN).
+RANGES: dict[str, tuple[float, float]] = {
+    "decode.beam": (1, 64), "decode.max_len": (1, 1000), "decode.length_penalty": (0.0, 10.0),
+    "decode.input_scale": (0.1, 10.0), "stride": (1, 64),
+    "render.symbol_px": (1.0, 512.0), "render.line_width": (0.1, 64.0), "render.pad": (0, 512),
+    "render.max_height": (16, 8192), "render.max_width": (16, 8192), "render.supersample": (1, 16),
+    "preprocess.pad": (0, 512), "preprocess.max_height": (16, 8192), "preprocess.max_width": (16, 8192),
+    "preprocess.ink_threshold": (0.01, 0.99), "preprocess.stroke_width": (0.0, 64.0),
+    "preprocess.symbol_px": (0.0, 512.0),
+}
+
+
+def check_ranges(spec: ModelSpec, where: str = MODEL_FILE) -> None:
+    """ModelError naming the first value of ``spec`` outside :data:`RANGES` (NaN included)."""
+    for key, (lo, hi) in RANGES.items():
+        obj = spec
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        if not (isinstance(obj, (int, float)) and math.isfinite(obj) and lo <= obj <= hi):
+            raise ModelError(where, f"{key} is {obj!r}, outside the range a model can have ({lo:g} to {hi:g})")
 
 
 def dump_spec(raw: dict, directory: str | Path) -> Path:
