@@ -363,3 +363,34 @@ def test_bad_caption_lines_are_named_and_the_rest_of_the_set_loads(tmp_path, goo
     for lineno, why in ((2, "nested too deeply"), (3, "not UTF-8"), (4, "expected 'name<TAB>latex'"),
                         (5, "outside the image folder"), (6, "outside the image folder")):
         assert sum(f"caption.txt:{lineno}" in e and why in e for e in errors) == 1, (lineno, errors)
+
+
+@pytest.mark.parametrize("where", ["../secret.bin", "ABSOLUTE", "inside.bin"])
+def test_graph_reading_data_outside_its_folder_is_refused(tmp_path, where):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from hmer_runtime.engine.providers import ProviderConfig, create_session
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4])
+    w.data_location = TensorProto.EXTERNAL
+    (model_dir / "inside.bin").write_bytes(secret.read_bytes())
+    location = str(secret) if where == "ABSOLUTE" else where
+    for key, value in (("location", location), ("offset", "0"), ("length", "16")):
+        entry = w.external_data.add()
+        entry.key, entry.value = key, value
+    graph = helper.make_graph([helper.make_node("Identity", ["w"], ["y"])], "g", [],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], initializer=[w])
+    path = model_dir / "encoder.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    if where == "inside.bin":  # the control: data beside the graph loads
+        session, _ = create_session(path, ProviderConfig("cpu"))
+        np.testing.assert_array_equal(session.run(None, {})[0], np.arange(4, dtype=np.float32))
+        return
+    with pytest.raises(ModelError, match="cannot load ONNX graph.*(escapes|bsolute)"):
+        create_session(path, ProviderConfig("cpu"))
+    assert onnx  # the graph is built with onnx's helpers; the runtime itself never imports onnx
