@@ -151,3 +151,39 @@ def test_the_capsule_pen_is_the_same_in_any_number_of_passes(monkeypatch, chunk)
     got = render._capsule_render(points, width, height, ss, r)
     assert np.array_equal(got, _capsule_reference(points, width, height, ss, r))
     assert (got < 255).sum() > 100  # something was drawn
+
+
+def test_the_capsule_pen_tests_pixels_in_proportion_to_stroke_length(monkeypatch):
+    from hmer_runtime.inputs import render
+
+    tested = []
+    hits = render._capsule_hits
+    monkeypatch.setattr(render, "_capsule_hits", lambda ink, cx0, row, width, *a: (
+        tested.append(int(width.sum())), hits(ink, cx0, row, width, *a))[1])
+    width, height, ss, r = 200, 60, 4, 6.0
+    w, h = width * ss - 1, height * ss - 1
+    # long diagonals, a flat and a steep zig-zag, exact horizontals and verticals, a dot: boxes
+    # far larger than the strokes' own area
+    zig = np.array([[0.0 if i % 2 == 0 else w, (i * 37) % h] for i in range(40)])
+    steep = np.array([[(i * 53) % w, 0.0 if i % 2 == 0 else h] for i in range(40)])
+    points = [zig, steep, np.array([[5.0, 7.0], [w - 3.0, 7.0]]), np.array([[9.5, 2.0], [9.5, h - 1.0]]),
+              np.array([[0.0, 0.0], [w, h], [0.0, h], [w, 0.0]]), np.array([[400.0, 100.0]])]
+    got = render._capsule_render(points, width, height, ss, r)
+    assert np.array_equal(got, _capsule_reference(points, width, height, ss, r))
+    length = sum(float(np.hypot(*np.diff(p, axis=0).T).sum()) for p in points)
+    box_area = sum(float(np.prod(np.abs(np.diff(p, axis=0)) + 2 * r, axis=1).sum()) for p in points if len(p) > 1)
+    assert sum(tested) <= 4 * (2 * r + 3) * length + 1000  # about the strokes' area, however they lie
+    assert sum(tested) < box_area / 4  # not their boxes' (all of which the pen once tested)
+
+
+def test_ink_too_long_to_draw_is_refused_before_drawing():
+    from hmer_runtime.errors import TOO_LARGE, InkError
+    from hmer_runtime.inputs.render import MAX_INK_LENGTH
+
+    small = [np.array([[x, 0.0], [x + 25, 25.0]]) for x in range(0, 1000, 20)]
+    n = int(MAX_INK_LENGTH / (4 * 700)) * 3  # zig-zags across the whole render, past the limit
+    zig = np.array([[0.0 if i % 2 == 0 else 1000.0, 250.0 * ((i // 2) % 2)] for i in range(n)])
+    with pytest.raises(InkError, match="zigzag: strokes .* M pixels long as drawn, over the limit") as e:
+        render_ink(Ink(traces=small + [zig], id="zigzag"), RenderConfig(max_height=192, max_width=768, pen="capsule"))
+    assert e.value.status == TOO_LARGE
+    render_ink(Ink(traces=small + [zig[:200]]), RenderConfig(max_height=192, max_width=768, pen="capsule"))

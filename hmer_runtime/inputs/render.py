@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from hmer_runtime.errors import TOO_LARGE, InkError
 from hmer_runtime.inputs.inkml import Ink, validate_ink
 
 PENS = ("pil", "capsule")
@@ -92,6 +93,7 @@ def render_ink(ink: Ink, config: RenderConfig = RenderConfig()) -> np.ndarray:
     ss = config.supersample
     lw = max(1, round(config.line_width * ss))
     points = [((t - lo) * scale + margin) * ss for t in traces]
+    check_ink_length(points, ink.id or "ink")
     if config.pen == "capsule":
         return _capsule_render(points, width, height, ss, lw / 2)
     canvas = Image.new("L", (width * ss, height * ss), 255)
@@ -111,13 +113,27 @@ def render_ink(ink: Ink, config: RenderConfig = RenderConfig()) -> np.ndarray:
 
 #: (pixel, segment) tests per pass of ``_capsule_render``: its arrays then stay in the CPU's cache.
 CAPSULE_CHUNK = 1 << 14
+#: Most stroke length one render draws, in supersampled pixels (a CROHME expression at the
+#: model's size draws about 10 000): drawing time is proportional to it, so this bounds the work
+#: any ink can ask for.
+MAX_INK_LENGTH = 4_000_000
+
+
+def check_ink_length(points: list[np.ndarray], name: str = "ink") -> None:
+    """InkError (too large) when the strokes, as drawn, are longer than :data:`MAX_INK_LENGTH`."""
+    length = sum(float(np.hypot(*np.diff(p, axis=0).T).sum()) for p in points if len(p) > 1)
+    if length > MAX_INK_LENGTH:
+        raise InkError(name, f"strokes {length / 1e6:.1f} M pixels long as drawn, over the limit of "
+                             f"{MAX_INK_LENGTH / 1e6:g} M", TOO_LARGE)
 
 
 def _capsule_render(points: list[np.ndarray], width: int, height: int, ss: int, r: float) -> np.ndarray:
     """The capsule pen: a supersampled pixel is ink when its centre is within ``r`` of a segment;
-    then each ss x ss block becomes round(mean). hmer.js ``renderInk`` computes the same, op for op;
-    here every pixel of every segment's bounding box is tested, vectorised over runs of segments
-    with about ``CAPSULE_CHUNK`` tests each (one pass over all of them is 2-3x slower: memory-bound)."""
+    then each ss x ss block becomes round(mean). hmer.js ``renderInk`` computes the same, op for op.
+    Only the pixels that can be that close are tested: for each row of a segment's box, those
+    within ``r`` + 1 across of the part of the segment within ``r`` of the row, so the work grows
+    with the strokes' length, not with their boxes' area. The tests run vectorised over runs of
+    about ``CAPSULE_CHUNK`` (one pass over all of them is 2-3x slower: memory-bound)."""
     big_w, big_h = width * ss, height * ss
     segments = []
     for pts in points:
@@ -128,35 +144,56 @@ def _capsule_render(points: list[np.ndarray], width: int, height: int, ss: int, 
     x1 = np.minimum(big_w - 1, np.ceil(np.maximum(ax, bx) + r)).astype(np.int64)
     y0 = np.maximum(0, np.floor(np.minimum(ay, by) - r)).astype(np.int64)
     y1 = np.minimum(big_h - 1, np.ceil(np.maximum(ay, by) + r)).astype(np.int64)
-    w, h = np.maximum(x1 - x0 + 1, 0), np.maximum(y1 - y0 + 1, 0)
-    counts = w * h  # the pixels of each segment's box, one (pixel, segment) test each
     dx, dy = bx - ax, by - ay
     len2 = dx * dx + dy * dy
     len2[len2 == 0] = 1.0  # a dot: its numerator below is 0, so u = 0
+    # one (segment, row) pair per row of each segment's box, and the columns worth testing there
+    rows_per = np.maximum(y1 - y0 + 1, 0)
+    seg = np.repeat(np.arange(len(ax)), rows_per)
+    row = y0[seg] + np.arange(int(rows_per.sum())) - np.repeat(np.cumsum(rows_per) - rows_per, rows_per)
+    cx0, width_of = _row_spans(row + 0.5, ax[seg], ay[seg], dx[seg], dy[seg], r, x0[seg], x1[seg])
     ink = np.zeros((big_h, big_w), dtype=bool)
-    ends = np.cumsum(counts)
-    cuts = np.searchsorted(ends, np.arange(CAPSULE_CHUNK, int(ends[-1]), CAPSULE_CHUNK), side="right")
-    for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(counts)]])):
-        if hi > lo:
-            c = slice(lo, hi)
-            _capsule_hits(ink, x0[c], y0[c], w[c], counts[c], ax[c], ay[c], dx[c], dy[c], len2[c], r)
+    ends = np.cumsum(width_of)
+    if len(ends) and ends[-1] > 0:
+        cuts = np.searchsorted(ends, np.arange(CAPSULE_CHUNK, int(ends[-1]), CAPSULE_CHUNK), side="right")
+        for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(width_of)]])):
+            if hi > lo:
+                c, s = slice(lo, hi), seg[lo:hi]
+                _capsule_hits(ink, cx0[c], row[c], width_of[c], ax[s], ay[s], dx[s], dy[s], len2[s], r)
     paper = (~ink).reshape(height, ss, width, ss).sum(axis=(1, 3)) * 255  # exact integers
     return np.floor(paper / (ss * ss) + 0.5).astype(np.uint8)
 
 
-def _capsule_hits(ink, x0, y0, w, counts, ax, ay, dx, dy, len2, r) -> None:
-    """Mark on ``ink`` the pixels of these segments' boxes whose centres lie within ``r``."""
-    k = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-    row, col = np.divmod(k, np.repeat(w, counts))
-    x, y = np.repeat(x0, counts) + col, np.repeat(y0, counts) + row
+def _row_spans(yc, ax, ay, dx, dy, r, x0, x1) -> tuple[np.ndarray, np.ndarray]:
+    """(first column, number of columns) that can hold ink on the row whose centres are at
+    ``yc``: a point within ``r`` of the segment is within ``r`` across of a segment point within
+    ``r`` up or down, so the columns are those points' x range widened by ``r`` (and a pixel of
+    slack, so rounding never drops a hit)."""
+    flat = dy == 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t1 = np.where(flat, -np.inf, (yc - r - ay) / dy)
+        t2 = np.where(flat, np.inf, (yc + r - ay) / dy)
+    t_lo = np.maximum(0.0, np.minimum(t1, t2))
+    t_hi = np.minimum(1.0, np.maximum(t1, t2))
+    empty = (t_lo > t_hi) | (flat & (np.abs(ay - yc) > r + 1))
+    xa, xb = ax + t_lo * dx, ax + t_hi * dx
+    lo = np.maximum(x0, np.floor(np.minimum(xa, xb) - r - 1)).astype(np.int64)
+    hi = np.minimum(x1, np.ceil(np.maximum(xa, xb) + r + 1)).astype(np.int64)
+    return lo, np.where(empty, 0, np.maximum(hi - lo + 1, 0))
+
+
+def _capsule_hits(ink, cx0, row, width, ax, ay, dx, dy, len2, r) -> None:
+    """Mark on ``ink`` the pixels of these (segment, row) spans whose centres lie within ``r``."""
+    k = np.arange(int(width.sum())) - np.repeat(np.cumsum(width) - width, width)
+    x, y = np.repeat(cx0, width) + k, np.repeat(row, width)
     # In place, but op for op hmer.js's: t = centre - start; u = clip((t.d) / |d|^2); e = t - u d; |e|^2 <= r^2
     tx, ty = x + 0.5, y + 0.5
-    tx -= np.repeat(ax, counts)
-    ty -= np.repeat(ay, counts)
-    dx, dy = np.repeat(dx, counts), np.repeat(dy, counts)
+    tx -= np.repeat(ax, width)
+    ty -= np.repeat(ay, width)
+    dx, dy = np.repeat(dx, width), np.repeat(dy, width)
     u = tx * dx
     u += ty * dy
-    u /= np.repeat(len2, counts)
+    u /= np.repeat(len2, width)
     np.clip(u, 0.0, 1.0, out=u)
     dx *= u
     dy *= u
