@@ -12,14 +12,14 @@ RUNS=~/.cache/hmer/runs
 INIT=models/cpu-v2/last.pt   # the bundled cpu-v2 epoch 42: the warm-started runs begin there
 declare -A SETS=(
   # data mix, warm-started from cpu-v2 (same size): synthetic samples per real one each epoch
-  [mix-0]="--init $INIT --set train_extra=[] --set train.lr=0.0002"
+  [mix-0]="--init $INIT --set train_extra=[] --set train.lr=0.0002 --set train.extra_ratio=1.0"
   [mix-1]="--init $INIT --set train.extra_ratio=1.0 --set train.lr=0.0002"
   [mix-3]="--init $INIT --set train.extra_ratio=3.0 --set train.lr=0.0002"
   # size, from scratch at ratio 1: cpu-v2's, a wider decoder, a wider or deeper encoder
-  [size-v2]=""
-  [size-dec384]="--set model.decoder.d_model=384 --set model.decoder.ffn=1536"
-  [size-enc24]="--set model.encoder.growth=24"
-  [size-enc12]="--set model.encoder.depth=12"
+  [size-v2]="--set init=null --set train.extra_ratio=1.0 --set train.lr=0.0005"
+  [size-dec384]="--set init=null --set train.extra_ratio=1.0 --set train.lr=0.0005 --set model.decoder.d_model=384 --set model.decoder.ffn=1536"
+  [size-enc24]="--set init=null --set train.extra_ratio=1.0 --set train.lr=0.0005 --set model.encoder.growth=24"
+  [size-enc12]="--set init=null --set train.extra_ratio=1.0 --set train.lr=0.0005 --set model.encoder.depth=12"
 )
 ORDER=(mix-0 mix-1 mix-3 size-v2 size-dec384 size-enc24 size-enc12)
 [ $# -gt 0 ] && ORDER=("$@")
