@@ -1,4 +1,4 @@
-"""Bad input never takes a batch, a server or a run down with it (issue 21): every failure is one
+"""Bad input never takes a batch, a server or a run down with it: every failure is one
 error line naming the input, the rest of the batch still runs, and special files are refused."""
 
 import csv

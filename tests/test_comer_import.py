@@ -1,4 +1,4 @@
-"""CoMER's own checkpoints through hmer (issue 25): the comer-exact architecture, the checkpoint
+"""CoMER's own checkpoints through hmer: the comer-exact architecture, the checkpoint
 mapping, and parity with CoMER's outputs in ../shared/comer-reference (skipped when absent)."""
 
 import json

@@ -363,8 +363,8 @@ def _ring(width: float, radius: float = 20.0, size: int = 56, ss: int = 4) -> np
 
 def test_strokes_are_thickened_and_thinned_to_the_training_pen_in_every_direction():
     want = _ring(3.0) >= 0.5
-    # 4.5 px measures 1.33x the pen: session 16 left strokes within 1.5x alone, so a thick pen
-    # shrunk to its symbol size kept them thicker than training ever varies the pen.
+    # 4.5 px measures 1.33x the pen: a matcher that left strokes within 1.5x alone would let a
+    # thick pen shrunk to its symbol size stay thicker than training ever varies the pen.
     for width in (1.0, 1.2, 4.5, 6.0, 7.0):
         out = match_stroke(_ring(width), 3.0, 0.2)
         assert abs(stroke_width(out) - 3.0) <= 0.45, (width, stroke_width(out))

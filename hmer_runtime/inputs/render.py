@@ -11,8 +11,8 @@ The convention (the same for training data, ``hmer-run x.inkml`` and the drawing
 * **Strokes** -- polylines of ``line_width`` pixels with round joins and caps, antialiased by
   drawing at ``supersample`` times the size and box-filtering down. Dots (zero-length strokes)
   are drawn as discs of the same width. ``pen`` says how the supersampled pen is drawn:
-  ``"pil"`` (PIL's wide lines, round joints and end discs; what every model before session 13
-  was trained on) or ``"capsule"`` (a pixel is ink when its centre lies within ``line_width / 2``
+  ``"pil"`` (PIL's wide lines, round joints and end discs; the older models
+  were trained on) or ``"capsule"`` (a pixel is ink when its centre lies within ``line_width / 2``
   of a segment, in float64). The capsule pen is exactly specified, so the browser runtime
   (``export/web/hmer.js``) draws the same pixels; it leaves 2 px of slack inside the maximum
   size, so a render never needs preprocessing's size limit.
