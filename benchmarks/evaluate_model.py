@@ -17,7 +17,7 @@ import click
 
 from hmer_runtime.cli_util import CONTEXT_SETTINGS
 from hmer_runtime.engine.model_spec import MODEL_FILE
-from hmer_train.cli_eval import evaluate_checkpoint
+from hmer_train.cli_eval import EvalOptions, evaluate_checkpoint
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "crohme"
 
@@ -48,8 +48,8 @@ def main(model_dir: str, checkpoint: str | None, beam: int, splits: str, data_di
             out = tmp / f"{split}-{label.replace(' ', '_')}-{b}.jsonl"
             # The checkpoint reads at the exported model's input scale, so both see the same images.
             scale = spec["decode"].get("input_scale", 1.0) if label == "pytorch" else None
-            s = evaluate_checkpoint(model, src, None, b, str(out), None, 16, variant=variant, provider="cpu",
-                                    input_scale=scale)
+            s = evaluate_checkpoint(model, src, None, EvalOptions(beam=b, variant=variant, provider="cpu",
+                                                                  input_scale=scale), str(out))
             key = f"crohme-{split} {label} beam {b}"
             evaluation[key] = {k: round(s[k], 2) for k in ("n", "exprate", "le1", "le2", "wer")}
             rows.append((split, label, b, s))

@@ -8,7 +8,7 @@ One run, same inputs, same decoding for every variant:
   re-runs the whole prefix every step (how research code and other ONNX ports decode).
 
 Latency is per expression (a batch's wall time divided by its size), after warming up on the
-largest batches (``WARMUP_BATCHES``: sessions settle and allocators grow to the largest shapes
+largest batches (``WARMUP_BATCHES``: ONNX Runtime plans and allocators grow to the largest shapes
 once; a whole extra pass over 200 CROHME expressions would double the run).
 """
 
@@ -277,14 +277,16 @@ def _ints(s: str) -> list[int]:
               help="Images/InkML source, e.g. a CROHME archive (default: the bundled benchmark set).")
 @click.option("--limit", default=200, show_default=True, type=click.IntRange(min=1),
               help="Expressions taken from --data.")
-@click.option("--provider", "providers", default="cpu", show_default=True, help="Comma list: cpu,cuda,tensorrt.")
+@click.option("--provider", "providers", default="auto", show_default=True,
+              help="Comma list of providers to measure: auto, cpu, cuda, tensorrt.")
 @click.option("--variants", default="fp32,int8", show_default=True, help="Graph variants present in the model.")
 @click.option("--beam", "beams", default="1,5,10", show_default=True)
-@click.option("--batch", "batches", default="1,8", show_default=True)
+@click.option("--batch-size", "--batch", "batches", default="1,8", show_default=True, help="Comma list of batch sizes.")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=0))
 @click.option("--runs", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--lengths", default="10,25,50,100", show_default=True, help="Length sweep (tokens); empty = skip.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per measured row instead of markdown.")
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False))
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), help="PNG of latency vs length (matplotlib).")
 @GRAMMAR_OPTION
@@ -295,9 +297,14 @@ def _ints(s: str) -> list[int]:
 @click.option("--vocab", type=click.Path(dir_okay=False), help="A CoMER checkpoint's dictionary.txt.")
 @click.option("--debug", is_flag=True)
 def main(model_dir, checkpoint, data, limit, providers, variants, beams, batches, threads, runs, lengths, json_out,
-         md_out, plot_out, grammar, devices, autocasts, vocab, debug) -> None:
+         as_json, md_out, plot_out, grammar, devices, autocasts, vocab, debug) -> None:
     """Measure recognition latency and throughput on this machine."""
+    from hmer_runtime.cli_util import PROVIDERS
     from hmer_runtime.recognizer import BUNDLED_MODEL
+
+    unknown = [p for p in providers.split(",") if p not in PROVIDERS]
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)} (choose from {', '.join(PROVIDERS)})", param_hint="--provider")
 
     spec = ModelSpec.load(model_dir or BUNDLED_MODEL)
     images = load_inputs(spec, data, limit)
@@ -345,7 +352,11 @@ def main(model_dir, checkpoint, data, limit, providers, variants, beams, batches
             "data": data or "the bundled benchmark set", "threads": threads, "runs": runs,
             "grammar": options.grammar}
     md = markdown(rows, sweep, meta)
-    click.echo(md)
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(asdict(r)))
+    else:
+        click.echo(md)
     if md_out:
         Path(md_out).write_text(md)
     if json_out:

@@ -3,7 +3,7 @@
     python -m benchmarks.training_hours models/cpu-v2/log.csv --until 58128 --epoch-steps 1384 --expressions 8835
 
 Sums the time between consecutive rows (one every ``log_every`` steps), leaving out gaps longer
-than ``--max-gap`` seconds: those are pauses, validations and the time between sessions, not
+than ``--max-gap`` seconds: those are pauses, validations and the time the run was stopped, not
 training. With ``--epoch-steps`` and ``--expressions`` it also gives the images per second that
 those hours mean (expressions per epoch times the epochs the counted steps cover).
 """

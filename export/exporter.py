@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from hmer_runtime import __version__
-from hmer_runtime.engine.model_spec import MODEL_FORMAT, ModelSpec, dump_spec
+from hmer_runtime.engine.model_spec import LICENSE_FILE, MODEL_FORMAT, ModelSpec, dump_spec
 from hmer_runtime.engine.onnx_model import OnnxModel
 from hmer_runtime.engine.providers import ProviderConfig
 from hmer_runtime.errors import ModelError
@@ -28,6 +28,7 @@ from hmer_runtime.text.grammar import grammar_tables
 from hmer_train.checkpoint import holds_average, load_model
 from hmer_train.config import image_configs
 from hmer_train.decoding import options_from_config
+from hmer_train.licences import license_file_text, weights_license
 
 from .check import check_fp32, compare, scribble_images
 from .graphs import (
@@ -68,6 +69,7 @@ def describe(model, vocab, ckpt: dict, ckpt_path: Path, layout: dict, opset: int
         "grammar": grammar_tables(),
         **layout,
         "metrics": ckpt.get("metrics", {}),
+        "license": weights_license(cfg),
         "checkpoint": {"file": ckpt_path.name, "sha256": file_sha256(ckpt_path), "step": ckpt.get("step"),
                        "epoch": ckpt.get("epoch"),
                        "weights": "moving average" if holds_average(ckpt) else "trained",
@@ -133,6 +135,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opset: int = 
             attach_metadata(tmp / name, meta)
         raw = {**meta, "tensorrt_profiles": tensorrt_profiles(meta), "variants": {"fp32": dict(graphs)}}
         dump_spec(raw, tmp)
+        (tmp / LICENSE_FILE).write_text(license_file_text(meta["license"]), encoding="utf-8")
         cpu = ProviderConfig("cpu")
         render, pre = RenderConfig.from_dict(meta["render"]), PreprocessConfig.from_dict(meta["preprocess"])
         images = scribble_images(render, pre) + list(check_images or [])

@@ -80,6 +80,9 @@ def attach_metadata(path: Path, meta: dict) -> None:
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta, ensure_ascii=False)
+    if "license" in meta:  # also plainly, for tools that show a graph's metadata (e.g. Netron)
+        entry = model.metadata_props.add()
+        entry.key, entry.value = "license", f"{meta['license']['spdx']}: {meta['license']['notice']}"
     onnx.save(model, str(path))
     onnx.checker.check_model(str(path))
 

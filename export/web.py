@@ -23,7 +23,7 @@ import click
 
 import hmer_runtime
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
-from hmer_runtime.engine.model_spec import MODEL_FILE, ModelSpec
+from hmer_runtime.engine.model_spec import LICENSE_FILE, MODEL_FILE, ModelSpec
 from hmer_runtime.errors import HmerError, ModelError
 from hmer_runtime.recognizer import BUNDLED_MODEL
 from hmer_runtime.text.grammar import grammar_tables
@@ -86,7 +86,8 @@ def choose_variant(spec: ModelSpec, requested: str = "auto") -> str:
             raise ModelError(str(spec.directory), f"no {requested} variant (has: {', '.join(sorted(spec.variants))})")
         return requested
     evaluation = spec.raw.get("evaluation", {})
-    pairs = [(v, evaluation.get(k.replace("fp32", "int8"))) for k, v in evaluation.items() if " fp32 beam 1" in k]
+    pairs = [(v, evaluation.get(" ".join(["int8" if w == "fp32" else w for w in k.split()])))
+             for k, v in evaluation.items() if k.split()[-3:] == ["fp32", "beam", "1"]]
     if "int8" in spec.variants and pairs and all(
             int8 and abs(int8["exprate"] - fp32["exprate"]) <= INT8_TOLERANCE for fp32, int8 in pairs):
         return "int8"
@@ -149,6 +150,8 @@ def build_site(model_dir: str | os.PathLike | None, out_dir: str | os.PathLike, 
         for role in ("encoder", "decoder", "scorer"):
             if files.get(role):
                 shutil.copy2(spec.directory / files[role], tmp / files[role])
+        if (spec.directory / LICENSE_FILE).is_file():  # the weights' terms travel with them
+            shutil.copy2(spec.directory / LICENSE_FILE, tmp / LICENSE_FILE)
         decode, note = browser_decode(spec)
         raw = {**spec.raw, "variants": {chosen: files}, "decode": decode,
                "grammar": spec.raw.get("grammar") or grammar_tables(),

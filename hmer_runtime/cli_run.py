@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hmer_runtime.cli_util import CONTEXT_SETTINGS, GRAMMAR_OPTION, SEARCH_OPTION, run_cli
+from hmer_runtime.cli_util import (
+    CONTEXT_SETTINGS,
+    GRAMMAR_OPTION,
+    PROGRESS_OPTION,
+    PROVIDER_OPTION,
+    SEARCH_OPTION,
+    Progress,
+    run_cli,
+    show_progress,
+)
 from hmer_runtime.errors import HmerError, ImageError
 from hmer_runtime.files import read_bounded, walk_files
 from hmer_runtime.inputs.sources import IMAGE_SUFFIXES
@@ -18,7 +27,7 @@ from hmer_runtime.inputs.sources import IMAGE_SUFFIXES
 if TYPE_CHECKING:
     from hmer_runtime.recognizer import Result
 
-INPUT_SUFFIXES = IMAGE_SUFFIXES + (".inkml",)
+INPUT_SUFFIXES = IMAGE_SUFFIXES + (".inkml", ".json")  # .json: stroke JSON, as the HTTP API takes
 #: Largest list file (``@FILE``) read, in bytes.
 MAX_LIST_BYTES = 256 * 1024 * 1024
 #: Batches' worth of inputs read ahead and sorted by size (results still come out in input order).
@@ -42,7 +51,7 @@ def json_row(path: str, result: Result | None = None, error: HmerError | None = 
 def expand_inputs(args: list[str]) -> tuple[list[str], list[HmerError]]:
     """Paths to recognise, in order: files as given, directories searched recursively for images
     and InkML, globs expanded, ``-`` read from stdin, ``@FILE`` read from a list file (one path a
-    line); plus an error for each argument that yields none."""
+    line, relative to the list's folder); plus an error for each argument that yields none."""
     paths: list[str] = []
     errors: list[HmerError] = []
     for arg in args:
@@ -55,7 +64,10 @@ def expand_inputs(args: list[str]) -> tuple[list[str], list[HmerError]]:
             except HmerError as e:
                 errors.append(e)
                 continue
-            paths += [line.strip() for line in text.splitlines() if line.strip()]
+            # a relative path in a list names a file beside the list, wherever the command runs
+            base = Path(arg[1:]).parent
+            paths += [str(base / line.strip()) if not Path(line.strip()).is_absolute() else line.strip()
+                      for line in text.splitlines() if line.strip()]
             continue
         p = Path(arg)
         if p.is_dir():
@@ -96,26 +108,32 @@ def write_attention(res, stride: int, folder: Path, number: int, path: str) -> b
 @click.option("--model", "model_dir", type=click.Path(), help="Exported model directory (default: bundled model).")
 @click.option("--beam", type=click.IntRange(min=1),
               help="Beam width, 1 = greedy (default: the model's, decode.beam in its model.json).")
-@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True)
+@PROVIDER_OPTION
 @click.option("--variant", default="fp32", show_default=True, help="Graph variant: fp32, int8 or fp16.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
               help="Inputs decoded together (sorted by size within each window of 8 batches).")
 @click.option("--threads", default=0, type=click.IntRange(min=0), help="CPU threads (0 = onnxruntime's choice).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line: file, latex, tokens, score, ms.")
+@click.option("--limit", type=click.IntRange(min=1), help="Recognise only the first N inputs.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per line: file, latex, latex_compact, tokens, score, ms.")
+@click.option("--compact", is_flag=True, help="Print compact LaTeX (x^{2}+2x+1) instead of the spaced tokens.")
 @click.option("--attention", "attention_dir", type=click.Path(file_okay=False),
               help="Write a PNG per input with each token's attention overlaid.")
 @GRAMMAR_OPTION
 @SEARCH_OPTION
+@PROGRESS_OPTION
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(paths, model_dir, beam, provider, variant, batch_size, threads, as_json, attention_dir, grammar,
-         search, debug) -> None:
-    """Recognise handwritten expressions in PATHS (images, .inkml, directories, globs, @LIST files; - = stdin)."""
+def main(paths, model_dir, beam, provider, variant, batch_size, threads, limit, as_json, compact, attention_dir,
+         grammar, search, progress, debug) -> None:
+    """Recognise handwritten expressions in PATHS (images, .inkml, stroke .json, directories, globs,
+    @LIST files; - = stdin). With several inputs, each line names its file: FILE<TAB>LATEX."""
     from hmer_runtime.engine.providers import ProviderConfig
     from hmer_runtime.recognizer import Recognizer
 
     if not paths:
         raise click.UsageError("give at least one image, .inkml file or directory (or - to read paths from stdin)")
     files, failures = expand_inputs(list(paths))
+    files = files[:limit] if limit else files
     for e in failures:
         click.echo(f"error: {printable(str(e))}", err=True)
     rec = Recognizer(model_dir, ProviderConfig(provider, threads), variant, beam=beam, grammar=grammar,
@@ -127,27 +145,36 @@ def main(paths, model_dir, beam, provider, variant, batch_size, threads, as_json
             Path(attention_dir).mkdir(parents=True, exist_ok=True)
         except OSError:
             pass  # each input's attention write reports it, and recognition goes on
+    named = len(files) > 1 or len(paths) > 1
+
+    def line(path: str, latex: str) -> str:
+        return f"{printable(path)}\t{latex}" if named else latex
+
     failed = len(failures)
     window = WINDOW_BATCHES * batch_size  # inputs read ahead, so batches can be formed by size
+    bar = Progress(len(files), "files", show_progress(progress, as_json) and len(files) > 1)
     for start in range(0, len(files), window):
         chunk = files[start:start + window]
         errors: list[HmerError] = []
         results = rec.recognize_batch(chunk, attention=bool(attention_dir), errors=errors, batch_size=batch_size)
         errs = iter(errors)
         for offset, (path, res) in enumerate(zip(chunk, results)):
+            bar.clear()
             if res is None:
                 failed += 1
                 error = next(errs)
                 click.echo(f"error: {printable(str(error))}", err=True)
-                # stdout keeps one line per input: an empty line (plain) or an error row (--json)
-                click.echo(json_row(path, error=error) if as_json else "")
-                continue
-            if as_json:
-                click.echo(json_row(path, res))
+                # stdout keeps one line per input: an empty reading (plain) or an error row (--json)
+                click.echo(json_row(path, error=error) if as_json else line(path, ""))
             else:
-                click.echo(res.latex)
-            if attention_dir and res.image is not None:
-                failed += not write_attention(res, rec.spec.stride, Path(attention_dir), start + offset, path)
+                if as_json:
+                    click.echo(json_row(path, res))
+                else:
+                    click.echo(line(path, res.latex_compact if compact else res.latex))
+                if attention_dir and res.image is not None:
+                    failed += not write_attention(res, rec.spec.stride, Path(attention_dir), start + offset, path)
+            bar.advance()
+    bar.close()
     if failed:
         click.echo(f"{failed} input(s) failed", err=True)
         sys.exit(1)

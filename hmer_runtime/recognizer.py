@@ -26,7 +26,8 @@ from hmer_runtime.errors import HmerError, ImageError, input_error
 from hmer_runtime.inputs.inkml import Ink, read_inkml
 from hmer_runtime.inputs.preprocess import load_image, pad_batch
 from hmer_runtime.inputs.render import model_input
-from hmer_runtime.text.latex import detokenize
+from hmer_runtime.inputs.strokes import read_strokes
+from hmer_runtime.text.latex import compact, detokenize
 
 #: Where the default model lives inside the installed package.
 BUNDLED_MODEL = Path(__file__).parent / "models" / "default"
@@ -46,9 +47,15 @@ class Result:
     attention: list[np.ndarray] | None = None
     image: np.ndarray | None = None  # the model input, for attention overlays
 
+    @property
+    def latex_compact(self) -> str:
+        """The LaTeX with no more spaces than it needs: ``x^{2}+2x+1``."""
+        return compact(self.tokens)
+
     def to_dict(self) -> dict:
         score = round(self.score, 4) if math.isfinite(self.score) else None  # JSON has no NaN
-        return {"latex": self.latex, "tokens": self.tokens, "score": score, "ms": round(self.ms, 2)}
+        return {"latex": self.latex, "latex_compact": self.latex_compact, "tokens": self.tokens, "score": score,
+                "ms": round(self.ms, 2)}
 
 
 class Recognizer:
@@ -93,11 +100,13 @@ class Recognizer:
         if isinstance(item, (Ink, Image.Image, np.ndarray)):
             return model_input(item, render, pre, name)
         path = Path(item)
-        obj = read_inkml(path) if path.suffix.lower() == ".inkml" else load_image(path)
+        suffix = path.suffix.lower()
+        readers = {".inkml": read_inkml, ".json": read_strokes}
+        obj = readers.get(suffix, load_image)(path)
         return model_input(obj, render, pre, name)
 
     def recognize(self, item, beam: int | None = None, attention: bool = False) -> Result:
-        """Recognise one image, path, InkML file, Ink or stroke list; raises HmerError on bad input."""
+        """Recognise one image, path (image, InkML or stroke JSON), Ink or stroke list; HmerError on bad input."""
         return self.recognize_batch([item], beam, attention)[0]
 
     def recognize_batch(self, items: list, beam: int | None = None, attention: bool = False,
@@ -105,9 +114,10 @@ class Recognizer:
         """Recognise several inputs: in one padded batch, or by size in batches of ``batch_size``
         (see :meth:`decode_images`). Without ``errors`` a bad input raises; with a list, its
         HmerError is appended there and its result is None."""
-        t0 = time.perf_counter()
         images: list[np.ndarray | None] = []
+        pre_ms: list[float] = []  # each input's own reading and preprocessing time
         for item in items:
+            t0 = time.perf_counter()
             try:
                 images.append(self.load(item))
             except HmerError as e:
@@ -115,15 +125,15 @@ class Recognizer:
                     raise
                 errors.append(e)
                 images.append(None)
+            pre_ms.append((time.perf_counter() - t0) * 1000)
         ok = [i for i, im in enumerate(images) if im is not None]
         results: list[Result | None] = [None] * len(items)
         if not ok:
             return results
-        pre_ms = (time.perf_counter() - t0) * 1000
         results_ok = self.decode_images([images[i] for i in ok], beam, attention, batch_size)
         for i, r in zip(ok, results_ok):
-            r.timings["preprocess_ms"] = pre_ms / len(ok)
-            r.ms += pre_ms / len(ok)
+            r.timings["preprocess_ms"] = pre_ms[i]
+            r.ms += pre_ms[i]
             results[i] = r
         return results
 

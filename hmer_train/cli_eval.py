@@ -3,30 +3,47 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-from hmer_runtime.cli_util import CONTEXT_SETTINGS, GRAMMAR_OPTION, SEARCH_OPTION, run_cli
+from hmer_runtime.cli_util import (
+    CONTEXT_SETTINGS,
+    GRAMMAR_OPTION,
+    PROGRESS_OPTION,
+    PROVIDER_OPTION,
+    SEARCH_OPTION,
+    run_cli,
+)
 from hmer_runtime.text.metrics import format_summary
 
 
-def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, beam: int, out: str | None,
-                        limit: int | None, batch_size: int, config_path: str | None = None,
-                        variant: str = "fp32", provider: str = "auto", weights: str = "average",
-                        input_scale: float | None = None, grammar: bool | None = None,
-                        vocab_file: str | None = None, teacher_forced: bool = False,
-                        search: str | None = None) -> dict:
-    """Metrics of a checkpoint (PyTorch) or an exported model directory (ONNX Runtime) on a source.
+@dataclass(frozen=True)
+class EvalOptions:
+    """How ``evaluate_checkpoint`` reads a model; every decode setting left None is the model's own."""
 
-    Both go through the same data, batching and scoring; only the decoder differs. ``weights``
-    picks a checkpoint's moving-average or trained weights (see ``load_model``); ``input_scale``
-    replaces a checkpoint's ``decode.input_scale`` (an exported model's is fixed in model.json);
-    ``grammar`` replaces the model's ``decode.grammar`` (keep outputs valid canonical LaTeX),
-    ``search`` its ``decode.search`` (``hmer``, or ``comer``: CoMER's search in both directions).
-    ``teacher_forced`` adds a checkpoint's teacher-forced loss and token accuracy (``tf_loss``,
-    ``tf_acc``), the quick signal short training runs are compared by.
-    """
+    beam: int | None = None  # None: the model's decode.beam, as hmer-run decodes
+    limit: int | None = None  # the first N expressions (only those are prepared)
+    batch_size: int = 16
+    variant: str = "fp32"  # an exported model's graphs: fp32, int8, fp16
+    provider: str = "auto"
+    weights: str = "average"  # a checkpoint's moving average (train.ema) or its trained weights
+    input_scale: float | None = None  # a checkpoint's decode.input_scale (an export's is fixed)
+    grammar: bool | None = None
+    search: str | None = None  # hmer, or comer: CoMER's search in both directions
+    vocab_file: str | None = None  # a CoMER checkpoint's dictionary.txt
+    teacher_forced: bool = False  # also a checkpoint's teacher-forced loss and token accuracy
+    progress: bool | None = None  # bars on stderr; None: on a terminal only
+
+
+def evaluate_checkpoint(model_path: str, source: str | None, split: str | None,
+                        options: EvalOptions = EvalOptions(), out: str | None = None) -> dict:
+    """Metrics of a checkpoint (PyTorch) or an exported model directory (ONNX Runtime) on a source
+    (or, with ``split``, a split of the dataset named by ``source``), and one JSON line per
+    expression in ``out``. Both kinds of model go through the same data, batching and scoring;
+    only the decoder differs. The summary holds the beam it decoded with."""
+    o = options
     from hmer_runtime.inputs.sources import DEFAULT_ROOTS, resolve_split
     from hmer_train.config import image_configs
     from hmer_train.evaluation import evaluate
@@ -36,37 +53,39 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
         from hmer_runtime.errors import ModelError
         from hmer_runtime.recognizer import Recognizer
 
-        if input_scale is not None:
+        if o.input_scale is not None:
             raise ModelError(model_path, "an exported model reads at the input scale it was exported with; "
                                          "re-export with hmer-export --input-scale")
-        if teacher_forced:
+        if o.teacher_forced:
             raise ModelError(model_path, "teacher-forced figures need a checkpoint, not an exported model")
-        rec = Recognizer(model_path, provider, variant, beam=beam, grammar=grammar, search=search)
-        decoder, options, vocab = rec.model, rec.options, rec.spec.vocab
+        rec = Recognizer(model_path, o.provider, o.variant, beam=o.beam, grammar=o.grammar, search=o.search)
+        decoder, decode, vocab = rec.model, rec.options, rec.spec.vocab
         render, pre = rec.spec.render, rec.spec.preprocess
         roots, cache, stride = DEFAULT_ROOTS, DEFAULT_CACHE, rec.spec.stride
     else:
         from hmer_train.checkpoint import load_model
         from hmer_train.decoding import TorchDecoder, options_from_config
 
-        torch_model, vocab, ckpt = load_model(model_path, weights=weights, input_scale=input_scale, vocab=vocab_file)
+        torch_model, vocab, ckpt = load_model(model_path, weights=o.weights, input_scale=o.input_scale,
+                                              vocab=o.vocab_file)
         cfg = ckpt["config"]
-        options = options_from_config(cfg).with_overrides(beam=beam, grammar=grammar, search=search)
-        decoder = TorchDecoder(torch_model, vocab, options)
+        decode = options_from_config(cfg).with_overrides(beam=o.beam, grammar=o.grammar, search=o.search)
+        decoder = TorchDecoder(torch_model, vocab, decode)
         render, pre = image_configs(cfg, inference=True)
         roots, cache, stride = list(cfg.data_roots), cfg.cache_dir or DEFAULT_CACHE, 1  # the model pads itself
     src = resolve_split(source, split, roots) if split else Path(source)
-    data = prepare(src, render, pre, cache)
+    data = prepare(src, render, pre, cache, progress=o.progress is not False, limit=o.limit)
     if len(data) == 0:
         from hmer_runtime.errors import DatasetError
 
         shown = "; ".join(data.errors[:3]) + (f"; ... ({len(data.errors)} in all)" if len(data.errors) > 3 else "")
         raise DatasetError(str(src), "no usable sample to evaluate" + (f" ({shown})" if shown else ""))
-    summary, rows = evaluate(decoder, data, vocab, options, limit, batch_size, stride=stride)
-    if teacher_forced:
+    summary, rows = evaluate(decoder, data, vocab, decode, o.limit, o.batch_size, stride=stride, progress=o.progress)
+    summary["beam"] = decode.beam
+    if o.teacher_forced:
         from hmer_train.train import teacher_forced as tf_figures
 
-        summary.update(tf_figures(torch_model, data, vocab, "cpu", limit, batch_size=batch_size))
+        summary.update(tf_figures(torch_model, data, vocab, "cpu", o.limit, batch_size=o.batch_size))
     summary["errors"] = data.errors
     if out:
         from hmer_runtime.files import write_atomic
@@ -81,13 +100,15 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
 @click.argument("data", required=False)
 @click.option("--dataset", help="Evaluate every test split of this dataset (model from config 'checkpoint:').")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
-@click.option("--beam", default=1, show_default=True, type=click.IntRange(min=1), help="Beam width (1 = greedy).")
-@click.option("--out", type=click.Path(dir_okay=False), help="Write one JSON line per expression.")
+@click.option("--beam", type=click.IntRange(min=1),
+              help="Beam width, 1 = greedy (default: the model's own decode.beam, as hmer-run decodes).")
+@click.option("-o", "--output", "--out", "out", type=click.Path(dir_okay=False),
+              help="Write one JSON line per expression.")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N expressions.")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--variant", default="fp32", show_default=True, help="Exported model: fp32, int8 or fp16 graphs.")
-@click.option("--provider", default="auto", show_default=True, help="Exported model: auto, cpu, cuda, tensorrt.")
+@PROVIDER_OPTION
 @click.option("--weights", type=click.Choice(["average", "trained"]), default="average", show_default=True,
               help="Checkpoint: the moving average of the weights (train.ema) or the trained weights.")
 @click.option("--input-scale", type=float,
@@ -99,9 +120,10 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None, 
               help="A CoMER checkpoint's vocabulary file (its dictionary.txt).")
 @click.option("--teacher-forced", is_flag=True,
               help="Checkpoint: also the teacher-forced loss per token and next-token accuracy.")
+@PROGRESS_OPTION
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_json, variant, provider,
-         weights, input_scale, grammar, search, vocab_file, teacher_forced, debug) -> None:
+         weights, input_scale, grammar, search, vocab_file, teacher_forced, progress, debug) -> None:
     """Evaluate MODEL (a checkpoint, or a directory from hmer-export) on DATA (InkML folder/archive or
     image folder).
 
@@ -135,16 +157,16 @@ def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_jso
         if not (model and data):
             raise click.UsageError("give MODEL and DATA, or --dataset NAME")
         jobs.append((model, data, None))
+    options = EvalOptions(beam, limit, batch_size, variant, provider, weights, input_scale, grammar, search,
+                          vocab_file, teacher_forced, progress)
     for ckpt, src, split in jobs:
-        s = evaluate_checkpoint(ckpt, src, split, beam, out, limit, batch_size, variant=variant, provider=provider,
-                                weights=weights, input_scale=input_scale, grammar=grammar, vocab_file=vocab_file,
-                                teacher_forced=teacher_forced, search=search)
+        s = evaluate_checkpoint(ckpt, src, split, options, out)
         label = f"{src}:{split}" if split else src
         if as_json:
-            click.echo(json.dumps({"data": label, "beam": beam, **s}))
+            click.echo(json.dumps({"data": label, **s}))
         else:
             tf = f" | teacher-forced loss {s['tf_loss']:.3f} token acc {s['tf_acc']:.2f}" if teacher_forced else ""
-            click.echo(f"{label} beam {beam}: {format_summary(s)}{tf}")
+            click.echo(f"{label} beam {s['beam']}: {format_summary(s)}{tf}")
             if s["errors"]:
                 click.echo(f"  {len(s['errors'])} unreadable/unlabelled samples skipped")
 

@@ -133,6 +133,9 @@ class Config:
     #: initialisation). Unlike --resume, the step, optimiser and schedule start anew.
     init: str | None = None
     device: str = "cpu"
+    #: The trained weights' licence (keys spdx, name, url, notice), written into exported models;
+    #: None: the dataset's own terms (``hmer_train.licences``).
+    license: dict | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     # stroke_width/symbol_px None: the renders' (resolved by image_configs); 0: off
@@ -172,6 +175,7 @@ class Config:
 SECTIONS: dict[str, type] = {"model": ModelConfig, "render": RenderConfig, "preprocess": PreprocessConfig,
                              "train": TrainConfig, "train.augment": AugmentConfig, "decode": DecodeOptions}
 ARCHITECTURE_KEYS = ("model.encoder", "model.decoder")
+LICENSE_KEYS = {"spdx", "name", "url", "notice"}
 
 
 def _build(cls: type, d: Any, where: str, source: str):
@@ -189,6 +193,12 @@ def _build(cls: type, d: Any, where: str, source: str):
             if not isinstance(value, dict):
                 raise ConfigError(source, f"config key '{dotted}' must be a mapping")
             value = copy.deepcopy(value)
+        elif dotted == "license" and value is not None:
+            unknown = set(value) - LICENSE_KEYS if isinstance(value, dict) else None
+            if unknown is None or unknown:
+                keys = ", ".join(sorted(LICENSE_KEYS))
+                raise ConfigError(source, f"config key 'license' must be a mapping of {keys}")
+            value = dict(value)
         elif isinstance(value, list):
             value = tuple(value)
         values[key] = value

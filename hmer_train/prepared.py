@@ -101,16 +101,22 @@ def cache_key(source: str | Path, render: RenderConfig, pre: PreprocessConfig) -
 
 def prepare(source: str | Path, render: RenderConfig = RenderConfig(),
             pre: PreprocessConfig = PreprocessConfig(), cache_root: str | Path = DEFAULT_CACHE,
-            progress: bool = True, workers: int | None = None) -> PreparedSet:
+            progress: bool = True, workers: int | None = None, limit: int | None = None) -> PreparedSet:
     """Load the prepared set for ``source``, building (and caching) it if needed.
 
     ``workers``: processes that render and preprocess while this one parses (default: one per
-    CPU core, at most 16; 0 or 1 renders in this process). The result does not depend on it."""
+    CPU core, at most 16; 0 or 1 renders in this process). The result does not depend on it.
+    ``limit``: only the first ``limit`` usable samples, unless the whole set is already prepared."""
     if not Path(source).exists():  # before any progress bar or worker pool
         raise source_not_found(source)
     directory = Path(cache_root) / cache_key(source, render, pre)
     if (directory / "index.json").is_file() and (directory / "images.npy").is_file():
-        return load_prepared(directory)
+        whole = load_prepared(directory)
+        return whole.select(np.arange(min(limit, len(whole)))) if limit else whole
+    if limit:
+        directory = directory.with_name(f"{directory.name}-first{limit}")
+        if (directory / "index.json").is_file() and (directory / "images.npy").is_file():
+            return load_prepared(directory)
     workers = min(os.cpu_count() or 1, 16) if workers is None else workers
     names, tokens, shapes, chunks, errors = [], [], [], [], []
     stroke_lengths, ink_chunks = [], []
@@ -143,6 +149,8 @@ def prepare(source: str | Path, render: RenderConfig = RenderConfig(),
             chunks.append(img.ravel())
             stroke_lengths.append([len(t) for t in traces])
             ink_chunks.extend(traces)
+            if limit and len(names) >= limit:
+                break
     finally:
         if pool:
             pool.terminate()

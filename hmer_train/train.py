@@ -145,7 +145,7 @@ def train(cfg: Config, resume: str | None = None, progress: bool = True, until_s
     """Train per ``cfg``; returns the last validation summary. Checkpoints go to ``cfg.out``.
 
     ``until_step`` stops early as an interruption would (the schedule still spans the full run),
-    which is how a time-boxed session trains and how the resume test interrupts.
+    which is how a run is trained in fixed slices and how the resume test interrupts.
     """
     tc = cfg.train
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
@@ -359,7 +359,7 @@ def train(cfg: Config, resume: str | None = None, progress: bool = True, until_s
 def _stop_requested(out: Path, master: bool, distributed: bool) -> bool:
     """Whether OUT/stop exists (the master's view, shared with every rank); consumes the file.
 
-    A time-boxed session asks for a stop this way and waits for the run to exit, so the run ends
+    A caller asks for a stop this way and waits for the run to exit, so the run ends
     on a validated epoch checkpoint instead of being killed a few steps past it.
     """
     flag = [master and (out / STOP_FILE).exists()]

@@ -41,11 +41,11 @@ def test_the_committed_checkpoint_is_the_bundles_source():
 @pytest.mark.realdata
 def test_hmer_eval_reproduces_the_model_card(crohme_dir, tmp_path):
     """The card's greedy fp32 figures on CROHME 2014 come out of a fresh evaluation exactly."""
-    from hmer_train.cli_eval import evaluate_checkpoint
+    from hmer_train.cli_eval import EvalOptions, evaluate_checkpoint
 
     card = ModelSpec.load(BUNDLED_MODEL).raw["evaluation"]["crohme-2014 onnx fp32 beam 1"]
-    got = evaluate_checkpoint(str(BUNDLED_MODEL), str(crohme_dir / "crohme-2014.tar.gz"), None, 1, None, None, 16,
-                              provider="cpu")
+    got = evaluate_checkpoint(str(BUNDLED_MODEL), str(crohme_dir / "crohme-2014.tar.gz"), None,
+                              EvalOptions(beam=1, provider="cpu", progress=False))
     assert got["n"] == card["n"] and round(got["exprate"], 2) == card["exprate"]
     assert round(got["wer"], 2) == card["wer"]
 
@@ -53,15 +53,16 @@ def test_hmer_eval_reproduces_the_model_card(crohme_dir, tmp_path):
 @pytest.mark.realdata
 def test_onnx_and_pytorch_agree_on_crohme_2014(crohme_dir, tmp_path):
     """The export parity on real data, bounded to 60 expressions (the full figure is in the card)."""
-    from hmer_train.cli_eval import evaluate_checkpoint
+    from hmer_train.cli_eval import EvalOptions, evaluate_checkpoint
 
     spec = ModelSpec.load(BUNDLED_MODEL)
     preds = {}
     scale = spec.decode.input_scale  # the checkpoint reads what the export reads
     for name, model, input_scale in (("torch", CHECKPOINT, scale), ("onnx", BUNDLED_MODEL, None)):
         out = tmp_path / f"{name}.jsonl"
-        evaluate_checkpoint(str(model), str(crohme_dir / "crohme-2014.tar.gz"), None, 1, str(out), 60, 16,
-                            provider="cpu", input_scale=input_scale, grammar=spec.decode.grammar)
+        options = EvalOptions(beam=1, limit=60, provider="cpu", input_scale=input_scale, grammar=spec.decode.grammar,
+                              progress=False)
+        evaluate_checkpoint(str(model), str(crohme_dir / "crohme-2014.tar.gz"), None, options, str(out))
         preds[name] = [json.loads(line)["prediction"] for line in out.read_text().splitlines()]
     same = sum(a == b for a, b in zip(preds["torch"], preds["onnx"]))
     assert same >= 0.98 * len(preds["torch"]), f"{same}/{len(preds['torch'])}"

@@ -253,7 +253,7 @@ def test_bad_inputs_give_one_clear_line(tmp_path, monkeypatch, capsys):
 
 
 def test_hmer_eval_gives_the_same_predictions_for_checkpoint_and_export(exported, tmp_path):
-    from hmer_train.cli_eval import evaluate_checkpoint
+    from hmer_train.cli_eval import EvalOptions, evaluate_checkpoint
 
     ckpt, model_dir, _ = exported
     data = ckpt.parent / "data"  # the tiny synthetic set the checkpoint's config points at
@@ -261,8 +261,8 @@ def test_hmer_eval_gives_the_same_predictions_for_checkpoint_and_export(exported
     for search in ("hmer", "comer"):  # --search replaces the model's decode.search on both sides
         for name, model in (("torch", ckpt), ("onnx", model_dir)):
             out = tmp_path / f"{name}-{search}.jsonl"
-            summary = evaluate_checkpoint(str(model), str(data), None, beam=2, out=str(out), limit=None,
-                                          batch_size=4, provider="cpu", search=search)
+            summary = evaluate_checkpoint(str(model), str(data), None,
+                                          EvalOptions(beam=2, batch_size=4, provider="cpu", search=search), str(out))
             assert summary["n"] == 6
             rows[name, search] = [json.loads(line) for line in out.read_text().splitlines()]
         assert [r["prediction"] for r in rows["torch", search]] == [r["prediction"] for r in rows["onnx", search]]
@@ -273,7 +273,7 @@ def test_hmer_eval_gives_the_same_predictions_for_checkpoint_and_export(exported
 def test_input_scale_travels_with_the_export(exported, tmp_path):
     """hmer-export --input-scale: model.json renders and preprocesses at that multiple of the
     training size, and hmer-eval of the checkpoint at the same scale reads the same images."""
-    from hmer_train.cli_eval import evaluate_checkpoint
+    from hmer_train.cli_eval import EvalOptions, evaluate_checkpoint
 
     ckpt, _, plain = exported
     raw = export_checkpoint(ckpt, tmp_path / "scaled", check=False, log=lambda s: None, input_scale=1.5)
@@ -285,12 +285,12 @@ def test_input_scale_travels_with_the_export(exported, tmp_path):
     preds = {}
     for name, model, scale in (("torch", ckpt, 1.5), ("onnx", tmp_path / "scaled", None)):
         out = tmp_path / f"{name}.jsonl"
-        evaluate_checkpoint(str(model), str(data), None, beam=1, out=str(out), limit=None, batch_size=4,
-                            provider="cpu", input_scale=scale)
+        evaluate_checkpoint(str(model), str(data), None,
+                            EvalOptions(beam=1, batch_size=4, provider="cpu", input_scale=scale), str(out))
         preds[name] = [json.loads(line)["prediction"] for line in out.read_text().splitlines()]
     assert preds["torch"] == preds["onnx"]
     with pytest.raises(ModelError, match="re-export with hmer-export --input-scale"):
-        evaluate_checkpoint(str(tmp_path / "scaled"), str(data), None, 1, None, None, 4, input_scale=1.0)
+        evaluate_checkpoint(str(tmp_path / "scaled"), str(data), None, EvalOptions(beam=1, input_scale=1.0))
 
 
 def test_hmer_bench_measures_every_variant_and_baseline(exported, tmp_path, monkeypatch, capsys):

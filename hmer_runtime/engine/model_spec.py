@@ -33,6 +33,7 @@ from hmer_runtime.text.vocab import Vocab
 MODEL_FORMAT = "hmer-model-1"
 METADATA_KEY = "hmer.model"
 MODEL_FILE = "model.json"
+LICENSE_FILE = "LICENSE"  # the weights' terms, beside the graphs
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ class ModelSpec:
     tensorrt_profiles: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # graph stem -> min/opt/max
     variants: dict = field(default_factory=dict)
     grammar: dict = field(default_factory=dict)  # grammar.grammar_tables(); empty for older exports
+    #: The weights' licence (spdx, name, url, notice), from their training data; empty for older exports.
+    license: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict)  # the whole file, for what a runtime does not read (evaluation)
 
     @property
@@ -127,6 +130,7 @@ class ModelSpec:
                        tensorrt_profiles={k: tuple(v) for k, v in raw.get("tensorrt_profiles", {}).items()},
                        variants=dict(raw.get("variants", {})),
                        grammar=dict(raw.get("grammar", {})),
+                       license=dict(raw.get("license", {})),
                        raw=raw)
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError(where, f"malformed model description ({type(e).__name__}: {e})") from e

@@ -1,7 +1,7 @@
 """ONNX Runtime execution providers: which to try, with which options, and which one really runs.
 
 All provider options live here. ``auto`` tries TensorRT, then CUDA, then CPU, among the providers
-this onnxruntime build offers; after a session is created, ``get_providers()`` tells which one was
+this onnxruntime build offers; after an InferenceSession is created, ``get_providers()`` tells which one was
 actually taken (onnxruntime-gpu on a machine without a usable GPU can fall back to CPU silently).
 """
 

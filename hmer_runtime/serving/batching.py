@@ -95,7 +95,7 @@ class MicroBatcher:
                     break
                 try:
                     jobs.append(await asyncio.wait_for(self.queue.get(), left))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             live = [j for j in jobs if not j.future.cancelled()]
             if not live:

@@ -28,7 +28,7 @@ from pathlib import Path
 import click
 
 from hmer_runtime.cli_run import INPUT_SUFFIXES, WINDOW_BATCHES, expand_inputs, json_row, printable
-from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
+from hmer_runtime.cli_util import CONTEXT_SETTINGS, PROVIDER_OPTION, run_cli
 from hmer_runtime.errors import HmerError, InputError, input_error
 
 
@@ -121,15 +121,18 @@ def read_done(output: Path) -> dict[str, bool]:
 
 
 def run_batch(paths: list[str], output: str | os.PathLike, options: BatchOptions = BatchOptions(),
-              address: str | None = None, workers: int | None = None, progress: bool = True) -> BatchSummary:
-    """Recognise ``paths`` (files, folders, globs) on Ray Data, appending one row per input to
-    ``output`` (JSON lines); inputs that already have a row there are skipped."""
+              address: str | None = None, workers: int | None = None, progress: bool = True,
+              limit: int | None = None) -> BatchSummary:
+    """Recognise ``paths`` (files, folders, globs; the first ``limit`` of them) on Ray Data,
+    appending one row per input to ``output`` (JSON lines); inputs that already have a row there
+    are skipped."""
     import ray
 
     t0 = time.perf_counter()
     output = Path(output)
     done = read_done(output)  # before anything else: a file that is not ours ends the job untouched
     files, failures = expand_inputs(paths)
+    files = files[:limit] if limit else files
     for e in failures:
         click.echo(f"error: {printable(str(e))}", err=True)
     todo = [f for f in dict.fromkeys(files) if printable(f) not in done]
@@ -181,14 +184,15 @@ def run_batch(paths: list[str], output: str | os.PathLike, options: BatchOptions
               help="GPUs each worker reserves (use with --provider cuda).")
 @click.option("--model", "model_dir", type=click.Path(), help="Exported model directory (default: bundled model).")
 @click.option("--beam", type=click.IntRange(min=1), help="Beam width, 1 = greedy (default: the model's).")
-@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True)
+@PROVIDER_OPTION
 @click.option("--variant", default="fp32", show_default=True, help="Graph variant: fp32, int8 or fp16.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--limit", type=click.IntRange(min=1), help="Recognise only the first N inputs.")
 @click.option("--threads", default=0, type=click.IntRange(min=0), help="CPU threads per worker (0 = its CPUs).")
 @click.option("--progress/--no-progress", default=True, help="Ray Data's progress bars on stderr.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(paths, output, address, workers, worker_cpus, worker_gpus, model_dir, beam, provider, variant, batch_size,
-         threads, progress, debug) -> None:
+         limit, threads, progress, debug) -> None:
     """Recognise PATHS (images, .inkml, directories, globs, @LIST files; - = stdin) on Ray, rows to OUTPUT."""
     try:
         import ray  # noqa: F401
@@ -201,7 +205,7 @@ def main(paths, output, address, workers, worker_cpus, worker_gpus, model_dir, b
     Recognizer(model_dir, "cpu", variant)  # fail fast on a bad model, before Ray starts
     options = BatchOptions(str(model_dir) if model_dir else None, provider, variant, beam, batch_size, threads,
                            worker_cpus, worker_gpus)
-    s = run_batch(list(paths), output, options, address, workers, progress)
+    s = run_batch(list(paths), output, options, address, workers, progress, limit)
     click.echo(f"{s.written} row(s) written to {printable(str(output))}, {s.skipped} already there, "
                f"{s.errors} input(s) failed, {s.seconds:.1f} s", err=True)
     if s.errors:

@@ -9,13 +9,13 @@ here knows about responses. hmer-serve and its Ray Serve replicas read requests 
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 
 import numpy as np
 
-from hmer_runtime.errors import TOO_LARGE, HmerError, InkError
+from hmer_runtime.errors import TOO_LARGE, HmerError
 from hmer_runtime.inputs.preprocess import load_image
+from hmer_runtime.inputs.strokes import MAX_POINTS, MAX_STROKES, strict_json, strokes_to_ink
 from hmer_runtime.recognizer import Recognizer
 
 TIMED_OUT, INVALID_OPTION = 408, 422
@@ -27,8 +27,8 @@ class Limits:
 
     max_body_bytes: int = 8 * 1024 * 1024
     max_pixels: int = 16_000_000
-    max_strokes: int = 500
-    max_points: int = 50_000
+    max_strokes: int = MAX_STROKES
+    max_points: int = MAX_POINTS
     max_beam: int = 16
     timeout_s: float = 30.0
     read_timeout_s: float = 10.0  # to receive a request's headers, and then its body
@@ -57,7 +57,7 @@ async def read_request(request, rec: Recognizer, limits: Limits) -> RecognizeReq
                            TOO_LARGE)
     try:
         body = await asyncio.wait_for(read_body(request, limits.max_body_bytes), limits.read_timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise RequestError("request", f"body not received within {limits.read_timeout_s} s", TIMED_OUT) from None
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     loop = asyncio.get_running_loop()
@@ -101,17 +101,11 @@ async def read_body(request, limit: int) -> bytes:
     return body
 
 
-def _no_constants(name: str):
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def _json_object(body: bytes) -> dict:
     try:
-        payload = json.loads(body, parse_constant=_no_constants)
-    except (ValueError, UnicodeDecodeError) as e:  # also: Infinity, NaN, integers past Python's 4300 digits
+        payload = strict_json(body)
+    except ValueError as e:  # also: Infinity, NaN, integers past Python's 4300 digits, deep nesting
         raise RequestError("request", f"malformed JSON: {e}") from e
-    except RecursionError:
-        raise RequestError("request", "malformed JSON: nested too deeply") from None
     if not isinstance(payload, dict):
         raise RequestError("request", "JSON body must be an object with 'strokes'")
     return payload
@@ -137,12 +131,4 @@ def parse_options(params, fields: dict, default_beam: int, max_beam: int) -> tup
 
 def ink_input(body: dict, rec: Recognizer, limits: Limits) -> np.ndarray:
     """The model input of JSON ink, refused over the stroke and point limits."""
-    strokes = body.get("strokes")
-    if not isinstance(strokes, list) or not strokes:
-        raise InkError("strokes", "expected a non-empty list of strokes [[[x, y], ...], ...]")
-    if len(strokes) > limits.max_strokes:
-        raise InkError("strokes", f"{len(strokes)} strokes, over the limit of {limits.max_strokes}", TOO_LARGE)
-    points = sum(len(s) if isinstance(s, list) else 0 for s in strokes)
-    if points > limits.max_points:
-        raise InkError("strokes", f"{points} points, over the limit of {limits.max_points}", TOO_LARGE)
-    return rec.load(strokes, "strokes")
+    return rec.load(strokes_to_ink(body, "strokes", limits.max_strokes, limits.max_points))

@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
+from hmer_runtime.cli_util import CONTEXT_SETTINGS, PROVIDER_OPTION, run_cli
 from hmer_runtime.engine.providers import ProviderConfig
 from hmer_runtime.errors import HmerError
 from hmer_runtime.recognizer import Recognizer
@@ -170,7 +170,7 @@ def create_app(options: ServeOptions = ServeOptions(), limits: Limits | None = N
         try:
             result = await asyncio.wait_for(state["batcher"].submit(asked.image, asked.beam, asked.attention),
                                             limits.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return error(503, f"recognition took longer than {limits.timeout_s} s; try again")
         out = {**result.to_dict(), "mathml": to_mathml(result.latex), "ms": (time.perf_counter() - t0) * 1000}
         if asked.attention and result.attention is not None:
@@ -184,7 +184,7 @@ def create_app(options: ServeOptions = ServeOptions(), limits: Limits | None = N
 @click.option("--model", "model_dir", type=click.Path(), help="Exported model directory (default: bundled model).")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True)
-@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True)
+@PROVIDER_OPTION
 @click.option("--variant", default="fp32", show_default=True)
 @click.option("--threads", default=0, help="CPU threads per worker (0 = onnxruntime's choice).")
 @click.option("--workers", default=1, show_default=True, help="Worker processes, each with its own Recognizer.")
