@@ -25,7 +25,8 @@ def test_the_image_builds_and_reads_a_bundled_sample_without_torch():
             return subprocess.run(["docker", "run", "--rm", IMAGE, *cmd], capture_output=True, text=True, timeout=300)
 
         sample = ("import hmer_runtime, pathlib, subprocess; "
-                  "subprocess.run(['hmer-run', str(pathlib.Path(hmer_runtime.__file__).parent / 'samples' / 'x2.png')])")
+                  "folder = pathlib.Path(hmer_runtime.__file__).parent; "
+                  "subprocess.run(['hmer-run', str(folder / 'samples' / 'x2.png')])")
         assert run("python", "-c", sample).stdout.strip() == "x ^ { 2 } + 2 x + 1"
         assert run("python", "-c", "import torch").returncode != 0  # the runtime image carries no torch
         assert run("hmer-serve", "--version").returncode == 0

@@ -190,3 +190,37 @@ def test_batch_refuses_an_output_file_that_is_not_its_own(tmp_path):
     mine.write_text('{"file": "a.png", "latex": "x"}\n{"file": "b.png", "error": "bad"}\n{"file": "c', encoding="utf-8")
     assert read_done(mine) == {"a.png": False, "b.png": True}
     assert mine.read_text(encoding="utf-8").endswith('"bad"}\n')  # only its own torn tail is cut
+
+
+def test_a_local_instance_is_reaped_when_its_driver_is_killed(tmp_path):
+    """The watcher hmer-batch starts beside a local Ray instance: after a kill -9 of the driver,
+    every process naming the instance's session folder ends, and another instance's survives."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from hmer_runtime.serving import ray_reaper
+
+    def sleeper(*args):
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", *args])
+
+    session = str(tmp_path / "session_2026-12-07_00-00-00_000000_1")
+    other = sleeper(str(tmp_path / "session_other"))
+    instance = [sleeper(f"--session-dir={session}"), sleeper(f"{session}/logs")]
+    driver = sleeper()
+    watcher = subprocess.Popen([sys.executable, "-m", "hmer_runtime.serving.ray_reaper", str(driver.pid), session],
+                               start_new_session=True)
+    try:
+        time.sleep(1.0)
+        assert all(p.poll() is None for p in instance)  # the driver lives: nothing is touched
+        os.kill(driver.pid, signal.SIGKILL)
+        assert watcher.wait(30) == 0
+        for p in instance:
+            assert p.wait(10) is not None
+        assert other.poll() is None
+        assert ray_reaper.session_processes(session, os.getpid()) == []
+    finally:
+        for p in (other, *instance, driver):
+            p.kill()
+            p.wait()

@@ -89,3 +89,61 @@ def test_micro_batcher_gathers_concurrent_requests(model_dir):
     assert batched == 1 and single == len(images)
     # the batcher decodes at the beam it is given (1), the Recognizer by default at the model's (10)
     assert tokens == tokens_single == [rec.decode_images([im], beam=1)[0].tokens for im in images]
+
+
+def test_admission_keeps_heavy_inputs_in_their_own_bounded_lane():
+    """A slow heavy job does not delay a light one; a second heavy one waits its turn, a third is
+    refused; a job past the deadline is answered Busy; requests past max_in_flight are refused."""
+    import threading
+    import time
+
+    from hmer_runtime.serving.admission import Admission, Busy
+
+    release = threading.Event()
+    admission = Admission(Limits(preprocess_threads=1, max_heavy=2, max_in_flight=2, timeout_s=30))
+
+    async def scenario():
+        far = time.monotonic() + 30
+        slow = asyncio.ensure_future(admission.preprocess(lambda: release.wait(10) and "heavy", True, far))
+        queued = asyncio.ensure_future(admission.preprocess(lambda: "heavy 2", True, far))
+        await asyncio.sleep(0.05)
+        assert admission.heavy_queued == 2
+        with pytest.raises(Busy, match="large inputs"):
+            await admission.preprocess(lambda: "heavy 3", True, far)
+        assert await admission.preprocess(lambda: "light", False, far) == "light"  # not behind the heavy
+        assert not slow.done()
+        release.set()
+        assert (await slow, await queued) == ("heavy", "heavy 2")
+        await asyncio.sleep(0.05)
+        assert admission.heavy_queued == 0
+        with pytest.raises(Busy, match="took longer"):
+            await admission.preprocess(lambda: time.sleep(0.5), False, time.monotonic() + 0.05)
+        with admission.request(), admission.request():
+            with pytest.raises(Busy, match="2 requests in flight"):
+                with admission.request():
+                    pass
+        assert admission.in_flight == 0
+
+    asyncio.run(scenario())
+    admission.close()
+
+
+def test_heavy_ink_is_served_and_a_full_server_answers_503(model_dir):
+    import numpy as np
+
+    zig = [[0.0 if i % 2 == 0 else 400.0, float(i % 7)] for i in range(300)]  # long as drawn, few points
+    limits = Limits(heavy_ink_length=50_000)
+    with TestClient(create_app(ServeOptions(str(model_dir), provider="cpu"), limits)) as c:
+        from hmer_runtime.inputs.inkml import Ink
+        from hmer_runtime.inputs.render import ink_length
+
+        rec = Recognizer(model_dir, provider="cpu")
+        assert ink_length(Ink.from_strokes(STROKES + [zig]), rec.spec.render) > limits.heavy_ink_length
+        r = c.post("/v1/recognize", json={"strokes": STROKES + [zig], "beam": 1})
+        assert r.status_code == 200, r.text
+        assert c.get("/v1/model").json()["admission"] == {"in_flight": 0, "heavy_queued": 0}
+        assert np.isfinite(r.json()["score"]) or r.json()["score"] is None
+    with TestClient(create_app(ServeOptions(str(model_dir), provider="cpu"), Limits(max_in_flight=0))) as c:
+        r = c.post("/v1/recognize", json={"strokes": STROKES})
+        assert r.status_code == 503 and "server busy" in r.json()["error"]
+        assert c.get("/healthz").status_code == 200

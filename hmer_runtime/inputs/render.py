@@ -74,8 +74,8 @@ def symbol_size(traces: list[np.ndarray]) -> float:
     return float(np.median(strokes))
 
 
-def render_ink(ink: Ink, config: RenderConfig = RenderConfig()) -> np.ndarray:
-    """Render ink to a uint8 (H, W) array, ink dark on white. Raises InkError for degenerate ink."""
+def _layout(ink: Ink, config: RenderConfig) -> tuple[list[np.ndarray], int, int]:
+    """The strokes in supersampled canvas coordinates, and the canvas's width and height."""
     validate_ink(ink)
     traces = [np.asarray(t[:, :2], dtype=np.float64) for t in ink.traces if len(t)]
     lo = np.concatenate(traces).min(axis=0)
@@ -90,9 +90,26 @@ def render_ink(ink: Ink, config: RenderConfig = RenderConfig()) -> np.ndarray:
     margin = config.pad + config.line_width / 2
     width = int(np.ceil(span[0] * scale + 2 * margin))
     height = int(np.ceil(span[1] * scale + 2 * margin))
+    points = [((t - lo) * scale + margin) * config.supersample for t in traces]
+    return points, width, height
+
+
+def ink_length(ink: Ink, config: RenderConfig = RenderConfig()) -> float:
+    """How long the strokes are as ``render_ink`` draws them, in supersampled pixels: what drawing
+    them costs (a CROHME expression at the model's size is about 10 000), known before drawing."""
+    return _drawn_length(_layout(ink, config)[0])
+
+
+def _drawn_length(points: list[np.ndarray]) -> float:
+    return sum(float(np.hypot(*np.diff(p, axis=0).T).sum()) for p in points if len(p) > 1)
+
+
+def render_ink(ink: Ink, config: RenderConfig = RenderConfig()) -> np.ndarray:
+    """Render ink to a uint8 (H, W) array, ink dark on white. Raises InkError for degenerate ink,
+    and for ink longer than :data:`MAX_INK_LENGTH` as drawn."""
+    points, width, height = _layout(ink, config)
     ss = config.supersample
     lw = max(1, round(config.line_width * ss))
-    points = [((t - lo) * scale + margin) * ss for t in traces]
     check_ink_length(points, ink.id or "ink")
     if config.pen == "capsule":
         return _capsule_render(points, width, height, ss, lw / 2)
@@ -121,7 +138,7 @@ MAX_INK_LENGTH = 4_000_000
 
 def check_ink_length(points: list[np.ndarray], name: str = "ink") -> None:
     """InkError (too large) when the strokes, as drawn, are longer than :data:`MAX_INK_LENGTH`."""
-    length = sum(float(np.hypot(*np.diff(p, axis=0).T).sum()) for p in points if len(p) > 1)
+    length = _drawn_length(points)
     if length > MAX_INK_LENGTH:
         raise InkError(name, f"strokes {length / 1e6:.1f} M pixels long as drawn, over the limit of "
                              f"{MAX_INK_LENGTH / 1e6:g} M", TOO_LARGE)

@@ -142,8 +142,12 @@ def run_batch(paths: list[str], output: str | os.PathLike, options: BatchOptions
         if not ray.is_initialized():
             address = address or os.environ.get("RAY_ADDRESS")
             # a local instance for one job needs no dashboard; a cluster's is the cluster's business
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
-                     **({} if address else {"include_dashboard": False}))
+            ray_context = ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
+                                   **({} if address else {"include_dashboard": False}))
+            if not address:  # the local instance ends with this command, even after a kill -9
+                from hmer_runtime.serving import ray_reaper
+
+                ray_reaper.start(ray_context.address_info["session_dir"])
         if not progress:
             logging.getLogger("ray.data").setLevel(logging.WARNING)
         context = ray.data.DataContext.get_current()

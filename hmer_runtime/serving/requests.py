@@ -9,14 +9,18 @@ here knows about responses. hmer-serve and its Ray Serve replicas read requests 
 from __future__ import annotations
 
 import asyncio
+import io
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from hmer_runtime.errors import TOO_LARGE, HmerError
 from hmer_runtime.inputs.preprocess import load_image
+from hmer_runtime.inputs.render import ink_length
 from hmer_runtime.inputs.strokes import MAX_POINTS, MAX_STROKES, strict_json, strokes_to_ink
 from hmer_runtime.recognizer import Recognizer
+from hmer_runtime.serving.admission import Admission
 
 TIMED_OUT, INVALID_OPTION = 408, 422
 
@@ -30,8 +34,13 @@ class Limits:
     max_strokes: int = MAX_STROKES
     max_points: int = MAX_POINTS
     max_beam: int = 16
-    timeout_s: float = 30.0
+    timeout_s: float = 30.0  # from a request's arrival to its answer
     read_timeout_s: float = 10.0  # to receive a request's headers, and then its body
+    max_in_flight: int = 32  # requests held at once (bodies read, preprocessed or decoded); more: 503
+    preprocess_threads: int = 2  # the ordinary preprocessing lane
+    heavy_ink_length: float = 200_000  # ink drawn longer (supersampled px) is prepared in the heavy lane
+    heavy_pixels: int = 4_000_000  # and so are larger images
+    max_heavy: int = 2  # heavy inputs queued or being prepared at once; more: 503
 
 
 class RequestError(HmerError):
@@ -47,10 +56,12 @@ class RecognizeRequest:
     attention: bool
 
 
-async def read_request(request, rec: Recognizer, limits: Limits) -> RecognizeRequest:
+async def read_request(request, rec: Recognizer, limits: Limits, admission: Admission,
+                       deadline: float) -> RecognizeRequest:
     """The input and options of a Starlette ``request``: an image (multipart field ``file``, or the
     raw body) or JSON ``{"strokes": [[[x, y], ...], ...], "beam": 5, "attention": false}``.
-    Decoding the image or rendering the ink runs in a thread, off the event loop."""
+    Decoding the image or drawing the ink runs in ``admission``'s lanes, off the event loop, until
+    ``deadline`` (time.monotonic)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
         raise RequestError("request", f"body of {declared} bytes is over the limit of {limits.max_body_bytes}",
@@ -60,11 +71,12 @@ async def read_request(request, rec: Recognizer, limits: Limits) -> RecognizeReq
     except TimeoutError:
         raise RequestError("request", f"body not received within {limits.read_timeout_s} s", TIMED_OUT) from None
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    loop = asyncio.get_running_loop()
     if ctype == "application/json":
         payload = _json_object(body)
         beam, attention = parse_options(request.query_params, payload, rec.options.beam, limits.max_beam)
-        image = await loop.run_in_executor(None, ink_input, payload, rec, limits)
+        ink = strokes_to_ink(payload, "strokes", limits.max_strokes, limits.max_points)
+        heavy = admission.is_heavy(ink_length=ink_length(ink, rec.spec.render))
+        image = await admission.preprocess(lambda: rec.load(ink), heavy, deadline)
         return RecognizeRequest(image, beam, attention)
     if ctype == "multipart/form-data":
         from starlette.exceptions import HTTPException
@@ -83,8 +95,20 @@ async def read_request(request, rec: Recognizer, limits: Limits) -> RecognizeReq
     beam, attention = parse_options(request.query_params, fields, rec.options.beam, limits.max_beam)
     if not data:
         raise RequestError("request", "empty request body: send an image or JSON strokes")
-    image = await loop.run_in_executor(None, lambda: rec.load(load_image(data, name, limits.max_pixels), name))
+    heavy = admission.is_heavy(pixels=declared_pixels(data))
+    image = await admission.preprocess(lambda: rec.load(load_image(data, name, limits.max_pixels), name), heavy,
+                                       deadline)
     return RecognizeRequest(image, beam, attention)
+
+
+def declared_pixels(data: bytes) -> int:
+    """The pixels an image's header declares (nothing is decoded); 0 when it has no readable header,
+    which ``load_image`` then reports."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.width * im.height
+    except Exception:  # noqa: BLE001 - any unreadable header: load_image names the problem
+        return 0
 
 
 async def read_body(request, limit: int) -> bytes:
@@ -129,6 +153,3 @@ def parse_options(params, fields: dict, default_beam: int, max_beam: int) -> tup
     return beam, attention
 
 
-def ink_input(body: dict, rec: Recognizer, limits: Limits) -> np.ndarray:
-    """The model input of JSON ink, refused over the stroke and point limits."""
-    return rec.load(strokes_to_ink(body, "strokes", limits.max_strokes, limits.max_points))

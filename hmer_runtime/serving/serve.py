@@ -24,6 +24,7 @@ from hmer_runtime.cli_util import CONTEXT_SETTINGS, PROVIDER_OPTION, run_cli
 from hmer_runtime.engine.providers import ProviderConfig
 from hmer_runtime.errors import HmerError
 from hmer_runtime.recognizer import Recognizer
+from hmer_runtime.serving.admission import Admission
 from hmer_runtime.serving.batching import Backend, MicroBatcher
 from hmer_runtime.serving.requests import Limits, read_request
 
@@ -99,19 +100,23 @@ def create_app(options: ServeOptions = ServeOptions(), limits: Limits | None = N
 
     limits = limits or Limits()
     state: dict = {}
+    admission = Admission(limits)
 
     @asynccontextmanager
     async def lifespan(app):
-        if backend is not None:
-            state["rec"], state["batcher"] = backend.rec, backend
+        try:
+            if backend is not None:
+                state["rec"], state["batcher"] = backend.rec, backend
+                yield
+                return
+            rec = Recognizer(options.model_dir, ProviderConfig(options.provider, options.threads), options.variant)
+            state["rec"] = rec
+            state["batcher"] = MicroBatcher(rec, options.batch_wait_ms, options.max_batch)
+            state["batcher"].start()
             yield
-            return
-        rec = Recognizer(options.model_dir, ProviderConfig(options.provider, options.threads), options.variant)
-        state["rec"] = rec
-        state["batcher"] = MicroBatcher(rec, options.batch_wait_ms, options.max_batch)
-        state["batcher"].start()
-        yield
-        await state["batcher"].stop()
+            await state["batcher"].stop()
+        finally:
+            admission.close()
 
     app = FastAPI(title="hmer", summary="Handwritten mathematical expressions to LaTeX", lifespan=lifespan)
 
@@ -158,20 +163,22 @@ def create_app(options: ServeOptions = ServeOptions(), limits: Limits | None = N
         return {"architecture": spec.architecture, "parameters": spec.parameters,
                 "vocab_size": len(spec.vocab), "provider": rec.provider, "variant": rec.model.variant,
                 "max_len": rec.options.max_len, "beam": rec.options.beam,
-                "checkpoint": spec.checkpoint,
-                "batching": state["batcher"].stats()}
+                "checkpoint": spec.checkpoint, "license": spec.license,
+                "batching": state["batcher"].stats(), "admission": admission.stats()}
 
     @app.post("/v1/recognize")
     async def recognize(request: Request):
         """Recognise one expression: an image (multipart field ``file``, or the raw body) or JSON
         ``{"strokes": [[[x, y], ...], ...], "beam": 5, "attention": false}`` (beam: default the model's)."""
         t0 = time.perf_counter()
-        asked = await read_request(request, state["rec"], limits)
-        try:
-            result = await asyncio.wait_for(state["batcher"].submit(asked.image, asked.beam, asked.attention),
-                                            limits.timeout_s)
-        except TimeoutError:
-            return error(503, f"recognition took longer than {limits.timeout_s} s; try again")
+        deadline = time.monotonic() + limits.timeout_s  # one deadline for reading, preparing and decoding
+        with admission.request():
+            asked = await read_request(request, state["rec"], limits, admission, deadline)
+            try:
+                result = await asyncio.wait_for(state["batcher"].submit(asked.image, asked.beam, asked.attention),
+                                                max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return error(503, f"recognition took longer than {limits.timeout_s:g} s; try again")
         out = {**result.to_dict(), "mathml": to_mathml(result.latex), "ms": (time.perf_counter() - t0) * 1000}
         if asked.attention and result.attention is not None:
             out["attention"] = [np.round(a, 4).tolist() for a in result.attention]
