@@ -2,13 +2,13 @@
 
 ``ray.init()`` without an address starts a local instance whose processes (GCS, raylet, the
 dashboard and runtime-env agents, workers) outlive a driver that is killed with SIGKILL. A job
-command that starts one also starts this watcher in a session of its own:
+command that starts one also starts this watcher, detached (start_new_session):
 
     python -m hmer_runtime.serving.ray_reaper DRIVER_PID SESSION_DIR
 
 It polls the driver; when the driver is gone, it sends SIGTERM, then SIGKILL, to every process
 whose command line names the instance's session folder, and exits. Nothing else is touched:
-another Ray instance on the machine has a session folder of its own.
+another Ray instance on the machine has its own session folder.
 """
 
 from __future__ import annotations
