@@ -7,10 +7,11 @@ hostile clients beside the normal ones.
 Starts a server per setting, sends the requests (ink strokes of the bundled examples, cycled) from
 ``concurrency`` clients, checks that every request succeeded, and prints latency percentiles and
 throughput. With ``--hostile N``, N more clients send, for as long as the normal ones run, the
-inputs that cost a server most: ink drawn nearly as long as the render allows (a zig-zag of
-few points across the whole canvas, asking for the widest beam), and 16-megapixel PNGs; their
-answers are counted by status, and the server's peak resident memory is read from /proc. Stops
-by itself; talks to nothing but 127.0.0.1.
+inputs that cost a server most within its limits: ink drawn nearly as long as the render allows
+(a zig-zag of few points across the whole canvas, asking for the widest beam), and 16-megapixel
+PNGs under the body limit; their answers are counted by status (503: the server asks them to
+wait), and the server's peak resident memory is read from /proc. Stops by itself; talks to
+nothing but 127.0.0.1.
 """
 
 import asyncio
@@ -59,7 +60,7 @@ def launch(args: list[str], timeout_s: float = 30.0, port: int | None = None):
 
 
 def hostile_requests() -> list[dict]:
-    """Request arguments (for httpx ``post``) of the inputs that cost a server most."""
+    """Request arguments (for httpx ``post``) of the inputs that cost a server most within its limits."""
     import io
 
     from PIL import Image
@@ -69,9 +70,10 @@ def hostile_requests() -> list[dict]:
     small = [[[x, 0.0], [x + 25.0, 25.0]] for x in range(0, 1000, 20)]
     zig = [[0.0 if i % 2 == 0 else 1000.0, 250.0 * ((i // 2) % 2)] for i in range(1_280)]
     ink = {"json": {"strokes": small + [zig], "beam": 16}}
-    noise = np.random.default_rng(0).integers(0, 255, (4000, 4000), dtype=np.uint8)
+    page = np.full((4000, 4000), 255, dtype=np.uint8)
+    page[:1200] = np.random.default_rng(0).integers(0, 255, (1200, 4000), dtype=np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(noise).save(buf, format="PNG")  # 16 MP that do not compress: a large body too
+    Image.fromarray(page).save(buf, format="PNG")  # 16 MP, under the 8 MB body limit
     picture = {"content": buf.getvalue(), "headers": {"content-type": "image/png"}}
     return [ink, picture]
 

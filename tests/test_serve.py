@@ -141,7 +141,12 @@ def test_heavy_ink_is_served_and_a_full_server_answers_503(model_dir):
         assert ink_length(Ink.from_strokes(STROKES + [zig]), rec.spec.render) > limits.heavy_ink_length
         r = c.post("/v1/recognize", json={"strokes": STROKES + [zig], "beam": 1})
         assert r.status_code == 200, r.text
-        assert c.get("/v1/model").json()["admission"] == {"in_flight": 0, "heavy_queued": 0}
+        info = c.get("/v1/model").json()
+        assert info["admission"] == {"in_flight": 0, "heavy_queued": 0}
+        assert info["heavy_batching"]["decoded"] == 1 and info["batching"]["decoded"] == 0
+        wide = c.post("/v1/recognize", json={"strokes": STROKES, "beam": rec.options.beam + 1})
+        assert wide.status_code == 200  # a beam wider than the model's decodes apart too
+        assert c.get("/v1/model").json()["heavy_batching"]["decoded"] == 2
         assert np.isfinite(r.json()["score"]) or r.json()["score"] is None
     with TestClient(create_app(ServeOptions(str(model_dir), provider="cpu"), Limits(max_in_flight=0))) as c:
         r = c.post("/v1/recognize", json={"strokes": STROKES})

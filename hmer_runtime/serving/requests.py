@@ -49,11 +49,14 @@ class RequestError(HmerError):
 
 @dataclass(frozen=True)
 class RecognizeRequest:
-    """What a request asks: one model input, the beam width, and whether to return attention."""
+    """What a request asks: one model input, the beam width, and whether to return attention;
+    ``heavy`` when it costs more than an ordinary one (an expensive input, or a beam wider than the
+    model's own), so that it is prepared and decoded apart from the ordinary ones."""
 
     image: np.ndarray
     beam: int
     attention: bool
+    heavy: bool = False
 
 
 async def read_request(request, rec: Recognizer, limits: Limits, admission: Admission,
@@ -77,7 +80,7 @@ async def read_request(request, rec: Recognizer, limits: Limits, admission: Admi
         ink = strokes_to_ink(payload, "strokes", limits.max_strokes, limits.max_points)
         heavy = admission.is_heavy(ink_length=ink_length(ink, rec.spec.render))
         image = await admission.preprocess(lambda: rec.load(ink), heavy, deadline)
-        return RecognizeRequest(image, beam, attention)
+        return RecognizeRequest(image, beam, attention, heavy or beam > rec.options.beam)
     if ctype == "multipart/form-data":
         from starlette.exceptions import HTTPException
 
@@ -98,7 +101,7 @@ async def read_request(request, rec: Recognizer, limits: Limits, admission: Admi
     heavy = admission.is_heavy(pixels=declared_pixels(data))
     image = await admission.preprocess(lambda: rec.load(load_image(data, name, limits.max_pixels), name), heavy,
                                        deadline)
-    return RecognizeRequest(image, beam, attention)
+    return RecognizeRequest(image, beam, attention, heavy or beam > rec.options.beam)
 
 
 def declared_pixels(data: bytes) -> int:

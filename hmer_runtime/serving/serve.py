@@ -112,9 +112,13 @@ def create_app(options: ServeOptions = ServeOptions(), limits: Limits | None = N
             rec = Recognizer(options.model_dir, ProviderConfig(options.provider, options.threads), options.variant)
             state["rec"] = rec
             state["batcher"] = MicroBatcher(rec, options.batch_wait_ms, options.max_batch)
+            # heavy requests decode in batches of their own, so a long one never holds up ordinary ones
+            state["heavy_batcher"] = MicroBatcher(rec, options.batch_wait_ms, limits.max_heavy)
             state["batcher"].start()
+            state["heavy_batcher"].start()
             yield
             await state["batcher"].stop()
+            await state["heavy_batcher"].stop()
         finally:
             admission.close()
 
@@ -164,7 +168,8 @@ def create_app(options: ServeOptions = ServeOptions(), limits: Limits | None = N
                 "vocab_size": len(spec.vocab), "provider": rec.provider, "variant": rec.model.variant,
                 "max_len": rec.options.max_len, "beam": rec.options.beam,
                 "checkpoint": spec.checkpoint, "license": spec.license,
-                "batching": state["batcher"].stats(), "admission": admission.stats()}
+                "batching": state["batcher"].stats(), "admission": admission.stats(),
+                **({"heavy_batching": state["heavy_batcher"].stats()} if "heavy_batcher" in state else {})}
 
     @app.post("/v1/recognize")
     async def recognize(request: Request):
@@ -175,7 +180,8 @@ def create_app(options: ServeOptions = ServeOptions(), limits: Limits | None = N
         with admission.request():
             asked = await read_request(request, state["rec"], limits, admission, deadline)
             try:
-                result = await asyncio.wait_for(state["batcher"].submit(asked.image, asked.beam, asked.attention),
+                batcher = state.get("heavy_batcher", state["batcher"]) if asked.heavy else state["batcher"]
+                result = await asyncio.wait_for(batcher.submit(asked.image, asked.beam, asked.attention),
                                                 max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 return error(503, f"recognition took longer than {limits.timeout_s:g} s; try again")
