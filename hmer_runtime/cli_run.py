@@ -40,11 +40,13 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def json_row(path: str, result: Result | None = None, error: HmerError | None = None) -> str:
-    """One line of ``hmer-run --json`` (and of ``hmer-batch``'s output): file, latex, tokens, score
-    and ms for a result, or file and error for an input that failed."""
+def json_row(path: str, result: Result | None = None, error: HmerError | None = None, n_best: int = 1) -> str:
+    """One line of ``hmer-run --json`` (and of ``hmer-batch``'s output): file, latex, tokens, score,
+    confidence and ms for a result (and ``n_best`` - 1 alternatives), or file and error for an
+    input that failed."""
     row = {"file": printable(path)}
-    row.update(result.to_dict() if result is not None else {"error": printable(error.message if error else "failed")})
+    row.update(result.to_dict(n_best) if result is not None
+               else {"error": printable(error.message if error else "failed")})
     return json.dumps(row, ensure_ascii=False)
 
 
@@ -115,7 +117,10 @@ def write_attention(res, stride: int, folder: Path, number: int, path: str) -> b
 @click.option("--threads", default=0, type=click.IntRange(min=0), help="CPU threads (0 = onnxruntime's choice).")
 @click.option("--limit", type=click.IntRange(min=1), help="Recognise only the first N inputs.")
 @click.option("--json", "as_json", is_flag=True,
-              help="One JSON object per line: file, latex, latex_compact, tokens, score, ms.")
+              help="One JSON object per line: file, latex, latex_compact, tokens, score, confidence, "
+                   "token_confidence, ms.")
+@click.option("--n-best", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --json, also the next N-1 readings the beam found (alternatives).")
 @click.option("--compact", is_flag=True, help="Print compact LaTeX (x^{2}+2x+1) instead of the spaced tokens.")
 @click.option("--attention", "attention_dir", type=click.Path(file_okay=False),
               help="Write a PNG per input with each token's attention overlaid.")
@@ -123,8 +128,8 @@ def write_attention(res, stride: int, folder: Path, number: int, path: str) -> b
 @SEARCH_OPTION
 @PROGRESS_OPTION
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(paths, model_dir, beam, provider, variant, batch_size, threads, limit, as_json, compact, attention_dir,
-         grammar, search, progress, debug) -> None:
+def main(paths, model_dir, beam, provider, variant, batch_size, threads, limit, as_json, n_best, compact,
+         attention_dir, grammar, search, progress, debug) -> None:
     """Recognise handwritten expressions in PATHS (images, .inkml, stroke .json, directories, globs,
     @LIST files; - = stdin). With several inputs, each line names its file: FILE<TAB>LATEX."""
     from hmer_runtime.engine.providers import ProviderConfig
@@ -168,7 +173,7 @@ def main(paths, model_dir, beam, provider, variant, batch_size, threads, limit, 
                 click.echo(json_row(path, error=error) if as_json else line(path, ""))
             else:
                 if as_json:
-                    click.echo(json_row(path, res))
+                    click.echo(json_row(path, res, n_best=n_best))
                 else:
                     click.echo(line(path, res.latex_compact if compact else res.latex))
                 if attention_dir and res.image is not None:

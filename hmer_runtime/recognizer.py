@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from hmer_runtime.decoding.confidence import features
 from hmer_runtime.decoding.decode_options import DecodeOptions
 from hmer_runtime.engine.model_spec import ModelSpec
 from hmer_runtime.engine.onnx_model import OnnxModel, Timings
@@ -35,9 +36,25 @@ BUNDLED_MODEL = Path(__file__).parent / "models" / "default"
 
 
 @dataclass
+class Alternative:
+    """Another reading the search found, ranked below the result."""
+
+    latex: str
+    tokens: list[str]
+    score: float
+
+    def to_dict(self) -> dict:
+        return {"latex": self.latex, "tokens": self.tokens,
+                "score": round(self.score, 4) if math.isfinite(self.score) else None}
+
+
+@dataclass
 class Result:
-    """One recognised expression. ``score`` is the length-normalised log-probability; ``attention``
-    (per decoded token, an (h, w) map over the encoder grid) is filled when requested."""
+    """One recognised expression. ``score`` is the length-normalised log-probability;
+    ``confidence`` the probability that the reading is exactly right (None when the model has no
+    fitted confidence); ``token_confidence`` each token's probability as the search chose it;
+    ``alternatives`` the search's next readings, best first; ``attention`` (per decoded token, an
+    (h, w) map over the encoder grid) is filled when requested."""
 
     latex: str
     tokens: list[str]
@@ -46,16 +63,24 @@ class Result:
     timings: dict = field(default_factory=dict)
     attention: list[np.ndarray] | None = None
     image: np.ndarray | None = None  # the model input, for attention overlays
+    confidence: float | None = None
+    token_confidence: list[float] = field(default_factory=list)
+    alternatives: list[Alternative] = field(default_factory=list)
 
     @property
     def latex_compact(self) -> str:
         """The LaTeX with no more spaces than it needs: ``x^{2}+2x+1``."""
         return compact(self.tokens)
 
-    def to_dict(self) -> dict:
+    def to_dict(self, n_best: int = 1) -> dict:
+        """Plain data for JSON; with ``n_best`` > 1, the first n_best - 1 alternatives too."""
         score = round(self.score, 4) if math.isfinite(self.score) else None  # JSON has no NaN
-        return {"latex": self.latex, "latex_compact": self.latex_compact, "tokens": self.tokens, "score": score,
-                "ms": round(self.ms, 2)}
+        out = {"latex": self.latex, "latex_compact": self.latex_compact, "tokens": self.tokens, "score": score,
+               "confidence": None if self.confidence is None else round(self.confidence, 4),
+               "token_confidence": [round(p, 4) for p in self.token_confidence], "ms": round(self.ms, 2)}
+        if n_best > 1:
+            out["alternatives"] = [a.to_dict() for a in self.alternatives[:n_best - 1]]
+        return out
 
 
 class Recognizer:
@@ -159,14 +184,23 @@ class Recognizer:
         hyps = self.model.decode(x, mask, self.options.with_overrides(beam=beam), attention, timings)
         ms = (time.perf_counter() - t0) * 1000 / len(images)
         out = []
+        vocab, calibration = self.spec.vocab, self.spec.confidence
         for im, hs in zip(images, hyps):
             best = hs[0]
-            vocab = self.spec.vocab
             keep = vocab.kept(best.ids)  # specials a model may emit mid-sequence go, with their maps
             tokens = vocab.decode(best.ids)
             maps = [best.attention[j] for j in keep] if attention and best.attention else None
+            lps = [best.token_logprobs[j] for j in keep] if len(best.token_logprobs) == len(best.ids) else []
+            others, seen = [], {tuple(tokens)}
+            for h in hs[1:]:
+                alt = vocab.decode(h.ids)
+                if tuple(alt) not in seen:  # the same tokens by another path are not an alternative
+                    seen.add(tuple(alt))
+                    others.append(Alternative(detokenize(alt), alt, h.score))
             out.append(Result(detokenize(tokens), tokens, best.score, ms,
                               {"encoder_ms": timings.encoder_ms / len(images),
                                "decoder_ms": timings.decoder_ms / len(images), "steps": timings.steps},
-                              maps, im if attention else None))
+                              maps, im if attention else None,
+                              calibration.probability(features(hs)) if calibration else None,
+                              [math.exp(lp) for lp in lps], others))
         return out

@@ -74,7 +74,7 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None,
         render, pre = image_configs(cfg, inference=True)
         roots, cache, stride = list(cfg.data_roots), cfg.cache_dir or DEFAULT_CACHE, 1  # the model pads itself
     src = resolve_split(source, split, roots) if split else Path(source)
-    data = prepare(src, render, pre, cache, progress=o.progress is not False, limit=o.limit)
+    data = prepare(src, render, pre, cache, progress=o.progress, limit=o.limit)
     if len(data) == 0:
         from hmer_runtime.errors import DatasetError
 

@@ -11,6 +11,7 @@ import sys
 
 from tqdm import tqdm
 
+from hmer_runtime.decoding.confidence import features
 from hmer_runtime.decoding.decode_options import DecodeOptions
 from hmer_runtime.inputs.preprocess import pad_batch
 from hmer_runtime.text.metrics import Metrics
@@ -37,7 +38,8 @@ def evaluate(decoder, data: PreparedSet, vocab: Vocab, options: DecodeOptions, l
         for i, hs in zip(idx, hyps):
             pred = vocab.decode(hs[0].ids)
             rows.append({"file": sub.names[i], "truth": " ".join(sub.tokens[i]), "prediction": " ".join(pred),
-                         "score": hs[0].score, "edits": metrics.add(sub.tokens[i], pred)})
+                         "score": hs[0].score, "edits": metrics.add(sub.tokens[i], pred),
+                         "features": features(hs)})  # what the confidence is fitted on
         bar.update(len(idx))
     bar.close()
     return metrics.summary(), rows

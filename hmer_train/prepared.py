@@ -101,12 +101,13 @@ def cache_key(source: str | Path, render: RenderConfig, pre: PreprocessConfig) -
 
 def prepare(source: str | Path, render: RenderConfig = RenderConfig(),
             pre: PreprocessConfig = PreprocessConfig(), cache_root: str | Path = DEFAULT_CACHE,
-            progress: bool = True, workers: int | None = None, limit: int | None = None) -> PreparedSet:
+            progress: bool | None = True, workers: int | None = None, limit: int | None = None) -> PreparedSet:
     """Load the prepared set for ``source``, building (and caching) it if needed.
 
     ``workers``: processes that render and preprocess while this one parses (default: one per
     CPU core, at most 16; 0 or 1 renders in this process). The result does not depend on it.
-    ``limit``: only the first ``limit`` usable samples, unless the whole set is already prepared."""
+    ``limit``: only the first ``limit`` usable samples, unless the whole set is already prepared.
+    ``progress`` None: a bar only when stderr is a terminal."""
     if not Path(source).exists():  # before any progress bar or worker pool
         raise source_not_found(source)
     directory = Path(cache_root) / cache_key(source, render, pre)
@@ -139,7 +140,7 @@ def prepare(source: str | Path, render: RenderConfig = RenderConfig(),
     try:
         results = pool.imap(_render_job, jobs(), chunksize=16) if pool else map(_render_job, jobs())
         for name, toks, img, error, traces in tqdm(results, desc=f"preparing {Path(source).name}", unit="expr",
-                                           disable=not progress, leave=False):
+                                           disable=None if progress is None else not progress, leave=False):
             if error is not None:
                 errors.append(error)
                 continue

@@ -1,8 +1,9 @@
 """How likely a reading is exactly right, from what the search knows about it.
 
 A sequence's own log-probability ranks readings poorly across expressions (long ones score low
-even when right). The search knows more: how far the best reading is ahead of the next one,
-whether the right-to-left reading agrees with the left-to-right one, and the least likely token.
+even when right). The search knows more: how much of the beam's probability the best reading
+holds, whether each reading direction alone ranks it first, and how many of its tokens were
+close calls.
 :func:`features` collects them per image; :class:`Calibration` (fitted on validation data,
 stored in ``model.json`` under ``confidence``) maps them to a probability with a logistic model.
 """
@@ -17,22 +18,34 @@ import numpy as np
 from hmer_runtime.decoding.search import Hypothesis
 
 #: The features, in the order :func:`features` returns them and ``weights`` applies to them.
-FEATURES = ("score", "margin", "direction_gap", "min_token_logprob", "log_length")
-#: The margin given where the search returned a single reading (nothing competes with it).
-NO_RIVAL_MARGIN = 5.0
+FEATURES = ("score", "beam_share", "left_to_right_agrees", "right_to_left_agrees", "log_length",
+            "uncertain_tokens")
+#: A token chosen with less probability than this counts as uncertain.
+UNCERTAIN = 0.9
 
 
 def features(hyps: list[Hypothesis]) -> list[float]:
-    """The features of ``hyps[0]``, the best reading of one image, among its rivals ``hyps[1:]``."""
+    """The features of ``hyps[0]``, the best reading of one image, among its rivals ``hyps[1:]``:
+    its length-normalised score; the log-odds of its share of the beam's probability mass; whether
+    the left-to-right and the right-to-left readings alone would rank it first; the log of its
+    length; and how many of its tokens were chosen with less than :data:`UNCERTAIN` probability."""
     best = hyps[0]
     if not math.isfinite(best.score):
-        return [-50.0, 0.0, 50.0, -50.0, 0.0]
+        return [-50.0, -14.0, 0.0, 0.0, 0.0, 0.0]
     n = len(best.ids) + 1  # with the end token
-    rival = next((h.score for h in hyps[1:] if h.ids != best.ids and math.isfinite(h.score)), None)
-    margin = NO_RIVAL_MARGIN if rival is None else min(NO_RIVAL_MARGIN, best.score - rival)
-    gap = abs(best.l2r - best.r2l) / n if best.r2l is not None and best.l2r is not None else 0.0
-    low = min(best.token_logprobs) if best.token_logprobs else best.score
-    return [best.score, margin, min(gap, 50.0), max(low, -50.0), math.log(n)]
+    total = np.array([h.logprob for h in hyps if math.isfinite(h.logprob)], dtype=np.float64)
+    share = float(np.exp(best.logprob - np.logaddexp.reduce(total))) if len(total) else 1.0
+    share = min(max(share, 1e-6), 1 - 1e-6)
+
+    def ranks_first(key) -> float:
+        values = [key(h) for h in hyps]
+        if any(v is None for v in values):
+            return 1.0  # not rescored: one reading direction, which ranked it first
+        return float(max(range(len(hyps)), key=lambda j: values[j] / (len(hyps[j].ids) + 1)) == 0)
+
+    uncertain = sum(lp < math.log(UNCERTAIN) for lp in best.token_logprobs)
+    return [best.score, math.log(share / (1 - share)), ranks_first(lambda h: h.l2r), ranks_first(lambda h: h.r2l),
+            math.log(n), float(uncertain)]
 
 
 @dataclass(frozen=True)
@@ -52,9 +65,11 @@ class Calibration:
                 "fitted_on": self.fitted_on}
 
     @classmethod
-    def from_dict(cls, d: dict) -> Calibration:
+    def from_dict(cls, d: dict) -> Calibration | None:
+        """The calibration in ``d``; None when it was fitted on other features (another version
+        of hmer computes them), so that the model still loads, without a confidence."""
         if list(d.get("features", [])) != list(FEATURES):
-            raise ValueError(f"confidence features {d.get('features')} are not {list(FEATURES)}")
+            return None
         weights = tuple(float(w) for w in d["weights"])
         bias = float(d["bias"])
         if len(weights) != len(FEATURES) or not all(math.isfinite(w) for w in (*weights, bias)):

@@ -29,12 +29,17 @@ class Constraint(Protocol):
 
 @dataclass
 class Hypothesis:
-    """A decoded sequence (ids without sos/eos), its log-probability and per-step attention."""
+    """A decoded sequence (ids without sos/eos), its log-probability and per-step attention.
+    ``token_logprobs``: each id's log-probability as the search chose it (left to right);
+    ``l2r`` and ``r2l``: the sequence's log-probability read each way, once rescored."""
 
     ids: list[int]
     logprob: float
     score: float
     attention: list[np.ndarray] = field(default_factory=list)
+    token_logprobs: list[float] = field(default_factory=list)
+    l2r: float | None = None
+    r2l: float | None = None
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -91,6 +96,7 @@ def greedy(step: StepFn, state: object, n: int, sos: int, eos: int, max_len: int
                 done[i] = True
             else:
                 out[i].ids.append(int(tokens[r]))
+                out[i].token_logprobs.append(float(logp[r, tokens[r]]))
                 if keep_attention:
                     out[i].attention.append(np.asarray(attn[r]))
         if done.all():
@@ -154,6 +160,7 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
     scores = np.zeros((n, k), dtype=np.float64)
     scores[:, 1:] = -np.inf  # all beams start identical: expand only the first
     seqs: list[list[int]] = [[] for _ in range(n * k)]
+    lps: list[list[float]] = [[] for _ in range(n * k)]  # each id's log-probability
     attns: list[list[np.ndarray]] = [[] for _ in range(n * k)]
     finished: list[list[Hypothesis]] = [[] for _ in range(n)]
     kept = [_NBest(k) for _ in range(n)] if comer else []
@@ -173,6 +180,7 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
         rows = np.zeros(m * k, dtype=np.int64)
         new_tokens = np.repeat(ends[live], k)
         new_seqs: list[list[int]] = [[] for _ in range(m * k)]
+        new_lps: list[list[float]] = [[] for _ in range(m * k)]
         new_attns: list[list[np.ndarray]] = [[] for _ in range(m * k)]
         new_grammar = list(grammar)
         going = np.ones(m, dtype=bool)
@@ -190,7 +198,9 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
                         continue
                     ids = seqs[src] if ended else seqs[src] + [tok]
                     hyp_attn = attns[src] + ([np.asarray(attn[src])] if keep_attention and not ended else [])
-                    hyp = Hypothesis(list(ids), float(s), float(s) / (len(ids) + 1) ** length_penalty, hyp_attn)
+                    hyp_lps = lps[src] if ended else lps[src] + [float(logp[j, b, tok])]
+                    hyp = Hypothesis(list(ids), float(s), float(s) / (len(ids) + 1) ** length_penalty, hyp_attn,
+                                     list(hyp_lps))
                     if comer:
                         kept[i].add(hyp)
                     else:
@@ -202,6 +212,7 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
                     rows[dst] = src
                     new_tokens[dst] = tok
                     new_seqs[dst] = seqs[src] + [tok]
+                    new_lps[dst] = lps[src] + [float(logp[j, b, tok])]
                     if keep_attention:
                         new_attns[dst] = attns[src] + [np.asarray(attn[src])]
                     if constraint:
@@ -225,6 +236,7 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
         keep = (np.flatnonzero(going)[:, None] * k + np.arange(k)).ravel()  # the rows that go on
         live, scores, tokens, rows = live[going], new_scores[going], new_tokens[keep], rows[keep]
         seqs, attns = [new_seqs[r] for r in keep], [new_attns[r] for r in keep]
+        lps = [new_lps[r] for r in keep]
         grammar = [new_grammar[r] for r in keep] if constraint else []
         state = reorder(state, rows)
     else:
@@ -232,7 +244,8 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
             for b in range(k):
                 ids = seqs[j * k + b]
                 kept[i].add(Hypothesis(list(ids), float(scores[j, b]),
-                                       float(scores[j, b]) / (len(ids) + 1) ** length_penalty, attns[j * k + b]))
+                                       float(scores[j, b]) / (len(ids) + 1) ** length_penalty, attns[j * k + b],
+                                       list(lps[j * k + b])))
     if comer:
         finished = [nb.items for nb in kept]
     out = []
@@ -268,7 +281,10 @@ def bidirectional_search(step: StepFn, reorder: ReorderFn, state: object, n: int
     for pairs, rev, flip in ((forward, rev_f, False), (backward, rev_b, True)):
         for (i, h), r in zip(pairs, rev):
             ids = h.ids[::-1] if flip else h.ids
-            cands[i].append(Hypothesis(list(ids), h.logprob, h.score + r / (len(ids) + 1) ** length_penalty))
+            l2r, r2l = (r, h.logprob) if flip else (h.logprob, r)
+            token_lps = h.token_logprobs[::-1] if flip else h.token_logprobs
+            cands[i].append(Hypothesis(list(ids), h.logprob, h.score + r / (len(ids) + 1) ** length_penalty,
+                                       token_logprobs=list(token_lps), l2r=l2r, r2l=r2l))
     if constraint is not None:
         cands = [[h for h in c if constraint.accepts(h.ids)] or c for c in cands]
     return [sorted(c, key=lambda h: -h.score) for c in cands]
@@ -282,7 +298,8 @@ def combine_r2l(hyps: list[list[Hypothesis]], r2l: list[float], length_penalty: 
         rescored = []
         for h in hs:
             lp = (h.logprob + r2l[j]) / 2
-            rescored.append(Hypothesis(h.ids, lp, lp / (len(h.ids) + 1) ** length_penalty, h.attention))
+            rescored.append(Hypothesis(h.ids, lp, lp / (len(h.ids) + 1) ** length_penalty, h.attention,
+                                       h.token_logprobs, l2r=h.logprob, r2l=r2l[j]))
             j += 1
         out.append(sorted(rescored, key=lambda h: -h.score))
     return out

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hmer_runtime.decoding.confidence import Calibration
 from hmer_runtime.decoding.decode_options import DecodeOptions
 from hmer_runtime.errors import ModelError
 from hmer_runtime.inputs.preprocess import PreprocessConfig
@@ -76,6 +77,8 @@ class ModelSpec:
     grammar: dict = field(default_factory=dict)  # grammar.grammar_tables(); empty for older exports
     #: The weights' licence (spdx, name, url, notice), from their training data; empty for older exports.
     license: dict = field(default_factory=dict)
+    #: P(reading exactly right) from the search's features, fitted on validation data; None: not fitted.
+    confidence: Calibration | None = None
     raw: dict = field(default_factory=dict)  # the whole file, for what a runtime does not read (evaluation)
 
     @property
@@ -131,6 +134,7 @@ class ModelSpec:
                        variants=dict(raw.get("variants", {})),
                        grammar=dict(raw.get("grammar", {})),
                        license=dict(raw.get("license", {})),
+                       confidence=Calibration.from_dict(raw["confidence"]) if raw.get("confidence") else None,
                        raw=raw)
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError(where, f"malformed model description ({type(e).__name__}: {e})") from e
