@@ -168,10 +168,11 @@ def test_a_batch_with_hostile_files_still_recognises_the_good_ones(tiny_model_di
     assert len(errors) == len(names), p.stderr
     for name, line in zip(names, errors):
         assert line.startswith(f"error: {bad / name}: "), line
-    out = p.stdout.split("\n")[:-1]
-    assert len(out) == len(args)  # one stdout line per input: failures leave an empty line
-    assert [bool(line) for line in out] == [True, False, False, False, False, False, True, True, True]
-    assert out[-2] == out[-1]  # the 16-bit copy reads like the 8-bit original
+    out = [line.split("\t", 1) for line in p.stdout.split("\n")[:-1]]
+    assert len(out) == len(args)  # one stdout line per input, FILE<TAB>LATEX: failures leave the LaTeX empty
+    assert [c[0] for c in out] == [str(a) for a in args]
+    assert [bool(c[1]) for c in out] == [True, False, False, False, False, False, True, True, True]
+    assert out[-2][1] == out[-1][1]  # the 16-bit copy reads like the 8-bit original
     assert "pipe.png" in p.stderr and "not a regular file" in p.stderr
 
 

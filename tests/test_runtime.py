@@ -174,8 +174,11 @@ def test_hmer_run_outputs_and_bad_inputs(model_dir, inputs, tmp_path):
             bad / "blank.png", bad / "bomb.png", tmp_path / "no-images", good[1]]
     p = _run("--model", model_dir, *args)
     assert p.returncode == 1
-    out = p.stdout.splitlines()  # one line per file input; a failed one leaves it empty
-    assert len(out) == 8 and out[0] and out[-1] and not any(out[1:-1])  # both good inputs still recognised
+    # one line per file input, FILE<TAB>LATEX; a failed one leaves its LaTeX empty
+    cells = [line.split("\t") for line in p.stdout.splitlines()]
+    assert len(cells) == 8 and all(len(c) == 2 for c in cells)
+    assert cells[0][1] and cells[-1][1] and not any(c[1] for c in cells[1:-1])  # both good inputs still read
+    assert [c[0] for c in cells] == [str(a) for a in args if a != tmp_path / "no-images"]
     errors = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 7 and "Traceback" not in p.stderr
     for name in ("missing.png", "empty.png", "text.png", "corrupt.png", "blank.png", "bomb.png", "no-images"):

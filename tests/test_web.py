@@ -39,7 +39,8 @@ def _drawings() -> list[list]:
 def site(tmp_path_factory):
     from hmer_export.web import build_site, serve_site
 
-    root = build_site(None, tmp_path_factory.mktemp("web") / "site", log=lambda s: None)
+    # fp32: the page must read exactly what hmer-run reads (int8 kernels round differently in WebAssembly)
+    root = build_site(None, tmp_path_factory.mktemp("web") / "site", variant="fp32", log=lambda s: None)
     served = serve_site(root)
     yield root, served
     served.shutdown()
@@ -101,6 +102,12 @@ def test_the_page_reads_drawn_ink_as_hmer_run_does(site, browser):
             assert abs(got["score"] - expected.score) < 0.2  # near, not equal: the model inputs differ a little
     assert max(gaps) < 0.005, gaps  # largest |difference| of a pixel (ink 0..1): float32 rounding only
     assert browser.execute_script("return document.querySelector('#rendered .katex') !== null")
+
+
+def test_the_site_carries_the_weights_licence(site):
+    root, _ = site
+    assert "CC-BY-NC-SA-3.0" in (root / "LICENSE").read_text()
+    assert json.loads((root / "model.json").read_text())["license"]["spdx"] == "CC-BY-NC-SA-3.0"
 
 
 def test_a_second_visit_works_with_the_server_stopped(site, browser, tmp_path):
