@@ -247,3 +247,19 @@ def test_common_flags_have_one_name_on_every_command():
     for command in (run, evaluate, bench):
         assert options(command)["--json"].is_flag, command.name
     assert options(evaluate)["--beam"].default is None  # the model's own decoding, as hmer-run
+
+
+def test_the_facade_exports_what_the_readme_uses(tmp_path):
+    import hmer_runtime
+
+    for name in hmer_runtime.__all__:
+        assert getattr(hmer_runtime, name) is not None
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```python\nfrom hmer_runtime import ProviderConfig, Recognizer\n")[1].split("```")[0]
+    sample = ROOT / "hmer_runtime" / "samples" / "x2.png"
+    code = ("from hmer_runtime import ProviderConfig, Recognizer\n"
+            + block.replace('"photo.jpg"', repr(str(sample))).replace('"out/"', "None")
+            .replace("paths", f"[{str(sample)!r}]"))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("x ^ { 2 } + 2 x + 1 ")
