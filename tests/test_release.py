@@ -230,8 +230,8 @@ def test_progress_bar_on_request_steps_aside_for_results(tiny_model_dir):
 def test_common_flags_have_one_name_on_every_command():
     from hmer_bench.latency import main as bench
     from hmer_runtime.cli_run import main as run
+    from hmer_runtime.serving.cli_serve import main as serve
     from hmer_runtime.serving.ray_batch import main as batch
-    from hmer_runtime.serving.serve import main as serve
     from hmer_train.cli_eval import main as evaluate
 
     def options(command):
@@ -263,3 +263,54 @@ def test_the_facade_exports_what_the_readme_uses(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("x ^ { 2 } + 2 x + 1 ")
+
+
+def _project_imports() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (at the top or inside functions), from the source."""
+    import ast
+
+    roots = {"hmer_runtime": ROOT / "hmer_runtime", "hmer_train": ROOT / "hmer_train", "hmer_export": ROOT / "export"}
+    modules = {}
+    for package, folder in roots.items():
+        for f in folder.rglob("*.py"):
+            parts = [package, *f.relative_to(folder).with_suffix("").parts]
+            is_package = parts[-1] == "__init__"
+            modules[".".join(parts[:-1] if is_package else parts)] = (f, is_package)
+    graph: dict[str, set[str]] = {}
+    for name, (path, is_package) in modules.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = name.split(".")[: len(name.split(".")) - node.level + (1 if is_package else 0)]
+                    base = ".".join(anchor + ([base] if base else []))
+                targets = [base] + [f"{base}.{a.name}" for a in node.names]
+            else:
+                continue
+            edges |= {t for t in targets if t in modules and t != name}
+        graph[name] = edges
+    return graph
+
+
+def test_no_import_circles():
+    graph = _project_imports()
+    assert "hmer_train.models.comer" in graph and "hmer_runtime.serving.serve" in graph
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt])
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, "\n".join(" -> ".join(c) for c in cycles)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hmer_train.models.base import Decoder, Layout, Memory, State, masked_softmax, transformer_layout
+from hmer_train.models.interface import Decoder, Layout, Memory, State, masked_softmax, transformer_layout
 from hmer_train.models.posenc import image_posenc, sinusoid
 
 

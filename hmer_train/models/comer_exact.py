@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hmer_train.models.base import Decoder, Layout, Memory, State, masked_softmax, transformer_layout
+from hmer_train.models.interface import Decoder, Layout, Memory, State, masked_softmax, transformer_layout
 
 
 def interleaved_sinusoid(pos: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hmer_train.models.base import Decoder, Layout, Memory, State, masked_softmax
+from hmer_train.models.interface import Decoder, Layout, Memory, State, masked_softmax
 
 
 class WapDecoder(Decoder):
