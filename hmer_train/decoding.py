@@ -14,15 +14,8 @@ import numpy as np
 import torch
 
 from hmer_runtime.decoding.decode_options import DecodeOptions
-from hmer_runtime.decoding.search import (
-    Constraint,
-    Hypothesis,
-    beam_search,
-    bidirectional_search,
-    combine_r2l,
-    greedy,
-    teacher_forced_inputs,
-)
+from hmer_runtime.decoding.driver import generate
+from hmer_runtime.decoding.search import Constraint, Hypothesis, combine_r2l, teacher_forced_inputs
 from hmer_runtime.engine.batch_encoding import encode_each, image_sizes
 from hmer_runtime.text.grammar import LatexGrammar
 from hmer_runtime.text.vocab import Vocab
@@ -39,7 +32,8 @@ def options_from_config(cfg: Config) -> DecodeOptions:
 
 class TorchDecoder:
     """A PyTorch model behind the runtime's ``decode(images, mask, options)`` (``OnnxModel``'s),
-    so evaluation, benchmarks and the export check decode both sides through one call."""
+    so evaluation, benchmarks and the export check decode both sides through one call: the
+    shared driver (``hmer_runtime.decoding.driver.generate``) over :class:`TorchBackend`."""
 
     def __init__(self, model: HMERModel, vocab: Vocab, options: DecodeOptions):
         self.model, self.vocab, self.options = model, vocab, options
@@ -50,12 +44,49 @@ class TorchDecoder:
                keep_attention: bool = False) -> list[list[Hypothesis]]:
         """Hypotheses per image, best first; ``images``/``mask`` as numpy arrays or tensors."""
         opts = options or self.options
+        self.model.eval()
         device = next(self.model.parameters()).device
         x, m = (torch.as_tensor(a).to(device) for a in (images, mask))
-        sos, eos = self.vocab.sos_id, self.vocab.eos_id
-        hyps = decode(self.model, x, m, sos, eos, opts.beam, opts.max_len, opts.length_penalty, keep_attention,
-                      constraint=self.grammar if opts.grammar else None, search=opts.search)
-        return rescore_r2l(self.model, x, m, hyps, sos, eos, opts.length_penalty) if opts.rescores else hyps
+        return generate(TorchBackend(self.model), x, m, opts, self.vocab.sos_id, self.vocab.eos_id,
+                        self.grammar if opts.grammar else None, keep_attention)
+
+
+class TorchBackend:
+    """A PyTorch model's step with its cache, for the shared decode driver."""
+
+    def __init__(self, model: HMERModel):
+        self.model = model
+        self.shares_memory = model.decoder.shares_memory
+
+    def encode(self, images: torch.Tensor, mask: torch.Tensor) -> tuple[dict, dict]:
+        memory = encode_each_image(self.model, images, mask)
+        return memory, self.model.init_state(memory)
+
+    def gather(self, tree: dict, index: np.ndarray) -> dict:
+        rows = torch.from_numpy(np.asarray(index, dtype=np.int64)).to(tree[next(iter(tree))].device)
+        return {k: v.index_select(0, rows) for k, v in tree.items()}
+
+    def search_steps(self, memory: dict, state: dict, rows: int, per_image: int):
+        """When the search drops finished images, the memory follows them."""
+        model, held = self.model, {"memory": memory, "rows": rows}
+        device = memory["mask"].device
+
+        def step(tokens: np.ndarray, st):
+            logits, attn, st = model.step(torch.from_numpy(tokens).to(device), st, held["memory"])
+            return logits.float().cpu().numpy(), attn.float().cpu().numpy(), st
+
+        def reorder(st, rows: np.ndarray):
+            index = torch.from_numpy(rows).to(device)
+            if len(rows) != held["rows"]:  # rows within an image share its memory: only a shrink gathers
+                # the search keeps whole images (per_image rows each), so an image's first row names it
+                keep = index[::per_image] // per_image if self.shares_memory else index
+                held["memory"], held["rows"] = expand_memory(held["memory"], keep), len(rows)
+            return reorder_state(st, index)
+
+        return step, reorder, state
+
+    def sequence_logprob(self, memory, state, images, sequences, start, end) -> list[float]:
+        return memory_logprob(self.model, self.gather(memory, images), sequences, start, end)
 
 
 def encode_each_image(model: HMERModel, images: torch.Tensor, mask: torch.Tensor) -> dict:
@@ -70,65 +101,12 @@ def decode(model: HMERModel, images: torch.Tensor, mask: torch.Tensor, sos: int,
            beam: int = 1, max_len: int = 200, length_penalty: float = 1.0,
            keep_attention: bool = False, constraint: Constraint | None = None,
            search: str = "hmer") -> list[list[Hypothesis]]:
-    """Hypotheses per image, best first (one each for greedy); ``constraint`` restricts the tokens
-    each step may choose (see :class:`hmer_runtime.text.grammar.LatexGrammar`). ``search="comer"`` is
-    CoMER's bidirectional beam search (any beam, 1 included; the constraint holds its left-to-right
-    beams and filters its endings; see ``search.bidirectional_search``)."""
+    """Hypotheses per image, best first (one each for greedy), without right-to-left rescoring;
+    ``constraint`` restricts the tokens each step may choose. The shared driver decodes."""
     model.eval()
-    memory = encode_each_image(model, images, mask)
-    n = images.shape[0]
-    if search == "comer":
-        return _bidirectional(model, memory, n, sos, eos, max(1, beam), max_len, length_penalty, constraint)
-    rows = torch.arange(n, device=images.device).repeat_interleave(max(1, beam))
-    state = reorder_state(model.init_state(memory), rows)
-    if not model.decoder.shares_memory:
-        memory = expand_memory(memory, rows)
-    step, reorder = _search_steps(model, memory, len(rows), max(1, beam))
-    if beam <= 1:
-        return [[h] for h in greedy(step, state, n, sos, eos, max_len, keep_attention=keep_attention,
-                                    constraint=constraint, reorder=reorder)]
-    return beam_search(step, reorder, state, n, beam, sos, eos, max_len, length_penalty=length_penalty,
-                       keep_attention=keep_attention, constraint=constraint)
-
-
-def _search_steps(model: HMERModel, memory: dict, rows: int, per_image: int):
-    """(step, reorder) for the shared search (``hmer_runtime.decoding.search``) over ``model.step`` for
-    ``rows`` hypotheses, ``per_image`` per image, with ``memory`` (one row per image where the
-    decoder ``shares_memory``, else one per hypothesis); when the search drops finished images,
-    memory follows."""
-    held = {"memory": memory, "rows": rows}
-    shared = model.decoder.shares_memory
-    device = memory["mask"].device
-
-    def step(tokens: np.ndarray, st):
-        logits, attn, st = model.step(torch.from_numpy(tokens).to(device), st, held["memory"])
-        return logits.float().cpu().numpy(), attn.float().cpu().numpy(), st
-
-    def reorder(st, rows: np.ndarray):
-        index = torch.from_numpy(rows).to(device)
-        if len(rows) != held["rows"]:  # rows within an image share its memory: only a shrink gathers
-            # the search keeps whole images (per_image rows each), so an image's first row names it
-            keep = index[::per_image] // per_image if shared else index
-            held["memory"], held["rows"] = expand_memory(held["memory"], keep), len(rows)
-        return reorder_state(st, index)
-
-    return step, reorder
-
-
-def _bidirectional(model: HMERModel, memory: dict, n: int, sos: int, eos: int, beam: int, max_len: int,
-                   length_penalty: float, constraint: Constraint | None) -> list[list[Hypothesis]]:
-    device = memory["mask"].device
-    images = torch.arange(n, device=device).repeat(2)  # the readings of each direction, image-major
-    rows = images.repeat_interleave(beam)
-    state = reorder_state(model.init_state(memory), rows)
-    beams = expand_memory(memory, images if model.decoder.shares_memory else rows)
-    step, reorder = _search_steps(model, beams, len(rows), beam)
-
-    def rate(images: list[int], sequences: list[list[int]], start: int, end: int) -> list[float]:
-        return memory_logprob(model, expand_memory(memory, torch.tensor(images, device=device)), sequences,
-                              start, end)
-
-    return bidirectional_search(step, reorder, state, n, beam, sos, eos, max_len, length_penalty, rate, constraint)
+    options = DecodeOptions(beam=max(1, beam), max_len=max_len, length_penalty=length_penalty,
+                            grammar=constraint is not None, rescore=False, search=search)
+    return generate(TorchBackend(model), images, mask, options, sos, eos, constraint, keep_attention)
 
 
 @torch.no_grad()

@@ -219,11 +219,11 @@ def test_progress_bar_on_request_steps_aside_for_results(tiny_model_dir):
     strokes = [str(s) for s in sorted((ROOT / "examples" / "strokes").glob("*.json"))]
     from hmer_runtime.cli_run import main
 
-    r = CliRunner(mix_stderr=False).invoke(main, [*strokes, "--model", str(tiny_model_dir), "--beam", "1",
+    r = CliRunner().invoke(main, [*strokes, "--model", str(tiny_model_dir), "--beam", "1",
                                                   "--progress"])
     assert r.exit_code == 0
     assert f"{len(strokes)}/{len(strokes)} files" in r.stderr and len(r.stdout.splitlines()) == len(strokes)
-    quiet = CliRunner(mix_stderr=False).invoke(main, [*strokes, "--model", str(tiny_model_dir), "--beam", "1"])
+    quiet = CliRunner().invoke(main, [*strokes, "--model", str(tiny_model_dir), "--beam", "1"])
     assert quiet.stderr == ""  # not a terminal: no bar
 
 

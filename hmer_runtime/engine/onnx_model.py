@@ -18,15 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from hmer_runtime.decoding.decode_options import DecodeOptions
-from hmer_runtime.decoding.search import (
-    Hypothesis,
-    beam_search,
-    bidirectional_search,
-    combine_r2l,
-    greedy,
-    log_softmax,
-    teacher_forced_inputs,
-)
+from hmer_runtime.decoding.driver import generate
+from hmer_runtime.decoding.search import Hypothesis, log_softmax, teacher_forced_inputs
 from hmer_runtime.engine.batch_encoding import encode_each, image_sizes
 from hmer_runtime.engine.model_spec import METADATA_KEY, ModelSpec
 from hmer_runtime.engine.providers import ProviderConfig, create_session
@@ -161,98 +154,12 @@ class OnnxModel:
     def decode(self, images: np.ndarray, mask: np.ndarray, options: DecodeOptions | None = None,
                keep_attention: bool = False, timings: Timings | None = None) -> list[list[Hypothesis]]:
         """Hypotheses per image, best first, decoded as ``options`` say (default: the model's own,
-        from model.json). All beams of all images go through one decoder call per step."""
+        from model.json) by the shared driver; all beams of all images go through one decoder call
+        per step."""
         opts = options or self.spec.decode
-        constraint = self.grammar if opts.grammar else None
-        t = timings if timings is not None else Timings()
-        t0 = time.perf_counter()
-        memory, state = self.encode(images, mask)
-        t.encoder_ms += (time.perf_counter() - t0) * 1000
-        n, beam = images.shape[0], opts.beam
-        if opts.search == "comer":
-            return self._bidirectional(memory, state, n, opts, t, constraint)
-        image_memory, image_state = memory, state  # one row per image
-        if beam > 1:
-            rows = np.repeat(np.arange(n), beam)
-            memory = memory if self.spec.shared_memory else {k: v[rows] for k, v in memory.items()}
-            state = {k: v[rows] for k, v in state.items()}
-        step, reorder = self._search_steps(memory, n * beam, t, beam)
-        state = self.to_device(state)
-        sos, eos = self.spec.vocab.sos_id, self.spec.vocab.eos_id
-        if beam == 1:
-            return [[h] for h in greedy(step, (state, None), n, sos, eos, opts.max_len, keep_attention=keep_attention,
-                                        constraint=constraint, reorder=reorder)]
-        hyps = beam_search(step, reorder, (state, None), n, beam, sos, eos, opts.max_len,
-                           length_penalty=opts.length_penalty, keep_attention=keep_attention, constraint=constraint)
-        if opts.rescores:
-            images = np.repeat(np.arange(n), [len(hs) for hs in hyps])
-            r2l = self.sequence_logprob(image_memory, image_state, images,
-                                        [h.ids[::-1] for hs in hyps for h in hs], start=eos, end=sos, timings=t)
-            hyps = combine_r2l(hyps, r2l, opts.length_penalty)
-        return hyps
-
-    def _search_steps(self, memory: State, rows: int, t: Timings, per_image: int):
-        """(step, reorder) for the shared search over the step graph with ``memory`` (host arrays:
-        one row per image where the graph shares memory, else one per hypothesis) for ``rows``
-        hypotheses, ``per_image`` per image. The search holds (state, pending reorder); the
-        reorder is applied by the next step's graph, so the state never leaves the device. When
-        the search drops the rows of finished images, the graph keeps running them (their
-        outputs unused) until at most half of its rows are live, and only then are the memory
-        rows gathered: the memory is copied a few times per batch, not once per image."""
-        held = {"host": memory, "device": self.to_device(memory), "slots": np.arange(rows), "rows": rows}
-        fill, shared = self.spec.vocab.eos_id, self.spec.shared_memory
-
-        def step(tokens: np.ndarray, st):
-            slots, graph_rows = held["slots"], held["rows"]
-            if len(slots) < graph_rows:  # rows of finished images still in the graph
-                full = np.full(graph_rows, fill, dtype=np.int64)
-                full[slots] = tokens
-                tokens = full
-            s0 = time.perf_counter()
-            logits, attn, new = self.step(tokens, st[0], held["device"], st[1])
-            t.decoder_ms += (time.perf_counter() - s0) * 1000
-            t.steps += 1
-            if len(slots) < graph_rows:
-                logits, attn = logits[slots], attn[slots]
-            return logits, attn, (new, None)
-
-        def reorder(st, rows: np.ndarray):
-            slots, graph_rows = held["slots"], held["rows"]
-            source = slots[rows]  # the graph rows that the search's next rows continue
-            before = np.arange(graph_rows) if st[1] is None else st[1]
-            if 2 * len(rows) <= graph_rows:  # compact: the graph runs the live rows only
-                # the search keeps whole images (per_image rows each), so an image's first row names it
-                keep = source[::per_image] // per_image if shared else source
-                held["host"] = {k: v[keep] for k, v in held["host"].items()}
-                held["device"], held["slots"] = self.to_device(held["host"]), np.arange(len(rows))
-                held["rows"] = len(rows)
-                return st[0], before[source]
-            # rows stay within their image, whose memory rows are per_image consecutive graph rows
-            slots = source // per_image * per_image + np.arange(len(rows)) % per_image
-            index = np.arange(graph_rows)
-            index[slots] = source
-            held["slots"] = slots
-            return st[0], before[index]
-
-        return step, reorder
-
-    def _bidirectional(self, memory: State, state: State, n: int, opts: DecodeOptions,
-                       t: Timings, constraint: LatexGrammar | None) -> list[list[Hypothesis]]:
-        """CoMER's search (``search.bidirectional_search``) over the step graph."""
-        beam = opts.beam
-        rows = np.tile(np.repeat(np.arange(n), beam), 2)
-        images = np.tile(np.arange(n), 2)  # the readings of each direction, image-major
-        step, reorder = self._search_steps({k: v[images if self.spec.shared_memory else rows]
-                                            for k, v in memory.items()}, len(rows), t, beam)
-
-        def rate(images: list[int], sequences: list[list[int]], start: int, end: int) -> list[float]:
-            return self.sequence_logprob(memory, state, np.asarray(images, dtype=np.int64), sequences, start, end,
-                                         timings=t)
-
         vocab = self.spec.vocab
-        return bidirectional_search(step, reorder, (self.to_device({k: v[rows] for k, v in state.items()}), None),
-                                    n, beam, vocab.sos_id, vocab.eos_id, opts.max_len, opts.length_penalty, rate,
-                                    constraint)
+        return generate(_Backend(self, timings if timings is not None else Timings()), images, mask, opts,
+                        vocab.sos_id, vocab.eos_id, self.grammar if opts.grammar else None, keep_attention)
 
     def sequence_logprob(self, memory: State, state: State, images: np.ndarray, sequences: list[list[int]],
                          start: int, end: int, timings: Timings | None = None) -> list[float]:
@@ -286,4 +193,69 @@ class OnnxModel:
         if timings is not None:
             timings.rescore_ms += (time.perf_counter() - s0) * 1000
         return total.tolist()
+
+
+class _Backend:
+    """One decode call's view of an :class:`OnnxModel` for the driver (``decoding.driver``), with
+    the call's own timings (a model may decode in several threads at once)."""
+
+    def __init__(self, model: OnnxModel, timings: Timings):
+        self.model, self.t = model, timings
+        self.shares_memory = model.spec.shared_memory
+
+    def encode(self, images: np.ndarray, mask: np.ndarray) -> tuple[State, State]:
+        t0 = time.perf_counter()
+        out = self.model.encode(images, mask)
+        self.t.encoder_ms += (time.perf_counter() - t0) * 1000
+        return out
+
+    def gather(self, tree: State, index: np.ndarray) -> State:
+        return {k: v[index] for k, v in tree.items()}
+
+    def sequence_logprob(self, memory, state, images, sequences, start, end) -> list[float]:
+        return self.model.sequence_logprob(memory, state, images, sequences, start, end, timings=self.t)
+
+    def search_steps(self, memory: State, state: State, rows: int, per_image: int):
+        """The search holds (state, pending reorder); the reorder is applied by the next step's
+        graph, so the state never leaves the device. When the search drops the rows of finished
+        images, the graph keeps running them (their outputs unused) until at most half of its rows
+        are live, and only then are the memory rows gathered: the memory is copied a few times per
+        batch, not once per image."""
+        model, t = self.model, self.t
+        held = {"host": memory, "device": model.to_device(memory), "slots": np.arange(rows), "rows": rows}
+        fill, shared = model.spec.vocab.eos_id, self.shares_memory
+
+        def step(tokens: np.ndarray, st):
+            slots, graph_rows = held["slots"], held["rows"]
+            if len(slots) < graph_rows:  # rows of finished images still in the graph
+                full = np.full(graph_rows, fill, dtype=np.int64)
+                full[slots] = tokens
+                tokens = full
+            s0 = time.perf_counter()
+            logits, attn, new = model.step(tokens, st[0], held["device"], st[1])
+            t.decoder_ms += (time.perf_counter() - s0) * 1000
+            t.steps += 1
+            if len(slots) < graph_rows:
+                logits, attn = logits[slots], attn[slots]
+            return logits, attn, (new, None)
+
+        def reorder(st, rows: np.ndarray):
+            slots, graph_rows = held["slots"], held["rows"]
+            source = slots[rows]  # the graph rows that the search's next rows continue
+            before = np.arange(graph_rows) if st[1] is None else st[1]
+            if 2 * len(rows) <= graph_rows:  # compact: the graph runs the live rows only
+                # the search keeps whole images (per_image rows each), so an image's first row names it
+                keep = source[::per_image] // per_image if shared else source
+                held["host"] = {k: v[keep] for k, v in held["host"].items()}
+                held["device"], held["slots"] = model.to_device(held["host"]), np.arange(len(rows))
+                held["rows"] = len(rows)
+                return st[0], before[source]
+            # rows stay within their image, whose memory rows are per_image consecutive graph rows
+            slots = source // per_image * per_image + np.arange(len(rows)) % per_image
+            index = np.arange(graph_rows)
+            index[slots] = source
+            held["slots"] = slots
+            return st[0], before[index]
+
+        return step, reorder, (model.to_device(state), None)
 
