@@ -314,3 +314,18 @@ def test_no_import_circles():
         if module not in state:
             visit(module, [module])
     assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_a_limited_evaluation_prepares_only_what_it_reads(tmp_path):
+    from synth import write_inkml_set
+
+    from hmer_train.prepared import prepare
+
+    write_inkml_set(tmp_path / "data", [list("x+1"), list("2-y"), list("x=7"), list("1+2")])
+    cache = tmp_path / "cache"
+    first = prepare(tmp_path / "data", cache_root=cache, progress=False, workers=0, limit=2)
+    assert len(first) == 2 and [d.name.endswith("-first2") for d in cache.iterdir()] == [True]
+    whole = prepare(tmp_path / "data", cache_root=cache, progress=False, workers=0)
+    assert len(whole) == 4 and first.names == whole.names[:2]
+    again = prepare(tmp_path / "data", cache_root=cache, progress=False, workers=0, limit=3)  # from the whole set
+    assert again.names == whole.names[:3]
