@@ -228,7 +228,8 @@ def test_export_and_eval_read_a_comer_checkpoint_with_its_vocabulary(tmp_path):
 
 
 def test_comer_rule_keeps_the_best_endings():
-    from hmer_runtime.decoding.search import Hypothesis, _NBest, beam_search
+    from hmer_runtime.decoding.rules.comer import _NBest
+    from hmer_runtime.decoding.search import Hypothesis, beam_search
 
     best = _NBest(2)
     for score in (-3.0, -1.0, -2.0, -0.5):

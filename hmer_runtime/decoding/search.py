@@ -14,6 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
+from hmer_runtime.decoding.rules import RULES
+
 StepFn = Callable[[np.ndarray, object], tuple[np.ndarray, np.ndarray, object]]
 ReorderFn = Callable[[object, np.ndarray], object]
 
@@ -110,24 +112,6 @@ def greedy(step: StepFn, state: object, n: int, sos: int, eos: int, max_len: int
     return out
 
 
-class _NBest:
-    """The best ``k`` finished hypotheses as CoMER (after Hugging Face) keeps them: a new one enters
-    while fewer than k are held or when it beats the worst, which then leaves."""
-
-    def __init__(self, k: int):
-        self.k, self.items, self.worst = k, [], 1e9
-
-    def add(self, hyp: Hypothesis) -> None:
-        if len(self.items) < self.k or hyp.score > self.worst:
-            self.items.append(hyp)
-            if len(self.items) > self.k:
-                ranked = sorted(range(len(self.items)), key=lambda j: self.items[j].score)
-                self.worst = self.items[ranked[1]].score
-                del self.items[ranked[0]]
-            else:
-                self.worst = min(hyp.score, self.worst)
-
-
 def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: int, sos, eos,
                 max_len: int, *, length_penalty: float = 1.0, keep_attention: bool = False,
                 constraint: Constraint | None = None, constrained: np.ndarray | None = None,
@@ -144,15 +128,13 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
     batch, so ``rows`` may be shorter than the batch it indexes, and the caller's per-row memory
     must follow it.
 
-    ``rule="comer"`` follows CoMER's scorer exactly: an ending candidate counts only if it ranks in
-    the first ``beam``; the best ``beam`` endings are kept; an image stops when its worst kept
-    ending beats the best live beam's log-probability over the current length; at most
-    ``max_len - 1`` tokens, after which live beams end as they are.
+    ``rule`` names how endings are treated (``hmer_runtime.decoding.rules``: ``hmer`` or CoMER's
+    ``comer``); the expansion of the live beams is the same for every rule.
     """
+    if rule not in RULES:
+        raise ValueError(f"rule {rule!r} is not supported (choose from {', '.join(RULES)})")
     k = beam
-    comer = rule == "comer"
-    if rule not in ("hmer", "comer"):
-        raise ValueError(f"rule {rule!r} is not supported")
+    endings = RULES[rule](n, k, length_penalty, max_len)
     starts = np.broadcast_to(np.asarray(sos, dtype=np.int64), (n,))
     ends = np.broadcast_to(np.asarray(eos, dtype=np.int64), (n,))
     live = np.arange(n)  # the images in the batch, k rows each; an image leaves when it is done
@@ -162,16 +144,13 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
     seqs: list[list[int]] = [[] for _ in range(n * k)]
     lps: list[list[float]] = [[] for _ in range(n * k)]  # each id's log-probability
     attns: list[list[np.ndarray]] = [[] for _ in range(n * k)]
-    finished: list[list[Hypothesis]] = [[] for _ in range(n)]
-    kept = [_NBest(k) for _ in range(n)] if comer else []
     bound = np.ones(n, dtype=bool) if constrained is None else np.asarray(constrained, dtype=bool)
     grammar = [constraint.start() if bound[i // k] else None for i in range(n * k)] if constraint else []
-    steps = max_len - 1 if comer else max_len
-    for t in range(steps):
+    for t in range(endings.steps):
         logits, attn, state = step(tokens, state)
         m = len(live)
         logp = masked_logprobs(log_softmax(np.asarray(logits, dtype=np.float32)), constraint, grammar,
-                               steps - t).reshape(m, k, -1)
+                               endings.steps - t).reshape(m, k, -1)
         vocab = logp.shape[-1]
         total = (scores[:, :, None] + logp).reshape(m, k * vocab)
         # 2k candidates so that k survive after removing the ones that end here.
@@ -184,6 +163,7 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
         new_attns: list[list[np.ndarray]] = [[] for _ in range(m * k)]
         new_grammar = list(grammar)
         going = np.ones(m, dtype=bool)
+        forced = endings.forced(t)  # the length limit: every beam ends here
         for j, i in enumerate(live):
             slot = 0
             for rank, c in enumerate(top[j]):
@@ -193,18 +173,14 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
                 b, tok = divmod(int(c), vocab)
                 src = j * k + b
                 ended = tok == ends[i]
-                if ended or (t == max_len - 1 and not comer):
-                    if comer and rank >= k:
+                if ended or forced:
+                    if not endings.counts(rank, not ended):
                         continue
                     ids = seqs[src] if ended else seqs[src] + [tok]
                     hyp_attn = attns[src] + ([np.asarray(attn[src])] if keep_attention and not ended else [])
                     hyp_lps = lps[src] if ended else lps[src] + [float(logp[j, b, tok])]
-                    hyp = Hypothesis(list(ids), float(s), float(s) / (len(ids) + 1) ** length_penalty, hyp_attn,
-                                     list(hyp_lps))
-                    if comer:
-                        kept[i].add(hyp)
-                    else:
-                        finished[i].append(hyp)
+                    endings.add(i, Hypothesis(list(ids), float(s), float(s) / (len(ids) + 1) ** length_penalty,
+                                              hyp_attn, list(hyp_lps)))
                     continue
                 if slot < k:
                     dst = j * k + slot
@@ -219,18 +195,9 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
                         g = grammar[src]
                         new_grammar[dst] = None if g is None else constraint.advance(g, tok)
                     slot += 1
-                if slot == k and (comer or len(finished[i]) >= k):
+                if slot == k and endings.enough(i):
                     break
-            if comer:
-                going[j] = not (len(kept[i].items) >= k and
-                                kept[i].worst >= new_scores[j].max() / (t + 1) ** length_penalty)
-            elif len(finished[i]) >= k:
-                # Stop an image when k hypotheses have ended and no live beam can beat the best of
-                # them (log-probabilities only fall, so a live beam's best possible score is bounded).
-                best_live = new_scores[j].max() / (t + 2) ** length_penalty if slot else -np.inf
-                going[j] = slot > 0 and best_live > max(h.score for h in finished[i])
-            else:
-                going[j] = slot > 0
+            going[j] = endings.going(i, new_scores[j], slot, t)
         if not going.any():
             break
         keep = (np.flatnonzero(going)[:, None] * k + np.arange(k)).ravel()  # the rows that go on
@@ -240,17 +207,14 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: object, n: int, beam: i
         grammar = [new_grammar[r] for r in keep] if constraint else []
         state = reorder(state, rows)
     else:
-        for j, i in enumerate(live) if comer else []:  # out of length: live beams end as they are
-            for b in range(k):
-                ids = seqs[j * k + b]
-                kept[i].add(Hypothesis(list(ids), float(scores[j, b]),
-                                       float(scores[j, b]) / (len(ids) + 1) ** length_penalty, attns[j * k + b],
-                                       list(lps[j * k + b])))
-    if comer:
-        finished = [nb.items for nb in kept]
+        for j, i in enumerate(live):  # out of steps: the rule decides what the live beams become
+            endings.out_of_length(i, [
+                Hypothesis(list(seqs[j * k + b]), float(scores[j, b]),
+                           float(scores[j, b]) / (len(seqs[j * k + b]) + 1) ** length_penalty, attns[j * k + b],
+                           list(lps[j * k + b])) for b in range(k)])
     out = []
     for i in range(n):
-        hyps = sorted(finished[i], key=lambda h: -h.score)[:k]
+        hyps = sorted(endings.results(i), key=lambda h: -h.score)[:k]
         out.append(hyps or [Hypothesis([], -np.inf, -np.inf)])
     return out
 
