@@ -246,7 +246,8 @@ def test_common_flags_have_one_name_on_every_command():
         assert "--limit" in options(command) and "--batch-size" in options(command), command.name
     for command in (run, evaluate, bench):
         assert options(command)["--json"].is_flag, command.name
-    assert options(evaluate)["--beam"].default is None  # the model's own decoding, as hmer-run
+    parsed = evaluate.make_context("hmer-eval", ["model", "data"])
+    assert parsed.params["beam"] is None  # the model's own decoding, as hmer-run
 
 
 def test_the_facade_exports_what_the_readme_uses(tmp_path):

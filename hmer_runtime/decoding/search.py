@@ -9,11 +9,11 @@ All beams of all images advance in one ``step`` call (B = images x beams).
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
+from hmer_runtime.decoding.hypothesis import Hypothesis
 from hmer_runtime.decoding.rules import RULES
 
 StepFn = Callable[[np.ndarray, object], tuple[np.ndarray, np.ndarray, object]]
@@ -27,21 +27,6 @@ class Constraint(Protocol):
     def advance(self, state: Hashable, token_id: int) -> Hashable: ...
     def mask(self, state: Hashable, steps_left: int | None = None) -> np.ndarray: ...
     def accepts(self, ids: list[int]) -> bool: ...
-
-
-@dataclass
-class Hypothesis:
-    """A decoded sequence (ids without sos/eos), its log-probability and per-step attention.
-    ``token_logprobs``: each id's log-probability as the search chose it (left to right);
-    ``l2r`` and ``r2l``: the sequence's log-probability read each way, once rescored."""
-
-    ids: list[int]
-    logprob: float
-    score: float
-    attention: list[np.ndarray] = field(default_factory=list)
-    token_logprobs: list[float] = field(default_factory=list)
-    l2r: float | None = None
-    r2l: float | None = None
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

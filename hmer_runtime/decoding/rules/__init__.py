@@ -19,7 +19,7 @@ from hmer_runtime.decoding.rules.comer import ComerEndings
 from hmer_runtime.decoding.rules.hmer import HmerEndings
 
 if TYPE_CHECKING:
-    from hmer_runtime.decoding.search import Hypothesis
+    from hmer_runtime.decoding.hypothesis import Hypothesis
 
 
 class EndingRule(Protocol):

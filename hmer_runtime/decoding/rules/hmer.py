@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from hmer_runtime.decoding.search import Hypothesis
+    from hmer_runtime.decoding.hypothesis import Hypothesis
 
 
 class HmerEndings:
