@@ -1,6 +1,6 @@
 """Where a model fails: ExpRate by expression length and structure, and its commonest token edits.
 
-    hmer-eval hmer_runtime/models/default ../shared/data/crohme/crohme-2014.tar.gz --beam 10 --out 2014.jsonl
+    hmer-eval hmer_runtime/models/default ../shared/data/crohme/crohme-2014.tar.gz --beam 10 -o 2014.jsonl
     python -m benchmarks.error_breakdown 2014.jsonl
 
 Reads the per-expression JSON lines of ``hmer-eval --out`` (truth and prediction as

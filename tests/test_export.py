@@ -39,7 +39,7 @@ def test_written_files_metadata_and_no_control_flow(exported):
     if raw["architecture"]["decoder"]["type"] == "comer":  # parallel teacher forcing: a scorer graph
         graphs |= {"scorer.onnx", "scorer.fp16.onnx"}
         assert raw["variants"]["int8"]["scorer"] == "scorer.onnx"  # rescoring shares the fp32 scorer
-    assert {p.name for p in model_dir.iterdir()} == graphs | {"model.json"}
+    assert {p.name for p in model_dir.iterdir()} == graphs | {"model.json", "LICENSE"}
     assert raw["variants"]["int8"]["encoder"] == "encoder.onnx"  # convolutions stay fp32
     assert raw["checkpoint"]["weights"] == "trained"  # a checkpoint without a moving average
     spec = ModelSpec.load(model_dir)
@@ -300,9 +300,12 @@ def test_hmer_bench_measures_every_variant_and_baseline(exported, tmp_path, monk
     out = tmp_path / "bench.json"
     monkeypatch.setattr(sys, "argv", ["hmer-bench", "--model", str(model_dir), "--checkpoint", str(ckpt),
                                       "--beam", "1,2", "--batch", "1,2", "--runs", "1", "--lengths", "3,6",
-                                      "--limit", "4", "--json", str(out), "--markdown", str(tmp_path / "bench.md")])
+                                      "--limit", "4", "-o", str(out), "--markdown", str(tmp_path / "bench.md"),
+                                      "--json"])
     run()
     report = json.loads(out.read_text())
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # --json: one row a line
+    assert [r["variant"] for r in printed] == [r["variant"] for r in report["rows"]]
     kinds = {(r["variant"], r["beam"], r["batch"]) for r in report["rows"]}
     assert kinds == {(v, b, n) for v in ("pytorch-eager", "fp32", "int8") for b in (1, 2) for n in (1, 2)}
     assert all(r["p50_ms"] > 0 and r["expressions"] == 4 for r in report["rows"])

@@ -48,7 +48,7 @@ wait)
 bench)  # the bundled model: its committed checkpoint in eager CUDA against its graphs on ONNX Runtime
   python3 -c "import onnxruntime as o; print(o.__version__, o.get_available_providers())"
   python3 -m hmer_bench.latency --checkpoint models/cpu-small/last.pt --device cuda --autocast none,fp16 \
-    --provider cpu --variants fp32 --beam 1,5,10 --batch 1,8,64 --data datasets/crohme/crohme-2014.tar.gz \
+    --provider cpu --variants fp32 --beam 1,5,10 --batch-size 1,8,64 --data datasets/crohme/crohme-2014.tar.gz \
     --limit 64 --runs 1 --threads 16 --lengths "" --markdown "$OUT/bench-gpu.md" --json "$OUT/bench-gpu.json"
   ;;
 esac
