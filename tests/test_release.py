@@ -3,6 +3,7 @@ that speak of the product, commands that agree, inputs people use, and a clean p
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -330,3 +331,17 @@ def test_a_limited_evaluation_prepares_only_what_it_reads(tmp_path):
     assert len(whole) == 4 and first.names == whole.names[:2]
     again = prepare(tmp_path / "data", cache_root=cache, progress=False, workers=0, limit=3)  # from the whole set
     assert again.names == whole.names[:3]
+
+
+@pytest.mark.skipif(not shutil.which("node"), reason="node not installed")
+def test_the_browsers_compact_latex_is_the_runtimes(tmp_path):
+    from hmer_runtime.text.latex import compact
+
+    cases = [["x", "^", "{", "2", "}", "+", "2", "x", "+", "1"], ["\\sin", "x", "+", "\\cos", "\\theta"],
+             ["\\frac", "{", "a", "}", "{", "\\pi", "r", "}"], ["\\lim", "_", "{", "n", "\\rightarrow", "\\infty", "}"]]
+    script = ("require(process.argv[1]); const cases = JSON.parse(process.argv[2]);"
+              "console.log(JSON.stringify(cases.map(c => globalThis.hmer.compact(c))));")
+    p = subprocess.run(["node", "-e", script, str(ROOT / "hmer_runtime" / "static" / "hmer.js"), json.dumps(cases)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == [compact(c) for c in cases]

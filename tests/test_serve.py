@@ -152,3 +152,14 @@ def test_heavy_ink_is_served_and_a_full_server_answers_503(model_dir):
         r = c.post("/v1/recognize", json={"strokes": STROKES})
         assert r.status_code == 503 and "server busy" in r.json()["error"]
         assert c.get("/healthz").status_code == 200
+
+
+def test_the_api_returns_confidence_and_the_n_best_readings(client):
+    r = client.post("/v1/recognize", json={"strokes": STROKES, "beam": 3, "n_best": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["token_confidence"]) == len(body["tokens"]) and "confidence" in body
+    assert len(body["alternatives"]) <= 2 and all(a["tokens"] != body["tokens"] for a in body["alternatives"])
+    assert "alternatives" not in client.post("/v1/recognize", json={"strokes": STROKES, "beam": 3}).json()
+    bad = client.post("/v1/recognize", json={"strokes": STROKES, "beam": 2, "n_best": 3})
+    assert bad.status_code == 422 and "n_best" in bad.json()["error"]

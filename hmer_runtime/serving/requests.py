@@ -57,6 +57,7 @@ class RecognizeRequest:
     beam: int
     attention: bool
     heavy: bool = False
+    n_best: int = 1  # readings to return: the best and n_best - 1 alternatives
 
 
 async def read_request(request, rec: Recognizer, limits: Limits, admission: Admission,
@@ -76,11 +77,11 @@ async def read_request(request, rec: Recognizer, limits: Limits, admission: Admi
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
         payload = _json_object(body)
-        beam, attention = parse_options(request.query_params, payload, rec.options.beam, limits.max_beam)
+        beam, attention, n_best = parse_options(request.query_params, payload, rec.options.beam, limits.max_beam)
         ink = strokes_to_ink(payload, "strokes", limits.max_strokes, limits.max_points)
         heavy = admission.is_heavy(ink_length=ink_length(ink, rec.spec.render))
         image = await admission.preprocess(lambda: rec.load(ink), heavy, deadline)
-        return RecognizeRequest(image, beam, attention, heavy or beam > rec.options.beam)
+        return RecognizeRequest(image, beam, attention, heavy or beam > rec.options.beam, n_best)
     if ctype == "multipart/form-data":
         from starlette.exceptions import HTTPException
 
@@ -95,13 +96,13 @@ async def read_request(request, rec: Recognizer, limits: Limits, admission: Admi
         fields = {k: v for k, v in form.items() if k != "file"}
     else:
         data, name, fields = body, "body", {}
-    beam, attention = parse_options(request.query_params, fields, rec.options.beam, limits.max_beam)
+    beam, attention, n_best = parse_options(request.query_params, fields, rec.options.beam, limits.max_beam)
     if not data:
         raise RequestError("request", "empty request body: send an image or JSON strokes")
     heavy = admission.is_heavy(pixels=declared_pixels(data))
     image = await admission.preprocess(lambda: rec.load(load_image(data, name, limits.max_pixels), name), heavy,
                                        deadline)
-    return RecognizeRequest(image, beam, attention, heavy or beam > rec.options.beam)
+    return RecognizeRequest(image, beam, attention, heavy or beam > rec.options.beam, n_best)
 
 
 def declared_pixels(data: bytes) -> int:
@@ -138,21 +139,28 @@ def _json_object(body: bytes) -> dict:
     return payload
 
 
-def parse_options(params, fields: dict, default_beam: int, max_beam: int) -> tuple[int, bool]:
-    """(beam, attention) from the query string and the body's fields (the body wins); the beam
-    defaults to the model's ``decode.beam``."""
+def parse_options(params, fields: dict, default_beam: int, max_beam: int) -> tuple[int, bool, int]:
+    """(beam, attention, n_best) from the query string and the body's fields (the body wins); the
+    beam defaults to the model's ``decode.beam``, ``n_best`` (readings returned, the best and
+    its alternatives) to 1 and at most the beam."""
     src = {**dict(params), **fields}
-    value = src.get("beam", default_beam)
+    beam = _integer(src, "beam", default_beam, max_beam)
+    n_best = _integer(src, "n_best", 1, beam)
+    attention = str(src.get("attention", "false")).lower() in ("1", "true", "yes")
+    return beam, attention, n_best
+
+
+def _integer(src: dict, name: str, default: int, high: int) -> int:
+    value = src.get(name, default)
     try:
         if isinstance(value, float) and not value.is_integer():
             raise ValueError(value)
-        beam = int(value)
+        number = int(value)
     except (TypeError, ValueError, OverflowError):
         shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
-        raise RequestError("beam", f"must be an integer, got {shown}", INVALID_OPTION) from None
-    if not 1 <= beam <= max_beam:
-        raise RequestError("beam", f"must be between 1 and {max_beam}", INVALID_OPTION)
-    attention = str(src.get("attention", "false")).lower() in ("1", "true", "yes")
-    return beam, attention
+        raise RequestError(name, f"must be an integer, got {shown}", INVALID_OPTION) from None
+    if not 1 <= number <= high:
+        raise RequestError(name, f"must be between 1 and {high}", INVALID_OPTION)
+    return number
 
 

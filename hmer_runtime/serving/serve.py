@@ -172,7 +172,8 @@ def create_app(options: ServeOptions = ServeOptions(), limits: Limits | None = N
     @app.post("/v1/recognize")
     async def recognize(request: Request):
         """Recognise one expression: an image (multipart field ``file``, or the raw body) or JSON
-        ``{"strokes": [[[x, y], ...], ...], "beam": 5, "attention": false}`` (beam: default the model's)."""
+        ``{"strokes": [[[x, y], ...], ...], "beam": 5, "n_best": 3, "attention": false}`` (beam: default
+        the model's; n_best: the best reading and its alternatives, at most the beam)."""
         t0 = time.perf_counter()
         deadline = time.monotonic() + limits.timeout_s  # one deadline for reading, preparing and decoding
         with admission.request():
@@ -183,7 +184,8 @@ def create_app(options: ServeOptions = ServeOptions(), limits: Limits | None = N
                                                 max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 return error(503, f"recognition took longer than {limits.timeout_s:g} s; try again")
-        out = {**result.to_dict(), "mathml": to_mathml(result.latex), "ms": (time.perf_counter() - t0) * 1000}
+        out = {**result.to_dict(asked.n_best), "mathml": to_mathml(result.latex),
+               "ms": (time.perf_counter() - t0) * 1000}
         if asked.attention and result.attention is not None:
             out["attention"] = [np.round(a, 4).tolist() for a in result.attention]
         return out

@@ -453,5 +453,17 @@
     clear() { this.strokes = []; this.draw(); }
   }
 
-  global.hmer = { Recognizer, Pad, renderInk, modelInput, Grammar, symbolSize };
+  /** LaTeX with no more spaces than it needs (x^{2}+2x+1): a space only where a command name would
+   *  run into the letter after it, as hmer_runtime/text/latex.py ``compact`` writes it. */
+  function compact(tokens) {
+    let out = "", prev = "";
+    for (const tok of tokens) {
+      if (prev.startsWith("\\") && /[A-Za-z]$/.test(prev) && /^[A-Za-z]/.test(tok)) out += " ";
+      out += tok;
+      prev = tok;
+    }
+    return out;
+  }
+
+  global.hmer = { Recognizer, Pad, renderInk, modelInput, Grammar, symbolSize, compact };
 })(typeof window !== "undefined" ? window : globalThis);
