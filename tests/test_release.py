@@ -2,6 +2,7 @@
 that speak of the product, commands that agree, inputs people use, and a clean package."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -170,8 +171,12 @@ def run_hmer(args, cwd=None):
     runner = CliRunner()
     if cwd is None:
         return runner.invoke(main, args)
-    with runner.isolated_filesystem(temp_dir=cwd):
+    before = os.getcwd()
+    os.chdir(cwd)  # as a user running it from another folder
+    try:
         return runner.invoke(main, args)
+    finally:
+        os.chdir(before)
 
 
 def test_hmer_run_reads_the_repositorys_stroke_json(tiny_model_dir):
