@@ -317,7 +317,8 @@ def main(model_dir, checkpoint, data, limit, providers, variants, beams, batches
         try:
             import torch
         except ImportError:
-            click.echo("torch not installed: no PyTorch eager baseline", err=True)
+            click.echo("torch not installed (extra train): no PyTorch eager or no-cache baseline", err=True)
+            checkpoint = None
         else:
             from hmer_train.checkpoint import load_model
 
