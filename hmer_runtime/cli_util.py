@@ -117,9 +117,10 @@ def run_cli(command: click.Command) -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except ModuleNotFoundError as e:  # an extra a command imports when it needs it
-        if debug or missing_extra_message(e) is None:
+        message = missing_extra_message(e)
+        if debug or message is None:
             raise
-        click.echo(f"error: {missing_extra_message(e)}", err=True)
+        click.echo(f"error: {message}", err=True)
         sys.exit(1)
     except (HmerError, OSError) as e:
         if debug:

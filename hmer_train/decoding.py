@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from hmer_runtime.decoding.decode_options import DecodeOptions
-from hmer_runtime.decoding.driver import generate
-from hmer_runtime.decoding.search import Constraint, Hypothesis, combine_r2l, teacher_forced_inputs
+from hmer_runtime.decoding.driver import generate, rescore_right_to_left
+from hmer_runtime.decoding.search import Constraint, Hypothesis, teacher_forced_inputs
 from hmer_runtime.engine.batch_encoding import encode_each, image_sizes
 from hmer_runtime.text.grammar import LatexGrammar
 from hmer_runtime.text.vocab import Vocab
@@ -124,13 +124,8 @@ def memory_logprob(model: HMERModel, memory: dict, sequences: list[list[int]], s
 def rescore_r2l(model: HMERModel, images: torch.Tensor, mask: torch.Tensor,
                 hyps: list[list[Hypothesis]], sos: int, eos: int,
                 length_penalty: float = 1.0) -> list[list[Hypothesis]]:
-    """Re-rank each image's beam by the mean of its left-to-right and right-to-left log-probs.
-
-    Right-to-left sequences start with ``eos`` and end with ``sos`` (how bidirectional training
-    lays them out).
-    """
-    index = torch.tensor([i for i, hs in enumerate(hyps) for _ in hs], device=images.device)
-    seqs = [h.ids[::-1] for hs in hyps for h in hs]
-    # each image encoded once, its memory shared by its hypotheses
-    memory = expand_memory(encode_each_image(model, images, mask), index)
-    return combine_r2l(hyps, memory_logprob(model, memory, seqs, start=eos, end=sos), length_penalty)
+    """Re-rank each image's beam by the mean of its left-to-right and right-to-left log-probs
+    (the driver's ``rescore_right_to_left`` over the images, encoded once each)."""
+    backend = TorchBackend(model)
+    memory, state = backend.encode(images, mask)
+    return rescore_right_to_left(backend, memory, state, hyps, length_penalty, sos, eos)

@@ -64,12 +64,18 @@ def generate(backend: StepBackend, images: Any, mask: Any, options: DecodeOption
                                     constraint=constraint, reorder=reorder)]
     hyps = beam_search(step, reorder, start, n, beam, sos, eos, options.max_len,
                        length_penalty=options.length_penalty, keep_attention=keep_attention, constraint=constraint)
-    if options.rescores:
-        owners = np.repeat(np.arange(n), [len(hs) for hs in hyps])
-        r2l = backend.sequence_logprob(memory, state, owners, [h.ids[::-1] for hs in hyps for h in hs],
-                                       start=eos, end=sos)
-        hyps = combine_r2l(hyps, r2l, options.length_penalty)
-    return hyps
+    return rescore_right_to_left(backend, memory, state, hyps, options.length_penalty, sos, eos) \
+        if options.rescores else hyps
+
+
+def rescore_right_to_left(backend: StepBackend, memory: dict, state: dict, hyps: list[list[Hypothesis]],
+                          length_penalty: float, sos: int, eos: int) -> list[list[Hypothesis]]:
+    """CoMER's bidirectional rescoring of each image's beam: every hypothesis read right to left
+    (from eos to sos) over its image's memory, then ranked by the mean of both readings."""
+    owners = np.repeat(np.arange(len(hyps)), [len(hs) for hs in hyps])
+    r2l = backend.sequence_logprob(memory, state, owners, [h.ids[::-1] for hs in hyps for h in hs],
+                                   start=eos, end=sos)
+    return combine_r2l(hyps, r2l, length_penalty)
 
 
 def _bidirectional(backend: StepBackend, memory: dict, state: dict, n: int, beam: int, options: DecodeOptions,
