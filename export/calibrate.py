@@ -5,8 +5,9 @@
 
 ``fit`` decodes the data with the model's own options, fits :class:`Calibration` on whether each
 reading was exactly right, and writes it (and its figures) into ``model.json`` atomically.
-``check`` reports, on other data, the expected calibration error (10 bins) and the ExpRate of the
-most confident half, beside what the raw ``exp(score)`` gives.
+``check`` reports, on other data, the expected calibration error (10 bins), the ExpRate of the
+most confident half and how many readings above 0.7 and 0.9 are right, beside what the raw
+``exp(score)`` gives.
 """
 
 from __future__ import annotations
@@ -43,9 +44,12 @@ def figures(probability: np.ndarray, right: np.ndarray) -> dict:
     """ECE (10 bins), and the ExpRate of the most confident half and of all."""
     order = np.argsort(-probability, kind="stable")
     half = order[: max(1, len(order) // 2)]
+    above = {f"right_above_{t}": [int((probability > t).sum()),
+                                   round(100 * float(right[probability > t].mean()), 2) if (probability > t).any()
+                                   else None] for t in (0.7, 0.9)}  # [readings, % of them right]
     return {"n": int(len(right)), "ece": round(expected_calibration_error(probability, right), 4),
             "exprate_confident_half": round(100 * float(right[half].mean()), 2),
-            "exprate": round(100 * float(right.mean()), 2)}
+            "exprate": round(100 * float(right.mean()), 2), **above}
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
