@@ -79,7 +79,7 @@ def main(checkpoint, model_dir, data, limit, beams, threads) -> None:
     spec = ModelSpec.load(model_dir or BUNDLED_MODEL)
     images = load_inputs(spec, data, limit)
     model, vocab, _ = load_model(checkpoint)
-    decoder = TorchDecoder(model, vocab, spec.decode)
+    decoder = TorchDecoder(model, vocab)
     onnx_model = OnnxModel(spec, "fp32", ProviderConfig("cpu", threads))
     d = spec.architecture.get("decoder", {}).get("d_model", 256)
     gemm, gemv = peak_gflops(1024, 1024, 1024), peak_gflops(1, d, 4 * d)

@@ -129,7 +129,7 @@ def time_torch(loaded: tuple, images: list[np.ndarray], options: DecodeOptions, 
 
     model, vocab, _ = loaded
     model = model.to(device)
-    decoder = TorchDecoder(model, vocab, options)
+    decoder = TorchDecoder(model, vocab)
     cast = torch.autocast(device, dtype=getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}[autocast])) \
         if autocast != "none" else contextlib.nullcontext()
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -138,7 +138,7 @@ def time_torch(loaded: tuple, images: list[np.ndarray], options: DecodeOptions, 
 
     def run(x, m):
         with cast:
-            return decoder.decode(x, m)
+            return decoder.decode(x, m, options)
 
     for x, m, _ in chunks[-WARMUP_BATCHES:]:
         run(x, m)

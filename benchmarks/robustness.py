@@ -146,7 +146,7 @@ def main(model_dir: str | None, data: str, limit: int, beam: int, stages: bool, 
         metrics, runaway = Metrics(), 0
         for i, (ink, tokens) in enumerate(samples):
             x = make(ink, i)
-            result = rec.decode_images([x], beam)[0] if name in model_inputs else rec.recognize(x, beam=beam)
+            result = rec.decode_images([x], beam=beam)[0] if name in model_inputs else rec.recognize(x, beam=beam)
             metrics.add(tokens, result.tokens)
             runaway += runs_away(tokens, result.tokens)
         s = metrics.summary()

@@ -81,8 +81,8 @@ def compare(model: HMERModel, onnx_model: OnnxModel, images: list[np.ndarray], b
     # both sides decode with the runtime's default options (grammar, rescoring), at beam 1 and ``beam``
     greedy_opts = spec.decode.with_overrides(beam=1, max_len=max_len)
     beam_opts = greedy_opts.with_overrides(beam=beam)
-    torch_decoder = TorchDecoder(model, spec.vocab, greedy_opts)
-    torch_greedy = [h[0].ids for h in torch_decoder.decode(tx, tm)]
+    torch_decoder = TorchDecoder(model, spec.vocab)
+    torch_greedy = [h[0].ids for h in torch_decoder.decode(tx, tm, greedy_opts)]
     # Teacher-force PyTorch's greedy tokens through both step functions and compare every step.
     steps = max(len(s) for s in torch_greedy) + 1
     tokens = np.full((len(images), steps), eos, dtype=np.int64)

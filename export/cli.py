@@ -7,23 +7,6 @@ import click
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, run_cli
 
 
-def _check_data(source: str, ckpt_path: str, limit: int, input_scale: float | None, vocab: str | None):
-    """Model inputs (as the exported model will read them) and token ids of up to ``limit``
-    labelled expressions of ``source``."""
-    from hmer_runtime.text.vocab import Vocab
-    from hmer_train.checkpoint import load_checkpoint
-    from hmer_train.config import image_configs
-    from hmer_train.prepared import DEFAULT_CACHE, prepare
-
-    ckpt = load_checkpoint(ckpt_path, input_scale=input_scale, vocab=vocab)
-    cfg = ckpt["config"]
-    vocab = Vocab.from_tokens(ckpt["vocab"])
-    data = prepare(source, *image_configs(cfg, inference=True), cfg.cache_dir or DEFAULT_CACHE)
-    data = data.select(range(min(limit, len(data))))
-    truth = [vocab.encode(toks) for toks in data.tokens]
-    return [data.image(i) for i in range(len(data))], truth
-
-
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.argument("out_dir", type=click.Path(file_okay=False))
@@ -49,12 +32,11 @@ def _check_data(source: str, ckpt_path: str, limit: int, input_scale: float | No
 def main(checkpoint, out_dir, opset, fp16, int8, check, check_data, check_limit, input_scale, vocab, beam, force,
          debug) -> None:
     """Export CHECKPOINT (from hmer-train, or CoMER's own with --vocab) to OUT_DIR for the torch-free runtime."""
-    from .exporter import export_checkpoint
+    from .exporter import ExportOptions, export_checkpoint
 
-    images, truth = _check_data(check_data, checkpoint, check_limit, input_scale, vocab) if check_data \
-        else (None, None)
-    raw = export_checkpoint(checkpoint, out_dir, opset, fp16, int8, check, images, truth, force,
-                            log=lambda s: click.echo(s, err=True), input_scale=input_scale, vocab=vocab, beam=beam)
+    options = ExportOptions(opset=opset, fp16=fp16, int8=int8, check=check, check_data=check_data,
+                            check_limit=check_limit, force=force, input_scale=input_scale, vocab=vocab, beam=beam)
+    raw = export_checkpoint(checkpoint, out_dir, options, log=lambda s: click.echo(s, err=True))
     click.echo(f"wrote {out_dir}: {', '.join(sorted(raw['variants']))} ({raw['parameters']:,} parameters)")
 
 

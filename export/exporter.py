@@ -1,7 +1,10 @@
 """``export_checkpoint``: a training checkpoint -> a checked model directory the runtime loads.
 
-The directory is built under a temporary name beside OUT_DIR and renamed into place at the end,
-so a failed export never leaves a half-written model where a runtime would pick it up.
+The checkpoint is loaded once; how the model reads (render, preprocessing, decode) is the
+runtime's decision (``hmer_runtime.engine.reading``) from the run's settings, and the options of
+one export travel whole in :class:`ExportOptions`. The directory is built under a temporary
+name beside OUT_DIR and renamed into place at the end, so a failed export never leaves a
+half-written model where a runtime would pick it up.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +25,11 @@ from hmer_runtime import __version__
 from hmer_runtime.engine.model_spec import LICENSE_FILE, MODEL_FORMAT, ModelSpec, dump_spec
 from hmer_runtime.engine.onnx_model import OnnxModel
 from hmer_runtime.engine.providers import ProviderConfig
+from hmer_runtime.engine.reading import Reading
 from hmer_runtime.errors import ModelError
-from hmer_runtime.inputs.preprocess import PreprocessConfig
-from hmer_runtime.inputs.render import RenderConfig
 from hmer_runtime.text.grammar import grammar_tables
 from hmer_train.checkpoint import holds_average, load_model
-from hmer_train.config import image_configs
-from hmer_train.decoding import options_from_config
+from hmer_train.config import reading
 from hmer_train.licences import license_file_text, weights_license
 
 from .check import check_fp32, compare, scribble_images
@@ -39,6 +41,7 @@ from .graphs import (
     export_scorer_graph,
     tensorrt_profiles,
 )
+from .shared_weights import share_weights
 from .variants import convert_fp16, quantize_int8
 
 
@@ -50,10 +53,30 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def describe(model, vocab, ckpt: dict, ckpt_path: Path, layout: dict, opset: int) -> dict:
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to export a checkpoint. ``check_data``: a labelled source (InkML folder or archive,
+    image folder) whose first ``check_limit`` expressions join the synthetic check images, so
+    reduced-precision variants report their ExpRate change on it. ``input_scale`` and ``beam``
+    replace the checkpoint's ``decode.input_scale`` and ``decode.beam`` (the width runtimes decode
+    with by default). ``vocab``: the vocabulary file of a CoMER checkpoint
+    (``hmer_train.comer_import``)."""
+
+    opset: int = DEFAULT_OPSET
+    fp16: bool = False
+    int8: bool = False
+    check: bool = True
+    check_data: str | Path | None = None
+    check_limit: int = 64
+    force: bool = False
+    input_scale: float | None = None
+    vocab: str | Path | None = None
+    beam: int | None = None
+
+
+def describe(model, vocab, ckpt: dict, ckpt_path: Path, read: Reading, layout: dict, opset: int) -> dict:
     """The model description stored as model.json and in the graphs' metadata."""
     cfg = ckpt["config"]
-    render, pre = image_configs(cfg, inference=True)
     return {
         "format": MODEL_FORMAT,
         "hmer_version": __version__,
@@ -61,11 +84,9 @@ def describe(model, vocab, ckpt: dict, ckpt_path: Path, layout: dict, opset: int
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab": vocab.tokens,
         "special_ids": {"pad": vocab.pad_id, "sos": vocab.sos_id, "eos": vocab.eos_id, "unk": vocab.unk_id},
-        "preprocess": pre.to_dict(),
-        "render": render.to_dict(),
-        # hmer_runtime.decoding.decode_options: grammar on by default; rescore_r2l re-ranks beams by the
-        # right-to-left reading (bidirectional models); search "comer": search.bidirectional_search
-        "decode": options_from_config(cfg).to_model_json(),
+        "preprocess": read.preprocess.to_dict(),
+        "render": read.render.to_dict(),
+        "decode": read.decode.to_model_json(),
         "grammar": grammar_tables(),
         **layout,
         "metrics": ckpt.get("metrics", {}),
@@ -77,6 +98,18 @@ def describe(model, vocab, ckpt: dict, ckpt_path: Path, layout: dict, opset: int
         "opset": opset,
         "exporter": f"torch {torch.__version__} (TorchScript-based torch.onnx.export)",
     }
+
+
+#: The graphs of a variant, by role; a variant's ``weights`` is the file its decoder and scorer share.
+GRAPH_ROLES = ("encoder", "decoder", "scorer")
+WEIGHTS_FILE = "decoder.weights"
+
+
+def _share_decoder_weights(folder: Path, files: dict, weights: str) -> None:
+    """Store the decoder's tensors once for its step and scorer graphs (``export.shared_weights``),
+    and name the file in the variant's ``files`` as ``weights``."""
+    if "scorer" in files and share_weights([folder / files["decoder"], folder / files["scorer"]], folder / weights):
+        files["weights"] = weights
 
 
 def _exprate(ids: list[list[int]], truth: list[list[int]]) -> float:
@@ -101,62 +134,72 @@ def _variant_report(model, onnx_model: OnnxModel, images: list[np.ndarray], trut
     return out
 
 
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opset: int = DEFAULT_OPSET, fp16: bool = False,
-                      int8: bool = False, check: bool = True, check_images: list[np.ndarray] | None = None,
-                      check_truth: list[list[int]] | None = None, force: bool = False,
-                      log: Callable[[str], None] = print, input_scale: float | None = None,
-                      vocab: str | Path | None = None, beam: int | None = None) -> dict:
-    """Export, check and (optionally) quantize; returns the written model.json as a dict.
+def _labelled_inputs(source: str | Path, limit: int, read: Reading, vocab, cache: str) -> tuple[list, list]:
+    """Model inputs (as the exported model reads them) and token ids of up to ``limit`` labelled
+    expressions of ``source``."""
+    from hmer_train.prepared import prepare
 
-    ``check_images`` (model inputs) and ``check_truth`` (token ids) add real data to the synthetic
-    fixtures; with truth, reduced-precision variants report their ExpRate change on it.
-    ``input_scale`` replaces the checkpoint's ``decode.input_scale`` (see ``image_configs``).
-    ``vocab``: the vocabulary file of a CoMER checkpoint (``hmer_train.comer_import``).
-    ``beam`` replaces the checkpoint's ``decode.beam``: the width runtimes decode with by default.
-    """
+    data = prepare(source, read.render, read.preprocess, cache, limit=limit)
+    return [data.image(i) for i in range(len(data))], [vocab.encode(toks) for toks in data.tokens]
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, options: ExportOptions = ExportOptions(),
+                      log: Callable[[str], None] = print) -> dict:
+    """Export, check and (optionally) quantize as ``options`` say; returns the written model.json
+    as a dict."""
+    from hmer_train.prepared import DEFAULT_CACHE
+
+    o = options
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
-    model, vocab, ckpt = load_model(checkpoint, input_scale=input_scale, vocab=vocab)
-    if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())) and not force:
+    model, vocab, ckpt = load_model(checkpoint, input_scale=o.input_scale, vocab=o.vocab)
+    cfg = ckpt["config"]
+    read = reading(cfg)
+    if o.beam is not None:
+        read = replace(read, decode=read.decode.with_overrides(beam=int(o.beam)))
+    if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())) and not o.force:
         raise ModelError(str(out_dir), "already exists; use --force to replace it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     if not os.access(out_dir.parent, os.W_OK):
         raise ModelError(str(out_dir), f"cannot write into {out_dir.parent} (permission denied)")
+    check_images, check_truth = _labelled_inputs(o.check_data, o.check_limit, read, vocab,
+                                                 cfg.cache_dir or DEFAULT_CACHE) if o.check_data else ([], [])
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        layout = export_graphs(model, tmp, opset)
-        meta = describe(model, vocab, ckpt, checkpoint, layout, opset)
-        if beam is not None:
-            meta["decode"]["beam"] = int(beam)
+        layout = export_graphs(model, tmp, o.opset)
+        meta = describe(model, vocab, ckpt, checkpoint, read, layout, o.opset)
         graphs = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
         if model.kind in PARALLEL_DECODERS:  # whole sequences scored in one call (rescoring)
-            export_scorer_graph(model, tmp / "scorer.onnx", opset)
+            export_scorer_graph(model, tmp / "scorer.onnx", o.opset)
             graphs["scorer"] = "scorer.onnx"
         for name in graphs.values():
             attach_metadata(tmp / name, meta)
+        _share_decoder_weights(tmp, graphs, WEIGHTS_FILE)
         raw = {**meta, "tensorrt_profiles": tensorrt_profiles(meta), "variants": {"fp32": dict(graphs)}}
         dump_spec(raw, tmp)
         (tmp / LICENSE_FILE).write_text(license_file_text(meta["license"]), encoding="utf-8")
         cpu = ProviderConfig("cpu")
-        render, pre = RenderConfig.from_dict(meta["render"]), PreprocessConfig.from_dict(meta["preprocess"])
-        images = scribble_images(render, pre) + list(check_images or [])
-        if check:
+        images = scribble_images(read.render, read.preprocess) + check_images
+        if o.check:
             report = check_fp32(model, OnnxModel(ModelSpec.load(tmp), "fp32", cpu), images)
             raw["variants"]["fp32"]["check"] = report.to_dict()
             log(f"fp32 check passed: {report.summary()}")
         truth = ([None] * (len(images) - len(check_truth)) + list(check_truth)) if check_truth else None
         labelled = [(im, t) for im, t in zip(images, truth)] if truth else []
         labelled = [(im, t) for im, t in labelled if t is not None]
-        for name, make, wanted in (("int8", quantize_int8, int8), ("fp16", convert_fp16, fp16)):
+        for name, make, wanted in (("int8", quantize_int8, o.int8), ("fp16", convert_fp16, o.fp16)):
             if not wanted:
                 continue
             # int8 quantizes the step decoder only: its encoder is encoder.onnx (variants.quantize_int8),
             # and it rescores with scorer.onnx, one call per batch, not worth a second copy of the weights.
-            parts = [p for p in graphs if name != "int8" or p == "decoder"]
+            parts = [p for p in GRAPH_ROLES if p in graphs and (name != "int8" or p == "decoder")]
             files = dict(graphs)
             for part in parts:
                 files[part] = f"{part}.{name}.onnx"
                 make(tmp / f"{part}.onnx", tmp / files[part])
                 attach_metadata(tmp / files[part], meta)
+            if "scorer" in parts:
+                files.pop("weights", None)
+                _share_decoder_weights(tmp, files, f"decoder.{name}.weights")
             raw["variants"][name] = dict(files)
             dump_spec(raw, tmp)
             try:

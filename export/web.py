@@ -147,7 +147,7 @@ def build_site(model_dir: str | os.PathLike | None, out_dir: str | os.PathLike, 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
         (tmp / SITE_MARKER).write_text("built by hmer-web; a new build replaces this folder\n", encoding="utf-8")
-        for role in ("encoder", "decoder", "scorer"):
+        for role in ("encoder", "decoder", "scorer", "weights"):
             if files.get(role):
                 shutil.copy2(spec.directory / files[role], tmp / files[role])
         if (spec.directory / LICENSE_FILE).is_file():  # the weights' terms travel with them

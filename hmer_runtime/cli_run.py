@@ -40,13 +40,14 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def json_row(path: str, result: Result | None = None, error: HmerError | None = None, n_best: int = 1) -> str:
+def json_row(path: str, result: Result, n_best: int = 1) -> str:
     """One line of ``hmer-run --json`` (and of ``hmer-batch``'s output): file, latex, tokens, score,
     confidence and ms for a result (and ``n_best`` - 1 alternatives), or file and error for an
     input that failed."""
     row = {"file": printable(path)}
-    row.update(result.to_dict(n_best) if result is not None
-               else {"error": printable(error.message if error else "failed")})
+    row.update(result.to_dict(n_best))
+    if "error" in row:
+        row["error"] = printable(row["error"])
     return json.dumps(row, ensure_ascii=False)
 
 
@@ -160,17 +161,14 @@ def main(paths, model_dir, beam, provider, variant, batch_size, threads, limit, 
     bar = Progress(len(files), "files", show_progress(progress, as_json) and len(files) > 1)
     for start in range(0, len(files), window):
         chunk = files[start:start + window]
-        errors: list[HmerError] = []
-        results = rec.recognize_batch(chunk, attention=bool(attention_dir), errors=errors, batch_size=batch_size)
-        errs = iter(errors)
+        results = rec.recognize_batch(chunk, attention=bool(attention_dir), batch_size=batch_size)
         for offset, (path, res) in enumerate(zip(chunk, results)):
             bar.clear()
-            if res is None:
+            if res.error is not None:
                 failed += 1
-                error = next(errs)
-                click.echo(f"error: {printable(str(error))}", err=True)
+                click.echo(f"error: {printable(str(res.error))}", err=True)
                 # stdout keeps one line per input: an empty reading (plain) or an error row (--json)
-                click.echo(json_row(path, error=error) if as_json else line(path, ""))
+                click.echo(json_row(path, res) if as_json else line(path, ""))
             else:
                 if as_json:
                     click.echo(json_row(path, res, n_best=n_best))

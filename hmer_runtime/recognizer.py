@@ -54,7 +54,8 @@ class Result:
     ``confidence`` the probability that the reading is exactly right (None when the model has no
     fitted confidence); ``token_confidence`` each token's probability as the search chose it;
     ``alternatives`` the search's next readings, best first; ``attention`` (per decoded token, an
-    (h, w) map over the encoder grid) is filled when requested."""
+    (h, w) map over the encoder grid) is filled when requested. ``error`` is set, and nothing else,
+    for an input that could not be read or decoded (see :meth:`failed`)."""
 
     latex: str
     tokens: list[str]
@@ -66,6 +67,17 @@ class Result:
     confidence: float | None = None
     token_confidence: list[float] = field(default_factory=list)
     alternatives: list[Alternative] = field(default_factory=list)
+    error: Exception | None = None
+
+    @classmethod
+    def failed(cls, error: Exception) -> Result:
+        """The result of an input that failed: no reading, and the error that says why."""
+        return cls("", [], math.nan, error=error)
+
+    @property
+    def ok(self) -> bool:
+        """Whether this input was read (``error`` is None)."""
+        return self.error is None
 
     @property
     def latex_compact(self) -> str:
@@ -73,7 +85,10 @@ class Result:
         return compact(self.tokens)
 
     def to_dict(self, n_best: int = 1) -> dict:
-        """Plain data for JSON; with ``n_best`` > 1, the first n_best - 1 alternatives too."""
+        """Plain data for JSON; with ``n_best`` > 1, the first n_best - 1 alternatives too. A failed
+        input gives only its error message."""
+        if self.error is not None:
+            return {"error": getattr(self.error, "message", None) or str(self.error)}
         score = round(self.score, 4) if math.isfinite(self.score) else None  # JSON has no NaN
         out = {"latex": self.latex, "latex_compact": self.latex_compact, "tokens": self.tokens, "score": score,
                "confidence": None if self.confidence is None else round(self.confidence, 4),
@@ -130,43 +145,55 @@ class Recognizer:
         obj = readers.get(suffix, load_image)(path)
         return model_input(obj, render, pre, name)
 
-    def recognize(self, item, beam: int | None = None, attention: bool = False) -> Result:
-        """Recognise one image, path (image, InkML or stroke JSON), Ink or stroke list; HmerError on bad input."""
-        return self.recognize_batch([item], beam, attention)[0]
+    def resolve(self, options: DecodeOptions | None = None, beam: int | None = None) -> DecodeOptions:
+        """The options one call decodes with: ``options`` (default: this recognizer's), with
+        ``beam`` replacing its beam when given. Each public call resolves them here, once."""
+        return (options or self.options).with_overrides(beam=beam)
 
-    def recognize_batch(self, items: list, beam: int | None = None, attention: bool = False,
-                        errors: list | None = None, batch_size: int | None = None) -> list[Result | None]:
-        """Recognise several inputs: in one padded batch, or by size in batches of ``batch_size``
-        (see :meth:`decode_images`). Without ``errors`` a bad input raises; with a list, its
-        HmerError is appended there and its result is None."""
+    def recognize(self, item, options: DecodeOptions | None = None, *, beam: int | None = None,
+                  attention: bool = False) -> Result:
+        """Recognise one image, path (image, InkML or stroke JSON), Ink or stroke list; raises its
+        HmerError on bad input."""
+        result = self.recognize_batch([item], options, beam=beam, attention=attention)[0]
+        if result.error is not None:
+            raise result.error
+        return result
+
+    def recognize_batch(self, items: list, options: DecodeOptions | None = None, *, beam: int | None = None,
+                        attention: bool = False, batch_size: int | None = None) -> list[Result]:
+        """Recognise several inputs, one result each in input order: in one padded batch, or by
+        size in batches of ``batch_size`` (see :meth:`decode_images`). A bad input never raises:
+        its result carries the HmerError naming it (``result.error``) and the others are read."""
+        opts = self.resolve(options, beam)
         images: list[np.ndarray | None] = []
+        results: list[Result | None] = []
         pre_ms: list[float] = []  # each input's own reading and preprocessing time
         for item in items:
             t0 = time.perf_counter()
             try:
                 images.append(self.load(item))
+                results.append(None)
             except HmerError as e:
-                if errors is None:
-                    raise
-                errors.append(e)
                 images.append(None)
+                results.append(Result.failed(e))
             pre_ms.append((time.perf_counter() - t0) * 1000)
         ok = [i for i, im in enumerate(images) if im is not None]
-        results: list[Result | None] = [None] * len(items)
-        if not ok:
-            return results
-        results_ok = self.decode_images([images[i] for i in ok], beam, attention, batch_size)
-        for i, r in zip(ok, results_ok):
-            r.timings["preprocess_ms"] = pre_ms[i]
-            r.ms += pre_ms[i]
-            results[i] = r
-        return results
+        if ok:
+            for i, r in zip(ok, self._decode([images[i] for i in ok], opts, attention, batch_size)):
+                r.timings["preprocess_ms"] = pre_ms[i]
+                r.ms += pre_ms[i]
+                results[i] = r
+        return results  # type: ignore[return-value]  # every slot is filled above
 
-    def decode_images(self, images: list[np.ndarray], beam: int | None = None, attention: bool = False,
-                      batch_size: int | None = None) -> list[Result]:
+    def decode_images(self, images: list[np.ndarray], options: DecodeOptions | None = None, *,
+                      beam: int | None = None, attention: bool = False, batch_size: int | None = None) -> list[Result]:
         """Recognise preprocessed model inputs (H, W) float32, batched with padding + mask; results
         in input order. With ``batch_size``, inputs are sorted by size and decoded that many at a
         time, so a batch pads little and its images end at about the same step."""
+        return self._decode(images, self.resolve(options, beam), attention, batch_size)
+
+    def _decode(self, images: list[np.ndarray], options: DecodeOptions, attention: bool,
+                batch_size: int | None) -> list[Result]:
         for im in images:
             if im.ndim != 2 or im.size == 0:
                 raise ImageError("<input>", f"model input must be a non-empty 2-D array, got shape {im.shape}")
@@ -175,13 +202,13 @@ class Recognizer:
             out: list[Result | None] = [None] * len(images)
             for start in range(0, len(order), batch_size):
                 chunk = order[start:start + batch_size]
-                for i, r in zip(chunk, self.decode_images([images[i] for i in chunk], beam, attention)):
+                for i, r in zip(chunk, self._decode([images[i] for i in chunk], options, attention, None)):
                     out[i] = r
-            return out
+            return out  # type: ignore[return-value]
         x, mask = pad_batch(images, self.spec.stride)
         timings = Timings()
         t0 = time.perf_counter()
-        hyps = self.model.decode(x, mask, self.options.with_overrides(beam=beam), attention, timings)
+        hyps = self.model.decode(x, mask, options, attention, timings)
         ms = (time.perf_counter() - t0) * 1000 / len(images)
         out = []
         vocab, calibration = self.spec.vocab, self.spec.confidence

@@ -45,7 +45,6 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None,
     only the decoder differs. The summary holds the beam it decoded with."""
     o = options
     from hmer_runtime.inputs.sources import DEFAULT_ROOTS, resolve_split
-    from hmer_train.config import image_configs
     from hmer_train.evaluation import evaluate
     from hmer_train.prepared import DEFAULT_CACHE, prepare
 
@@ -64,14 +63,16 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None,
         roots, cache, stride = DEFAULT_ROOTS, DEFAULT_CACHE, rec.spec.stride
     else:
         from hmer_train.checkpoint import load_model
-        from hmer_train.decoding import TorchDecoder, options_from_config
+        from hmer_train.config import reading
+        from hmer_train.decoding import TorchDecoder
 
         torch_model, vocab, ckpt = load_model(model_path, weights=o.weights, input_scale=o.input_scale,
                                               vocab=o.vocab_file)
         cfg = ckpt["config"]
-        decode = options_from_config(cfg).with_overrides(beam=o.beam, grammar=o.grammar, search=o.search)
-        decoder = TorchDecoder(torch_model, vocab, decode)
-        render, pre = image_configs(cfg, inference=True)
+        read = reading(cfg)
+        decode = read.decode.with_overrides(beam=o.beam, grammar=o.grammar, search=o.search)
+        decoder = TorchDecoder(torch_model, vocab)
+        render, pre = read.render, read.preprocess
         roots, cache, stride = list(cfg.data_roots), cfg.cache_dir or DEFAULT_CACHE, 1  # the model pads itself
     src = resolve_split(source, split, roots) if split else Path(source)
     data = prepare(src, render, pre, cache, progress=o.progress, limit=o.limit)

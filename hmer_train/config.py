@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from hmer_runtime.decoding.decode_options import DecodeOptions
+from hmer_runtime.engine.reading import Reading
 from hmer_runtime.errors import HmerError
 from hmer_runtime.inputs.preprocess import PreprocessConfig
 from hmer_runtime.inputs.render import RenderConfig
@@ -234,24 +235,26 @@ def _plain(value):
     return value
 
 
-def image_configs(cfg: Config, inference: bool = False) -> tuple[RenderConfig, PreprocessConfig]:
-    """A run's render and preprocessing settings. Preprocessing's ``stroke_width`` and
-    ``symbol_px`` unset (None) are the renders'.
-
-    ``inference``: as the model reads, not as it trains: symbols and strokes ``decode.input_scale``
-    times the training size (chosen on validation data with ``hmer-eval --input-scale``), drawn
-    with the capsule pen, which every runtime (the browser's included) reproduces exactly
-    (``hmer_runtime.inputs.render``; the bundled model reads as well with it as with PIL's, docs/MODEL.md)."""
+def image_configs(cfg: Config) -> tuple[RenderConfig, PreprocessConfig]:
+    """A run's training render and preprocessing settings. Preprocessing's ``stroke_width`` and
+    ``symbol_px`` unset (None) are the renders'."""
     render, pre = cfg.render, cfg.preprocess
     pre = replace(pre, stroke_width=render.line_width if pre.stroke_width is None else pre.stroke_width,
                   symbol_px=render.symbol_px if pre.symbol_px is None else pre.symbol_px)
-    k = float(cfg.decode.input_scale) if inference else 1.0
-    if k <= 0:
-        raise ConfigError("decode.input_scale", f"must be positive, not {k}")
-    render = replace(render, symbol_px=round(float(render.symbol_px) * k, 3),
-                     line_width=round(float(render.line_width) * k, 3), pen="capsule" if inference else render.pen)
-    pre = replace(pre, symbol_px=round(float(pre.symbol_px) * k, 3), stroke_width=round(float(pre.stroke_width) * k, 3))
     return render, pre
+
+
+def rescorable(cfg: Config) -> bool:
+    """Whether a run's model can rescore right to left: a transformer decoder trained both ways."""
+    return cfg.train.bidirectional and cfg.model.decoder.get("type", "comer") == "comer"
+
+
+def reading(cfg: Config) -> Reading:
+    """How a run's model reads at inference (what its export writes into model.json), decided by
+    the runtime's :meth:`Reading.from_training` from the run's settings."""
+    if not cfg.decode.input_scale > 0:
+        raise ConfigError("decode.input_scale", f"must be positive, not {cfg.decode.input_scale}")
+    return Reading.from_training(*image_configs(cfg), cfg.decode, rescorable(cfg))
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:

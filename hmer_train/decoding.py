@@ -3,12 +3,10 @@
 The cache makes every step cost the same whatever the prefix length; nothing re-runs the prefix.
 ``rescore_r2l`` adds CoMER's bidirectional rescoring for models trained in both directions.
 :class:`TorchDecoder` puts a model behind the same ``decode(images, mask, options)`` as the
-runtime's ``OnnxModel``, with the options a checkpoint's config gives (:func:`options_from_config`).
+runtime's ``OnnxModel``, with the options a checkpoint's config gives (``hmer_train.config.reading``).
 """
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -19,15 +17,7 @@ from hmer_runtime.decoding.search import Constraint, Hypothesis, teacher_forced_
 from hmer_runtime.engine.batch_encoding import encode_each, image_sizes
 from hmer_runtime.text.grammar import LatexGrammar
 from hmer_runtime.text.vocab import Vocab
-from hmer_train.config import Config
 from hmer_train.models.base import HMERModel, expand_memory, reorder_state
-
-
-def options_from_config(cfg: Config) -> DecodeOptions:
-    """How a checkpoint decodes: its config's ``decode`` section. Right-to-left rescoring needs a
-    transformer decoder trained in both reading directions."""
-    rescore = cfg.decode.rescore and cfg.train.bidirectional and cfg.model.decoder.get("type", "comer") == "comer"
-    return replace(cfg.decode, rescore=rescore)
 
 
 class TorchDecoder:
@@ -35,20 +25,19 @@ class TorchDecoder:
     so evaluation, benchmarks and the export check decode both sides through one call: the
     shared driver (``hmer_runtime.decoding.driver.generate``) over :class:`TorchBackend`."""
 
-    def __init__(self, model: HMERModel, vocab: Vocab, options: DecodeOptions):
-        self.model, self.vocab, self.options = model, vocab, options
+    def __init__(self, model: HMERModel, vocab: Vocab):
+        self.model, self.vocab = model, vocab
         self.grammar = LatexGrammar(vocab)
 
     @torch.no_grad()
-    def decode(self, images, mask, options: DecodeOptions | None = None,
-               keep_attention: bool = False) -> list[list[Hypothesis]]:
-        """Hypotheses per image, best first; ``images``/``mask`` as numpy arrays or tensors."""
-        opts = options or self.options
+    def decode(self, images, mask, options: DecodeOptions, keep_attention: bool = False) -> list[list[Hypothesis]]:
+        """Hypotheses per image, best first, decoded as ``options`` say (a checkpoint's own come
+        from ``hmer_train.config.reading``); ``images``/``mask`` as numpy arrays or tensors."""
         self.model.eval()
         device = next(self.model.parameters()).device
         x, m = (torch.as_tensor(a).to(device) for a in (images, mask))
-        return generate(TorchBackend(self.model), x, m, opts, self.vocab.sos_id, self.vocab.eos_id,
-                        self.grammar if opts.grammar else None, keep_attention)
+        return generate(TorchBackend(self.model), x, m, options, self.vocab.sos_id, self.vocab.eos_id,
+                        self.grammar if options.grammar else None, keep_attention)
 
 
 class TorchBackend:

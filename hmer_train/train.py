@@ -1,4 +1,4 @@
-"""The training loop, top to bottom: data, model, optimiser, resume, steps, validation, checkpoints.
+"""The training loop, top to bottom: setup, data, model and resume, one epoch, validation and checkpoints.
 
 Runs single-process or under ``torchrun --nproc_per_node N`` (DDP; gloo on CPU, nccl on CUDA).
 """
@@ -9,8 +9,9 @@ import csv
 import math
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -75,8 +76,7 @@ def autocast(device: str, amp: str):
 
 def cpu_bf16_is_fast() -> bool:
     """Whether oneDNN has bf16 kernels on this CPU (AVX-512 or AMX). Without them bf16 autocast is
-    emulated and far slower than fp32: 0.60 against 5.36 images/s for cpu-v2 on a 2-core AVX2 EPYC
-    (docs/BENCHMARKS.md)."""
+    emulated and several times slower than fp32 (docs/BENCHMARKS.md)."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a torch build without oneDNN: nothing to tell
@@ -141,34 +141,97 @@ def teacher_forced(model: HMERModel, data: PreparedSet, vocab: Vocab, device: st
     return {"tf_loss": loss / max(tokens, 1), "tf_acc": 100.0 * correct / max(tokens, 1)}
 
 
-def train(cfg: Config, resume: str | None = None, progress: bool = True, until_step: int | None = None) -> dict:
-    """Train per ``cfg``; returns the last validation summary. Checkpoints go to ``cfg.out``.
+# --- the run, in named steps: setup, data, model and resume, one epoch, validate and checkpoint ---
 
-    ``until_step`` stops early as an interruption would (the schedule still spans the full run),
-    which is how a run is trained in fixed slices and how the resume test interrupts.
-    """
-    tc = cfg.train
+
+@dataclass
+class Process:
+    """Where this process trains: its device, and its rank among ``world`` processes (DDP)."""
+
+    device: str
+    rank: int = 0
+    world: int = 1
+    distributed: bool = False
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class Data:
+    """The training set (the split's own ``real`` samples first, then ``train_extra``'s) and the
+    validation set (None when the dataset has no such split)."""
+
+    train: PreparedSet
+    real: int
+    too_long: int
+    val: PreparedSet | None
+
+
+@dataclass
+class Run:
+    """The model, its optimiser and everything that moves while training: what a checkpoint saves
+    and a resume restores."""
+
+    cfg: Config
+    vocab: Vocab
+    model: torch.nn.Module  # DistributedDataParallel around ``raw_model`` under DDP
+    raw_model: HMERModel
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    ema: torch.nn.Module | None
+    loader: BatchLoader
+    per_epoch: int
+    total: int
+    out: Path
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best: float = -1.0
+    rewarm_from: int | None = None  # the step a slim checkpoint resumed at (see resume_from)
+    skipped_nonfinite: int = 0
+    tb: Any = None
+
+    def checkpoint(self, name: str, metrics: dict | None = None, slim: bool = False) -> None:
+        """Write OUT/``name`` atomically: the full state, or with ``slim`` the weights only."""
+        tc = self.cfg.train
+        state = {
+            "model": self.raw_model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
+            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "rng": torch.get_rng_state(),
+            "config": self.cfg, "vocab": self.vocab.tokens, "metrics": metrics or {}, "best": self.best,
+            "scheduler": {"kind": "warmup-cosine", "total": self.total, "warmup": tc.warmup_steps},
+            **({"ema": ema_state(self.ema)} if self.ema is not None else {}),
+        }
+        save_checkpoint(self.out / name, slimmed(state) if slim else state)
+
+
+def setup(cfg: Config) -> Process:
+    """Join the process group under torchrun, pick the device and the CPU threads."""
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     if distributed:
         dist.init_process_group("nccl" if cfg.device == "cuda" else "gloo")
-    rank = dist.get_rank() if distributed else 0
-    world = dist.get_world_size() if distributed else 1
-    master = rank == 0
     device = cfg.device
     if device == "cuda":
         if not torch.cuda.is_available():
             raise TrainingError("--device cuda", "CUDA is not available on this machine")
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         torch.cuda.set_device(device)
-    if tc.threads:
-        torch.set_num_threads(int(tc.threads))
+    if cfg.train.threads:
+        torch.set_num_threads(int(cfg.train.threads))
+    if not distributed:
+        return Process(device)
+    return Process(device, dist.get_rank(), dist.get_world_size(), True)
 
-    # --- data -----------------------------------------------------------------------------------
-    train_set = load_split(cfg, cfg.train_split, progress and master)
+
+def load_data(cfg: Config, progress: bool) -> Data:
+    """The prepared training set (expressions over ``train.max_tokens`` left out) and validation set."""
+    tc = cfg.train
+    train_set = load_split(cfg, cfg.train_split, progress)
     real = len(train_set)  # the split's own samples come first; train_extra's follow
     for extra in cfg.train_extra:
         more = prepare(os.path.expanduser(extra), *image_configs(cfg), cfg.cache_dir or DEFAULT_CACHE,
-                       progress=progress and master)
+                       progress=progress)
         train_set = train_set.concat(more)
     if len(train_set) == 0:
         raise DatasetError(f"{cfg.dataset}:{cfg.train_split}", "no usable training samples")
@@ -178,181 +241,213 @@ def train(cfg: Config, resume: str | None = None, progress: bool = True, until_s
         real = sum(i < real for i in keep)
         train_set = train_set.select(keep)
     try:
-        val_set = load_split(cfg, cfg.val_split, progress and master) if cfg.val_split else None
+        val_set = load_split(cfg, cfg.val_split, progress) if cfg.val_split else None
     except DatasetError:
         val_set = None
-    ckpt = load_checkpoint(resume) if resume else None
-    init = load_checkpoint(cfg.init) if cfg.init and not ckpt else None
-    vocab = Vocab.from_tokens((ckpt or init)["vocab"]) if ckpt or init else Vocab.build(train_set.tokens)
-    if master:
-        print(f"train: {len(train_set)} expressions ({real} of {cfg.train_split}; {len(train_set.errors)} "
-              f"unreadable, {too_long} over {tc.max_tokens} tokens skipped); val: {len(val_set) if val_set else 0}; "
-              f"vocab {len(vocab)}")
-        if tc.amp == "bf16" and not str(device).startswith("cuda") and not cpu_bf16_is_fast():
-            print("warning: train.amp is bf16 but this CPU has no bf16 kernels (AVX-512 or AMX), so "
-                  "autocast is emulated and several times slower than fp32; --set train.amp=none trains "
-                  "in fp32 instead")
-        if val_set is not None:
-            unknown = vocab.unknown_symbols(val_set.tokens)
-            if unknown:
-                print("val symbols not in vocab: " + ", ".join(f"{t} ({c})" for t, c in unknown.most_common()))
+    return Data(train_set, real, too_long, val_set)
 
-    # --- model and optimiser --------------------------------------------------------------------
+
+def report_data(cfg: Config, data: Data, vocab: Vocab, device: str) -> None:
+    """What the run trains on, and the warnings worth reading before hours are spent."""
+    tc = cfg.train
+    print(f"train: {len(data.train)} expressions ({data.real} of {cfg.train_split}; {len(data.train.errors)} "
+          f"unreadable, {data.too_long} over {tc.max_tokens} tokens skipped); "
+          f"val: {len(data.val) if data.val else 0}; vocab {len(vocab)}")
+    if tc.amp == "bf16" and not str(device).startswith("cuda") and not cpu_bf16_is_fast():
+        print("warning: train.amp is bf16 but this CPU has no bf16 kernels (AVX-512 or AMX), so "
+              "autocast is emulated and several times slower than fp32; --set train.amp=none trains "
+              "in fp32 instead")
+    if data.val is not None:
+        unknown = vocab.unknown_symbols(data.val.tokens)
+        if unknown:
+            print("val symbols not in vocab: " + ", ".join(f"{t} ({c})" for t, c in unknown.most_common()))
+
+
+def build_run(cfg: Config, data: Data, vocab: Vocab, proc: Process) -> Run:
+    """A fresh model (seeded), its AdamW optimiser and the batch loader of this rank."""
+    tc = cfg.train
     torch.manual_seed(tc.seed)
-    model = HMERModel(cfg.model, len(vocab)).to(device)
+    model = HMERModel(cfg.model, len(vocab)).to(proc.device)
     cfg = replace(cfg, model=model.arch)  # checkpoints record the architecture in full
-    # oneDNN/cuDNN run the DenseNet's convolutions faster channels-last (7.2 -> 8.7 images/s for
-    # cpu-small on the 2-core CPU, docs/BENCHMARKS.md); only the memory layout changes.
+    # oneDNN/cuDNN run the DenseNet's convolutions faster channels-last (docs/BENCHMARKS.md);
+    # only the memory layout changes.
     model.encoder.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    loader = BatchLoader.for_run(train_set, vocab, cfg, rank, world, real=real)
+    loader = BatchLoader.for_run(data.train, vocab, cfg, proc.rank, proc.world, real=data.real)
     per_epoch = max(1, len(loader) // tc.accumulate)
-    total = tc.max_steps or tc.epochs * per_epoch
-    step, epoch, batch_in_epoch, best = 0, 0, 0, -1.0
-    rewarm_from: int | None = None  # the step a slim checkpoint resumed at (see below)
-    history: list[dict] = []
+    return Run(cfg, vocab, model, model, opt, torch.amp.GradScaler(enabled=tc.amp == "fp16"), None, loader,
+               per_epoch, tc.max_steps or tc.epochs * per_epoch, Path(cfg.out))
+
+
+def resume_from(run: Run, ckpt: dict | None, init: dict | None, resume: str | None, master: bool) -> None:
+    """Start from ``init``'s fitting weights, or continue ``ckpt`` exactly: weights, optimiser,
+    position in the epoch, RNG and the weights' moving average (``train.ema``)."""
+    tc = run.cfg.train
     if init is not None:
-        taken = init_weights(model, init["model"])
+        taken = init_weights(run.raw_model, init["model"])
         if master:
-            print(f"init: {taken} of {len(model.state_dict())} tensors from {cfg.init} (step {init['step']})")
+            print(f"init: {taken} of {len(run.raw_model.state_dict())} tensors from {run.cfg.init} "
+                  f"(step {init['step']})")
     if ckpt:
         try:
-            model.load_state_dict(ckpt["model"])
+            run.raw_model.load_state_dict(ckpt["model"])
         except RuntimeError as e:
             detail = str(e).splitlines()[0][:120]
             raise TrainingError(str(resume), "its weights do not fit the configured model; resume without "
                                 f"--config to continue with the checkpoint's own ({detail})") from e
-        step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
+        run.step, run.epoch, run.batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
         if "optimizer" in ckpt:
-            opt.load_state_dict(ckpt["optimizer"])
+            run.opt.load_state_dict(ckpt["optimizer"])
         else:  # a slimmed checkpoint (see slim_checkpoint): weights and position only
             # Fresh AdamW moments make the first updates about lr per weight whatever the gradient,
             # so the learning rate warms up again rather than jolting converged weights.
-            rewarm_from = step
+            run.rewarm_from = run.step
             print(f"checkpoint has no optimizer state: AdamW moments restart from zero, learning rate "
                   f"re-warmed over {tc.warmup_steps} steps")
-        best = ckpt.get("best", -1.0)
+        run.best = ckpt.get("best", -1.0)
         torch.set_rng_state(ckpt["rng"])
     # Validation, best.pt selection and export use the weights' moving average when train.ema is set.
-    ema = ema_model(model, tc.ema) if tc.ema else None
-    if ema is not None and ckpt and "ema" in ckpt:
-        load_ema_state(ema, ckpt["ema"])
-    elif ema is not None and ckpt and ckpt.get("averaged"):
+    run.ema = ema_model(run.raw_model, tc.ema) if tc.ema else None
+    if run.ema is not None and ckpt and "ema" in ckpt:
+        load_ema_state(run.ema, ckpt["ema"])
+    elif run.ema is not None and ckpt and ckpt.get("averaged"):
         # A slim checkpoint's weights are already the average: keep averaging at the full decay
         # instead of warming up again, which would let the jolted first steps dominate it.
-        ema.n_averaged.fill_(max(1, int(ckpt.get("ema_updates", ckpt["step"]))))
-    raw_model = model
-    if distributed:
-        model = torch.nn.parallel.DistributedDataParallel(model)
-    scaler = torch.amp.GradScaler(enabled=tc.amp == "fp16")
+        run.ema.n_averaged.fill_(max(1, int(ckpt.get("ema_updates", ckpt["step"]))))
 
-    out = Path(cfg.out)
-    log_path = out / "log.csv"
-    tb = None
-    if master:
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob(".*.tmp"):  # a checkpoint write cut off by a kill (save_checkpoint)
-            stale.unlink(missing_ok=True)
-        if ckpt:  # rows a killed run logged after its last checkpoint are about to be logged again
-            for name in ("log.csv", "val.csv"):
-                _truncate_log(out / name, step)
-        tb = _tensorboard(out)
 
-    def checkpoint(name: str, metrics: dict | None = None, slim: bool = False) -> None:
-        state = {
-            "model": raw_model.state_dict(), "optimizer": opt.state_dict(), "step": step, "epoch": epoch,
-            "batch_in_epoch": batch_in_epoch, "rng": torch.get_rng_state(), "config": cfg,
-            "vocab": vocab.tokens, "metrics": metrics or {}, "best": best,
-            "scheduler": {"kind": "warmup-cosine", "total": total, "warmup": tc.warmup_steps},
-            **({"ema": ema_state(ema)} if ema is not None else {}),
-        }
-        save_checkpoint(out / name, slimmed(state) if slim else state)
+def prepare_out(run: Run, resumed: bool) -> None:
+    """OUT ready for this run: partial writes of a killed run removed, and the log rows it wrote
+    after its last checkpoint dropped (they are about to be logged again)."""
+    run.out.mkdir(parents=True, exist_ok=True)
+    for stale in run.out.glob(".*.tmp"):  # a checkpoint write cut off by a kill (save_checkpoint)
+        stale.unlink(missing_ok=True)
+    if resumed:
+        for name in ("log.csv", "val.csv"):
+            _truncate_log(run.out / name, run.step)
+    run.tb = _tensorboard(run.out)
 
-    # --- loop -----------------------------------------------------------------------------------
+
+def train_epoch(run: Run, proc: Process, stop: int, bar: tqdm) -> None:
+    """Optimiser steps until the epoch ends or ``stop`` is reached (then the epoch stays open, to
+    be resumed at the next batch); logs and writes last.pt every ``train.log_every`` steps."""
+    tc = run.cfg.train
+    run.model.train()
+    t0, seen, micro = time.time(), 0, 0
+    for batch in run.loader.epoch(run.epoch, start=run.batch_in_epoch * tc.accumulate, workers=tc.workers,
+                                  pin_memory=proc.device.startswith("cuda")):
+        loss = forward_backward(run.model, batch, proc.device, tc, run.scaler)
+        if not torch.isfinite(loss):
+            run.skipped_nonfinite += 1
+            run.opt.zero_grad(set_to_none=True)
+            if run.skipped_nonfinite > 10:
+                raise TrainingError("training", f"loss was NaN/inf {run.skipped_nonfinite} times; lower the "
+                                    "learning rate or check the data")
+            continue
+        micro += 1
+        seen += batch.images.shape[0]
+        if micro % tc.accumulate:
+            continue
+        lr = lr_at(run.step, run.total, tc)
+        if run.rewarm_from is not None:
+            lr *= min(1.0, (run.step - run.rewarm_from + 1) / max(1, tc.warmup_steps))
+        optimizer_step(run.model, run.opt, run.scaler, lr, tc.grad_clip)
+        if run.ema is not None:
+            run.ema.update_parameters(run.raw_model)
+        run.step += 1
+        run.batch_in_epoch += 1
+        rate = seen * proc.world / max(1e-9, time.time() - t0)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{rate:.1f}", epoch=run.epoch)
+        if proc.master and (run.step % tc.log_every == 0 or run.step == run.total):
+            _log(run.out / "log.csv", {"step": run.step, "epoch": run.epoch, "loss": round(loss.item(), 5),
+                                       "lr": lr, "images_per_s": round(rate, 2), "time": round(time.time(), 1)},
+                 run.tb, "train/")
+            run.checkpoint("last.pt")
+        if run.step >= stop and run.batch_in_epoch < run.per_epoch:  # at the epoch's end, close the epoch
+            return
+    run.epoch, run.batch_in_epoch = run.epoch + 1, 0
+
+
+def validate(run: Run, val_set: PreparedSet, device: str) -> dict:
+    """Greedy, unconstrained ExpRate (so the curve shows the model alone) and teacher-forced
+    figures of the judged weights (the moving average where kept) on ``train.val_max`` expressions."""
+    tc = run.cfg.train
+    # Cap decoding near the longest reference so an untrained model's endless output doesn't
+    # dominate the epoch; reported test figures use hmer-eval's full max_len.
+    cap = max(len(t) for t in val_set.tokens) + 10
+    judged = run.ema.module if run.ema is not None else run.raw_model
+    sizes = {"batch_size": max(16, tc.batch_size), "max_pixels": max(2_000_000, tc.max_pixels)}
+    options = DecodeOptions(beam=1, max_len=cap, grammar=False, rescore=False)
+    summary = evaluate(TorchDecoder(judged, run.vocab), val_set, run.vocab, options, tc.val_max, **sizes)[0]
+    summary.update(teacher_forced(judged, val_set, run.vocab, device, tc.val_max, **sizes))
+    tqdm.write(f"epoch {run.epoch} step {run.step} val {format_summary(summary)} | teacher-forced loss "
+               f"{summary['tf_loss']:.3f} token acc {summary['tf_acc']:.2f}")
+    _log(run.out / "val.csv", {"step": run.step, "epoch": run.epoch, "exprate": round(summary["exprate"], 3),
+                               "le1": round(summary["le1"], 3), "le2": round(summary["le2"], 3),
+                               "wer": round(summary["wer"], 3), "tf_loss": round(summary["tf_loss"], 4),
+                               "tf_acc": round(summary["tf_acc"], 3), "time": round(time.time(), 1)},
+         run.tb, "val/")
+    return summary
+
+
+def save_epoch(run: Run, metrics: dict) -> None:
+    """last.pt after every epoch; a slim epoch-NNN.pt of each validated one (``train.keep_validated``;
+    averaging the last few smooths the swings between single checkpoints, docs/MODEL.md); best.pt
+    when validation improved."""
+    run.checkpoint("last.pt", metrics)
+    if metrics and run.cfg.train.keep_validated:
+        run.checkpoint(f"epoch-{run.epoch:03d}.pt", metrics, slim=True)
+    if metrics and metrics["exprate"] > run.best:
+        run.best = metrics["exprate"]
+        run.checkpoint("best.pt", metrics)
+    elif not (run.out / "best.pt").exists():
+        run.checkpoint("best.pt", metrics)
+
+
+def train(cfg: Config, resume: str | None = None, progress: bool = True, until_step: int | None = None) -> dict:
+    """Train per ``cfg``; returns the last validation summary. Checkpoints go to ``cfg.out``.
+
+    ``until_step`` stops early as an interruption would (the schedule still spans the full run),
+    which is how a run is trained in fixed slices and how the resume test interrupts.
+    """
+    tc = cfg.train
+    proc = setup(cfg)
+    data = load_data(cfg, progress and proc.master)
+    ckpt = load_checkpoint(resume) if resume else None
+    init = load_checkpoint(cfg.init) if cfg.init and not ckpt else None
+    vocab = Vocab.from_tokens((ckpt or init)["vocab"]) if ckpt or init else Vocab.build(data.train.tokens)
+    if proc.master:
+        report_data(cfg, data, vocab, proc.device)
+
+    run = build_run(cfg, data, vocab, proc)
+    resume_from(run, ckpt, init, resume, proc.master)
+    if proc.distributed:
+        run.model = torch.nn.parallel.DistributedDataParallel(run.raw_model)
+    if proc.master:
+        prepare_out(run, resumed=bool(ckpt))
+
     summary: dict = {}
-    skipped_nonfinite = 0
-    stop = min(total, until_step or total)
-    bar = tqdm(total=stop, initial=step, disable=not (progress and master), unit="step", dynamic_ncols=True)
-    while step < stop and epoch < tc.epochs:
-        model.train()
-        t0, seen, micro = time.time(), 0, 0
-        for batch in loader.epoch(epoch, start=batch_in_epoch * tc.accumulate, workers=tc.workers,
-                                  pin_memory=device.startswith("cuda")):
-            loss = forward_backward(model, batch, device, tc, scaler)
-            if not torch.isfinite(loss):
-                skipped_nonfinite += 1
-                opt.zero_grad(set_to_none=True)
-                if skipped_nonfinite > 10:
-                    raise TrainingError("training", f"loss was NaN/inf {skipped_nonfinite} times; lower the "
-                                        "learning rate or check the data")
-                continue
-            micro += 1
-            seen += batch.images.shape[0]
-            if micro % tc.accumulate:
-                continue
-            lr = lr_at(step, total, tc)
-            if rewarm_from is not None:
-                lr *= min(1.0, (step - rewarm_from + 1) / max(1, tc.warmup_steps))
-            optimizer_step(model, opt, scaler, lr, tc.grad_clip)
-            if ema is not None:
-                ema.update_parameters(raw_model)
-            step += 1
-            batch_in_epoch += 1
-            rate = seen * world / max(1e-9, time.time() - t0)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{rate:.1f}", epoch=epoch)
-            if master and (step % tc.log_every == 0 or step == total):
-                _log(log_path, {"step": step, "epoch": epoch, "loss": round(loss.item(), 5),
-                                "lr": lr, "images_per_s": round(rate, 2),
-                                "time": round(time.time(), 1)}, tb, "train/")
-                checkpoint("last.pt")
-            if step >= stop and batch_in_epoch < per_epoch:  # at the epoch's end, close the epoch
-                break
-        else:
-            epoch, batch_in_epoch = epoch + 1, 0
-        validate = epoch % tc.val_every == 0 or epoch >= tc.epochs or step >= total
-        if master:
-            metrics: dict = {}
-            if validate and val_set is not None and len(val_set):
-                # Cap decoding near the longest reference so an untrained model's endless output
-                # doesn't dominate the epoch; reported test figures use hmer-eval's full max_len.
-                cap = max(len(t) for t in val_set.tokens) + 10
-                judged = ema.module if ema is not None else raw_model
-                sizes = {"batch_size": max(16, tc.batch_size), "max_pixels": max(2_000_000, tc.max_pixels)}
-                # validation reads greedy and unconstrained, so the curve shows the model alone
-                options = DecodeOptions(beam=1, max_len=cap, grammar=False, rescore=False)
-                metrics = summary = evaluate(TorchDecoder(judged, vocab, options), val_set, vocab, options,
-                                             tc.val_max, **sizes)[0]
-                summary.update(teacher_forced(judged, val_set, vocab, device, tc.val_max, **sizes))
-                history.append(summary)
-                tqdm.write(f"epoch {epoch} step {step} val {format_summary(summary)} | teacher-forced loss "
-                           f"{summary['tf_loss']:.3f} token acc {summary['tf_acc']:.2f}")
-                _log(out / "val.csv", {"step": step, "epoch": epoch, "exprate": round(summary["exprate"], 3),
-                                       "le1": round(summary["le1"], 3), "le2": round(summary["le2"], 3),
-                                       "wer": round(summary["wer"], 3), "tf_loss": round(summary["tf_loss"], 4),
-                                       "tf_acc": round(summary["tf_acc"], 3), "time": round(time.time(), 1)},
-                     tb, "val/")
-            checkpoint("last.pt", metrics)
-            if metrics and tc.keep_validated:
-                # Averaging the last validated epochs smooths the swings between single checkpoints
-                # (docs/MODEL.md); last.pt moves on before anyone can copy it.
-                checkpoint(f"epoch-{epoch:03d}.pt", metrics, slim=True)
-            if metrics and metrics["exprate"] > best:
-                best = metrics["exprate"]
-                checkpoint("best.pt", metrics)
-            elif not (out / "best.pt").exists():
-                checkpoint("best.pt", metrics)
-        if step < stop and _stop_requested(out, master, distributed):
-            if master:
-                tqdm.write(f"{out / STOP_FILE} found: stopped after epoch {epoch} at step {step}; "
-                           f"continue with --resume {out / 'last.pt'}")
+    stop = min(run.total, until_step or run.total)
+    bar = tqdm(total=stop, initial=run.step, disable=not (progress and proc.master), unit="step", dynamic_ncols=True)
+    while run.step < stop and run.epoch < tc.epochs:
+        train_epoch(run, proc, stop, bar)
+        due = run.epoch % tc.val_every == 0 or run.epoch >= tc.epochs or run.step >= run.total
+        if proc.master:
+            metrics = validate(run, data.val, proc.device) if due and data.val is not None and len(data.val) else {}
+            summary = metrics or summary
+            save_epoch(run, metrics)
+        if run.step < stop and _stop_requested(run.out, proc.master, proc.distributed):
+            if proc.master:
+                tqdm.write(f"{run.out / STOP_FILE} found: stopped after epoch {run.epoch} at step {run.step}; "
+                           f"continue with --resume {run.out / 'last.pt'}")
             break
     bar.close()
-    if distributed:
+    if proc.distributed:
         dist.barrier()
         dist.destroy_process_group()
-    if skipped_nonfinite and master:
-        print(f"skipped {skipped_nonfinite} batches with non-finite loss")
+    if run.skipped_nonfinite and proc.master:
+        print(f"skipped {run.skipped_nonfinite} batches with non-finite loss")
     return summary
 
 

@@ -45,8 +45,9 @@ def test_average_is_the_mean_of_the_weights_at_the_newest_step(tmp_path):
     assert model(torch.rand(1, 1, 32, 48), torch.ones(1, 32, 48, dtype=torch.bool),
                  torch.zeros(1, 3, dtype=torch.long)).shape[:2] == (1, 3)
     from hmer_export.exporter import describe
+    from hmer_train.config import reading
 
-    source = describe(model, vocab, ckpt, out, {}, 17)["checkpoint"]  # what model.json records
+    source = describe(model, vocab, ckpt, out, reading(ckpt["config"]), {}, 17)["checkpoint"]  # what model.json records
     assert source["step"] == 40 and [s["step"] for s in source["averaged_from"]] == [20, 40]
 
 

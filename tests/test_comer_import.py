@@ -240,13 +240,13 @@ def test_comer_rule_keeps_the_best_endings():
 
 
 def test_pytorch_and_onnx_comer_searches_agree_on_a_tiny_model(tmp_path):
-    from hmer_export.exporter import export_checkpoint
+    from hmer_export.exporter import ExportOptions, export_checkpoint
     from hmer_runtime.engine.model_spec import ModelSpec
     from hmer_runtime.engine.onnx_model import OnnxModel
     from hmer_runtime.engine.providers import ProviderConfig
 
     path, dictionary, _ = tiny_comer_checkpoint(tmp_path, seed=3)
-    export_checkpoint(path, tmp_path / "out", log=lambda s: None, vocab=dictionary)  # its own check runs both
+    export_checkpoint(path, tmp_path / "out", ExportOptions(vocab=dictionary), log=lambda s: None)  # checks both
     model = _load(convert(path, dictionary))
     onnx = OnnxModel(ModelSpec.load(tmp_path / "out"), "fp32", ProviderConfig("cpu"))
     images = np.random.default_rng(0).random((2, 1, 40, 64)).astype(np.float32)

@@ -4,8 +4,7 @@
 import pytest
 
 from hmer_runtime.decoding.decode_options import DecodeOptions
-from hmer_train.config import Config
-from hmer_train.decoding import options_from_config
+from hmer_train.config import Config, reading
 
 
 def test_model_json_round_trip_and_defaults():
@@ -39,8 +38,8 @@ def test_invalid_options_are_refused(bad):
 
 def test_checkpoint_config_decides_rescoring_by_architecture_and_training():
     cfg = Config()
-    opts = options_from_config(cfg)
+    opts = reading(cfg).decode
     assert opts.rescore and opts.grammar and opts.beam == cfg.decode.beam
     # no right-to-left reading was trained
-    assert not options_from_config(cfg.updated({"train.bidirectional": False})).rescore
-    assert not options_from_config(cfg.updated({"model.decoder": {"type": "wap"}})).rescore
+    assert not reading(cfg.updated({"train.bidirectional": False})).decode.rescore
+    assert not reading(cfg.updated({"model.decoder": {"type": "wap"}})).decode.rescore

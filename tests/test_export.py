@@ -12,7 +12,7 @@ import torch
 from tiny import random_checkpoint
 
 from hmer_export.check import scribble_images
-from hmer_export.exporter import export_checkpoint
+from hmer_export.exporter import ExportOptions, export_checkpoint
 from hmer_runtime.engine.model_spec import METADATA_KEY, ModelSpec
 from hmer_runtime.engine.onnx_model import OnnxModel
 from hmer_runtime.engine.providers import ProviderConfig
@@ -29,17 +29,21 @@ CPU = ProviderConfig("cpu")
 def exported(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(request.param)
     ckpt = random_checkpoint(tmp, request.param)
-    raw = export_checkpoint(ckpt, tmp / "model", int8=True, fp16=True, log=lambda s: None)
+    raw = export_checkpoint(ckpt, tmp / "model", ExportOptions(int8=True, fp16=True), log=lambda s: None)
     return ckpt, tmp / "model", raw
 
 
 def test_written_files_metadata_and_no_control_flow(exported):
     ckpt, model_dir, raw = exported
     graphs = {"encoder.onnx", "decoder.onnx", "decoder.int8.onnx", "encoder.fp16.onnx", "decoder.fp16.onnx"}
+    weights = set()
     if raw["architecture"]["decoder"]["type"] == "comer":  # parallel teacher forcing: a scorer graph
         graphs |= {"scorer.onnx", "scorer.fp16.onnx"}
+        weights = {"decoder.weights", "decoder.fp16.weights"}  # the tensors step and scorer graphs share
         assert raw["variants"]["int8"]["scorer"] == "scorer.onnx"  # rescoring shares the fp32 scorer
-    assert {p.name for p in model_dir.iterdir()} == graphs | {"model.json", "LICENSE"}
+        assert raw["variants"]["fp32"]["weights"] == raw["variants"]["int8"]["weights"] == "decoder.weights"
+        assert raw["variants"]["fp16"]["weights"] == "decoder.fp16.weights"
+    assert {p.name for p in model_dir.iterdir()} == graphs | weights | {"model.json", "LICENSE"}
     assert raw["variants"]["int8"]["encoder"] == "encoder.onnx"  # convolutions stay fp32
     assert raw["checkpoint"]["weights"] == "trained"  # a checkpoint without a moving average
     spec = ModelSpec.load(model_dir)
@@ -52,6 +56,16 @@ def test_written_files_metadata_and_no_control_flow(exported):
         assert meta["checkpoint"]["sha256"] == raw["checkpoint"]["sha256"] and meta["vocab"] == raw["vocab"]
     check = raw["variants"]["fp32"]["check"]
     assert check["greedy_equal"] == check["images"] == check["beam_equal"]
+    if weights:  # no tensor of the decoder is stored twice: each large one lives in the weights file
+        from hmer_export.shared_weights import MIN_BYTES
+
+        for variant in ("fp32", "fp16"):
+            files = raw["variants"][variant]
+            held = [onnx.load(str(model_dir / files[g]), load_external_data=False).graph.initializer
+                    for g in ("decoder", "scorer")]
+            inline = [t.raw_data for tensors in held for t in tensors if len(t.raw_data) >= MIN_BYTES]
+            assert len(inline) == len(set(inline))
+            assert sum(t.data_location == onnx.TensorProto.EXTERNAL for t in held[0]) > 0
     # TensorRT profiles name every dynamic decoder input, with steps starting at 0.
     lo, opt, hi = raw["tensorrt_profiles"]["decoder"]
     for s in spec.state:
@@ -131,7 +145,7 @@ def test_an_image_reads_the_same_whatever_its_batch_mates(exported):
             together = unflatten(memory[name][i], axis, grid)[(slice(None),) * axis + (slice(0, h), slice(0, w))]
             np.testing.assert_allclose(together, unflatten(alone[name][0], axis, (h, w)), atol=1e-5)
     options = spec.decode.with_overrides(beam=3, max_len=12)
-    torch_decoder = TorchDecoder(model, vocab, options)
+    torch_decoder = TorchDecoder(model, vocab)
     for runner, as_input in ((onnx_model, lambda a: a), (torch_decoder, torch.from_numpy)):
         together = runner.decode(as_input(x), as_input(m), options)
         alone = [runner.decode(*map(as_input, pad_batch([im], spec.stride)), options)[0] for im in images]
@@ -210,7 +224,9 @@ def test_int8_variant_runs_close_to_fp32(exported):
     assert np.isfinite(l8).all() and np.abs(l8 - l32).max() < 0.25 * np.abs(l32).max() + 0.1
     rep = raw["variants"]["int8"]["check"]
     assert 0.0 <= rep["greedy_agreement"] <= 1.0 and rep["images"] > 0
-    assert (model_dir / "decoder.int8.onnx").stat().st_size < 0.6 * (model_dir / "decoder.onnx").stat().st_size
+    fp32_bytes = sum((model_dir / raw["variants"]["fp32"][k]).stat().st_size for k in ("decoder", "weights")
+                     if k in raw["variants"]["fp32"])  # the step graph and the tensors it shares with the scorer
+    assert (model_dir / "decoder.int8.onnx").stat().st_size < 0.6 * fp32_bytes
 
 
 def _cli(monkeypatch, capsys, *args):
@@ -247,8 +263,8 @@ def test_bad_inputs_give_one_clear_line(tmp_path, monkeypatch, capsys):
     assert (existing / "keep.txt").read_text() == "do not delete"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left behind
     with pytest.raises(ModelError):
-        export_checkpoint(ckpt, existing, check=False, log=lambda s: None)
-    export_checkpoint(ckpt, existing, check=False, force=True, log=lambda s: None)
+        export_checkpoint(ckpt, existing, ExportOptions(check=False), log=lambda s: None)
+    export_checkpoint(ckpt, existing, ExportOptions(check=False, force=True), log=lambda s: None)
     assert (existing / "model.json").is_file() and not (existing / "keep.txt").exists()
 
 
@@ -276,7 +292,7 @@ def test_input_scale_travels_with_the_export(exported, tmp_path):
     from hmer_train.cli_eval import EvalOptions, evaluate_checkpoint
 
     ckpt, _, plain = exported
-    raw = export_checkpoint(ckpt, tmp_path / "scaled", check=False, log=lambda s: None, input_scale=1.5)
+    raw = export_checkpoint(ckpt, tmp_path / "scaled", ExportOptions(check=False, input_scale=1.5), log=lambda s: None)
     assert raw["decode"]["input_scale"] == 1.5
     for section, key in (("render", "symbol_px"), ("render", "line_width"), ("preprocess", "symbol_px"),
                          ("preprocess", "stroke_width")):

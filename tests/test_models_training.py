@@ -57,7 +57,7 @@ def test_overfits_tiny_set_to_exact_predictions(tmp_path, kind):
     model.load_state_dict(ckpt["model"])
     data = load_split(cfg, "train", progress=False)
     options = DecodeOptions(beam=1, max_len=12)
-    decoder = TorchDecoder(model, vocab, options)
+    decoder = TorchDecoder(model, vocab)
     greedy = evaluate(decoder, data, vocab, options)[0]
     beam = evaluate(decoder, data, vocab, options.with_overrides(beam=3))[0]
     assert greedy["exprate"] == 100.0, greedy
@@ -250,20 +250,21 @@ def test_config_yaml_documents_every_default_key():
 
 
 def test_image_configs_follow_the_renders_and_the_input_scale():
-    from hmer_train.config import image_configs
+    from hmer_train.config import image_configs, reading
 
     cfg = load_config(None, {"render.symbol_px": 20.0, "render.line_width": 2.0})
     render, pre = image_configs(cfg)
     assert (render.symbol_px, pre.symbol_px, pre.stroke_width) == (20.0, 20.0, 2.0)
     cfg = cfg.updated({"decode.input_scale": 1.25})
-    render, pre = image_configs(cfg, inference=True)
+    read = reading(cfg)
+    render, pre = read.render, read.preprocess
     assert (render.symbol_px, render.line_width, pre.symbol_px, pre.stroke_width) == (25.0, 2.5, 25.0, 2.5)
     assert image_configs(cfg)[1].symbol_px == 20.0  # training renders stay at the training size
     assert (image_configs(cfg)[0].pen, render.pen) == ("pil", "capsule")  # and the pen every runtime draws alike
     cfg = cfg.updated({"preprocess.stroke_width": 0})  # explicitly off stays off
-    assert image_configs(cfg, inference=True)[1].stroke_width == 0
+    assert reading(cfg).preprocess.stroke_width == 0
     with pytest.raises(ConfigError, match="must be positive"):
-        image_configs(cfg.updated({"decode.input_scale": 0}), inference=True)
+        reading(cfg.updated({"decode.input_scale": 0}))
 
 
 def test_bad_config_key_is_refused(tmp_path):

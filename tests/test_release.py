@@ -53,10 +53,10 @@ def test_an_export_writes_the_runs_terms_into_model_json_the_graphs_and_a_licenc
     import onnx
     from tiny import random_checkpoint
 
-    from hmer_export.exporter import export_checkpoint
+    from hmer_export.exporter import ExportOptions, export_checkpoint
 
     ckpt = random_checkpoint(tmp_path, "comer")  # trained on a folder of its own, which names no terms
-    raw = export_checkpoint(ckpt, tmp_path / "model", check=False, log=lambda s: None)
+    raw = export_checkpoint(ckpt, tmp_path / "model", ExportOptions(check=False), log=lambda s: None)
     assert raw["license"]["spdx"] == "NOASSERTION"
     assert "did not name" in (tmp_path / "model" / LICENSE_FILE).read_text()
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "model" / "encoder.onnx")).metadata_props}

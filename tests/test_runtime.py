@@ -14,7 +14,7 @@ from synth import expression_strokes, write_inkml_set
 
 from hmer_runtime.decoding.search import beam_search
 from hmer_runtime.engine.model_spec import ModelSpec
-from hmer_runtime.errors import ImageError, ModelError
+from hmer_runtime.errors import HmerError, ImageError, ModelError
 from hmer_runtime.inputs.inkml import Ink
 from hmer_runtime.inputs.preprocess import (
     PreprocessConfig,
@@ -84,6 +84,25 @@ def test_recognize_kinds_and_batch_agree(model_dir, inputs):
     assert one.tokens == as_image.tokens == as_array.tokens == batch[1].tokens
     with_att = rec.recognize(png, attention=True)
     assert len(with_att.attention) == len(with_att.tokens)
+
+
+def test_each_result_carries_its_own_error_and_options_are_per_call(model_dir, inputs, tmp_path):
+    rec = Recognizer(model_dir, provider="cpu", beam=2)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    good = [inputs / "expr_000.png", inputs / "expr_001.png"]
+    results = rec.recognize_batch([good[0], bad, good[1], tmp_path / "missing.inkml"])
+    assert [r.ok for r in results] == [True, False, True, False]
+    assert "broken.png" in str(results[1].error) and "missing.inkml" in str(results[3].error)
+    assert results[1].to_dict() == {"error": results[1].error.message} and results[1].latex == ""
+    assert [r.tokens for r in results[::2]] == [r.tokens for r in rec.recognize_batch(good)]
+    with pytest.raises(HmerError, match="broken.png"):
+        rec.recognize(bad)  # one input: its error is raised
+    # options given per call are used whole, and leave the recognizer's own untouched
+    greedy = rec.options.with_overrides(beam=1)
+    assert rec.recognize(good[0], greedy).tokens == Recognizer(model_dir, "cpu", beam=1).recognize(good[0]).tokens
+    assert len(rec.recognize(good[0], greedy.with_overrides(max_len=3)).tokens) <= 3 < len(results[0].tokens)
+    assert rec.resolve(greedy, beam=3).beam == 3 and rec.resolve().beam == 2 and rec.options.beam == 2
 
 
 def test_beam_reorders_state_of_any_shape():

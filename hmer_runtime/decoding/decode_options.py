@@ -1,7 +1,7 @@
 """``DecodeOptions``: how a model decodes, decided once.
 
 Built from an exported model's ``model.json`` (``decode`` section) or, on the training side, from
-a checkpoint's config (``hmer_train.decoding.options_from_config``); callers that override a
+a checkpoint's config (``hmer_runtime.engine.reading.Reading``); callers that override a
 setting (a CLI flag, a benchmark) go through :meth:`DecodeOptions.with_overrides`. Every decoder
 -- ``OnnxModel`` and the PyTorch ``TorchDecoder`` -- reads the policy from here: greedy or beam,
 the grammar constraint, and whether beam results are rescored right to left.

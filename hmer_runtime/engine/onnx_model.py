@@ -151,15 +151,14 @@ class OnnxModel:
         return {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v), self.device, self.device_id)
                 for k, v in tensors.items()}
 
-    def decode(self, images: np.ndarray, mask: np.ndarray, options: DecodeOptions | None = None,
+    def decode(self, images: np.ndarray, mask: np.ndarray, options: DecodeOptions,
                keep_attention: bool = False, timings: Timings | None = None) -> list[list[Hypothesis]]:
-        """Hypotheses per image, best first, decoded as ``options`` say (default: the model's own,
-        from model.json) by the shared driver; all beams of all images go through one decoder call
+        """Hypotheses per image, best first, decoded as ``options`` say (the model's own are
+        ``spec.decode``) by the shared driver; all beams of all images go through one decoder call
         per step."""
-        opts = options or self.spec.decode
         vocab = self.spec.vocab
-        return generate(_Backend(self, timings if timings is not None else Timings()), images, mask, opts,
-                        vocab.sos_id, vocab.eos_id, self.grammar if opts.grammar else None, keep_attention)
+        return generate(_Backend(self, timings if timings is not None else Timings()), images, mask, options,
+                        vocab.sos_id, vocab.eos_id, self.grammar if options.grammar else None, keep_attention)
 
     def sequence_logprob(self, memory: State, state: State, images: np.ndarray, sequences: list[list[int]],
                          start: int, end: int, timings: Timings | None = None) -> list[float]:

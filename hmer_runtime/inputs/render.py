@@ -14,7 +14,7 @@ The convention (the same for training data, ``hmer-run x.inkml`` and the drawing
   ``"pil"`` (PIL's wide lines, round joints and end discs; the older models
   were trained on) or ``"capsule"`` (a pixel is ink when its centre lies within ``line_width / 2``
   of a segment, in float64). The capsule pen is exactly specified, so the browser runtime
-  (``export/web/hmer.js``) draws the same pixels; it leaves 2 px of slack inside the maximum
+  (``hmer_runtime/static/hmer.js``) draws the same pixels; it leaves 2 px of slack inside the maximum
   size, so a render never needs preprocessing's size limit.
 * **Padding** -- ``pad`` pixels of background on every side.
 * **Maximum size** -- if the result would exceed ``max_height`` x ``max_width``, the scale is

@@ -31,18 +31,18 @@ class Backend(Protocol):
         ...
 
 
-def decode_grouped(rec: Recognizer, requests: Sequence[tuple[np.ndarray, int, bool]]) -> list[Result | Exception]:
+def decode_grouped(rec: Recognizer, requests: Sequence[tuple[np.ndarray, int, bool]]) -> list[Result]:
     """Decode (image, beam, attention) requests in one batch per distinct (beam, attention), results
-    in request order; a batch that fails gives its exception in place of each of its results."""
+    in request order; a batch that fails gives each of its requests a result carrying its error."""
     groups: dict[tuple[int, bool], list[int]] = {}
     for i, (_, beam, attention) in enumerate(requests):
         groups.setdefault((beam, attention), []).append(i)
-    out: list[Result | Exception] = [None] * len(requests)  # type: ignore[list-item]
+    out: list[Result] = [None] * len(requests)  # type: ignore[list-item]
     for (beam, attention), idx in groups.items():
         try:
-            results: list[Result | Exception] = rec.decode_images([requests[i][0] for i in idx], beam, attention)
+            results = rec.decode_images([requests[i][0] for i in idx], beam=beam, attention=attention)
         except Exception as e:  # noqa: BLE001 - a failed batch fails its requests, not the server
-            results = [e] * len(idx)
+            results = [Result.failed(e) for _ in idx]
         for i, r in zip(idx, results):
             out[i] = r
     return out
@@ -107,7 +107,7 @@ class MicroBatcher:
             for j, r in zip(live, outcomes):
                 if j.future.done():
                     continue
-                if isinstance(r, Exception):
-                    j.future.set_exception(r)
+                if r.error is not None:
+                    j.future.set_exception(r.error)
                 else:
                     j.future.set_result(r)

@@ -29,7 +29,8 @@ import click
 
 from hmer_runtime.cli_run import INPUT_SUFFIXES, WINDOW_BATCHES, expand_inputs, json_row, printable
 from hmer_runtime.cli_util import CONTEXT_SETTINGS, PROVIDER_OPTION, run_cli
-from hmer_runtime.errors import HmerError, InputError, input_error
+from hmer_runtime.errors import InputError, input_error
+from hmer_runtime.recognizer import Result
 
 
 @dataclass(frozen=True)
@@ -77,17 +78,14 @@ class RecognizeFiles:
         return {"file": files, "row": [r for r, _ in rows], "failed": [f for _, f in rows]}
 
     def _rows(self, files: list[str]) -> list[tuple[str, bool]]:
-        errors: list[HmerError] = []
-        results = self.rec.recognize_batch(files, errors=errors, batch_size=self.batch_size)
-        errs = iter(errors)
-        return [(json_row(f, r), False) if r is not None else (json_row(f, error=next(errs)), True)
-                for f, r in zip(files, results)]
+        results = self.rec.recognize_batch(files, batch_size=self.batch_size)
+        return [(json_row(f, r), not r.ok) for f, r in zip(files, results)]
 
     def _one(self, path: str) -> tuple[str, bool]:
         try:
             return self._rows([path])[0]
         except Exception as e:  # noqa: BLE001 - this input's failure is its row, never the job's
-            return json_row(path, error=input_error(path, e)), True
+            return json_row(path, Result.failed(input_error(path, e))), True
 
 
 def read_done(output: Path) -> dict[str, bool]:

@@ -71,12 +71,12 @@ class RecognizerReplica:
 
     async def submit(self, image: np.ndarray, beam: int, attention: bool) -> Result:
         outcome = await self._decode((image, beam, attention))
-        if isinstance(outcome, Exception):
-            raise outcome
+        if outcome.error is not None:
+            raise outcome.error
         return outcome
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _decode(self, requests: list[tuple[np.ndarray, int, bool]]) -> list[Result | Exception]:
+    async def _decode(self, requests: list[tuple[np.ndarray, int, bool]]) -> list[Result]:
         outcomes = await asyncio.get_running_loop().run_in_executor(None, decode_grouped, self.rec, requests)
         self.batches += len({(beam, attention) for _, beam, attention in requests})
         self.decoded += len(requests)

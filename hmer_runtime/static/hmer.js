@@ -193,6 +193,55 @@
 
   function reversed(ids) { return [...ids].reverse(); }
 
+  // --- confidence: hmer_runtime/decoding/confidence.py ------------------------------------------
+
+  const FEATURES = ["score", "beam_share", "left_to_right_agrees", "right_to_left_agrees", "log_length",
+    "uncertain_tokens"];
+  const UNCERTAIN = 0.9;  // a token chosen with less probability than this counts as uncertain
+
+  function logAddExp(values) {
+    const m = Math.max(...values);
+    return m === -Infinity ? m : m + Math.log(values.reduce((a, v) => a + Math.exp(v - m), 0));
+  }
+
+  /** ``features`` of hyps[0], the best reading of one image, among its rivals hyps[1:]. */
+  function features(hyps) {
+    const best = hyps[0];
+    if (!Number.isFinite(best.score)) return [-50, -14, 0, 0, 0, 0];
+    const n = best.ids.length + 1;
+    const total = hyps.map(h => h.logprob).filter(Number.isFinite);
+    let share = total.length ? Math.exp(best.logprob - logAddExp(total)) : 1;
+    share = Math.min(Math.max(share, 1e-6), 1 - 1e-6);
+    const ranksFirst = key => {
+      const values = hyps.map(key);
+      if (values.some(v => v === undefined || v === null)) return 1;  // one reading direction, which ranked it first
+      let top = 0;
+      values.forEach((v, j) => { if (v / (hyps[j].ids.length + 1) > values[top] / (hyps[top].ids.length + 1)) top = j; });
+      return top === 0 ? 1 : 0;
+    };
+    const uncertain = best.tokenLogprobs.filter(lp => lp < Math.log(UNCERTAIN)).length;
+    return [best.score, Math.log(share / (1 - share)), ranksFirst(h => h.l2r), ranksFirst(h => h.r2l), Math.log(n),
+      uncertain];
+  }
+
+  /** ``Calibration.probability``: the logistic model model.json's ``confidence`` holds. */
+  function probability(calibration, feats) {
+    const z = calibration.bias + calibration.weights.reduce((a, w, i) => a + w * feats[i], 0);
+    return 1 / (1 + Math.exp(-Math.max(-50, Math.min(50, z))));
+  }
+
+  /** Fill ``element`` with the tokens, each a span; those chosen with less than UNCERTAIN
+   *  probability are marked (class "uncertain", with how sure the model was as the title). */
+  function showTokens(element, tokens, tokenConfidence = []) {
+    element.textContent = "";
+    tokens.forEach((tok, i) => {
+      const p = tokenConfidence[i], span = element.ownerDocument.createElement("span");
+      span.textContent = tok;
+      if (p !== undefined && p < UNCERTAIN) { span.className = "uncertain"; span.title = `${Math.round(100 * p)} % sure`; }
+      element.append(span, i + 1 < tokens.length ? " " : "");
+    });
+  }
+
   // --- the recogniser: hmer_runtime/recognizer.py + onnx_model.py --------------------------------
 
   class Recognizer {
@@ -202,7 +251,12 @@
       const chosen = variant || spec.web?.variant || "fp32";
       const files = spec.variants[chosen];
       if (!files) throw new Error(`model.json has no ${chosen} variant`);
-      const session = name => ort.InferenceSession.create(`${base}/${name}`, { executionProviders: ["wasm"] });
+      // the decoder's tensors, stored once for its step and scorer graphs (export/shared_weights.py)
+      const weights = files.weights
+        ? [{ path: files.weights, data: new Uint8Array(await (await fetch(`${base}/${files.weights}`)).arrayBuffer()) }]
+        : [];
+      const session = name => ort.InferenceSession.create(`${base}/${name}`,
+        { executionProviders: ["wasm"], ...(weights.length ? { externalData: weights } : {}) });
       const [encoder, decoder, scorer] = await Promise.all(
         [session(files.encoder), session(files.decoder), files.scorer ? session(files.scorer) : null]);
       return new Recognizer(spec, chosen, encoder, decoder, scorer);
@@ -219,7 +273,7 @@
       this.layout = Object.fromEntries([...spec.memory, ...spec.state].map(t => [t.name, t.shape]));
     }
 
-    /** Recognise strokes [[[x, y], ...], ...]: {latex, tokens, score, ms, input}. */
+    /** Recognise strokes [[[x, y], ...], ...]: {latex, tokens, score, confidence, token_confidence, ms, input}. */
     async recognize(strokes, { beam = null } = {}) {
       const t0 = performance.now();
       const input = modelInput(renderInk(strokes, this.spec.render), this.spec.preprocess);
@@ -234,8 +288,14 @@
       if (opts.beam > 1 && opts.rescore_r2l && opts.search === "hmer") hyps = await this.rescore(memory, state, hyps, opts);
       const best = hyps[0];
       const drop = new Set([this.special.pad, this.special.sos, this.special.eos]);
-      const tokens = best.ids.filter(i => !drop.has(i)).map(i => this.vocab[i]);
-      return { latex: tokens.join(" "), tokens, score: best.score, ms: performance.now() - t0, input };
+      const keep = best.ids.map((id, j) => j).filter(j => !drop.has(best.ids[j]));
+      const tokens = keep.map(j => this.vocab[best.ids[j]]);
+      const tokenConfidence = best.tokenLogprobs.length === best.ids.length ? keep.map(j => Math.exp(best.tokenLogprobs[j])) : [];
+      const calibration = this.spec.confidence;
+      const confidence = calibration && String(calibration.features) === String(FEATURES)
+        ? probability(calibration, features(hyps)) : null;
+      return { latex: tokens.join(" "), tokens, score: best.score, confidence, token_confidence: tokenConfidence,
+               ms: performance.now() - t0, input };
     }
 
     /** Encoder outputs for one image padded to the model's stride: (memory, initial state). */
@@ -280,7 +340,7 @@
     async greedy(memory, state, opts) {
       const { sos, eos } = this.special, g = opts.grammar ? this.grammar : null;
       let gs = g && g.start(), token = sos, logprob = 0;
-      const ids = [];
+      const ids = [], tokenLogprobs = [];
       for (let t = 0; t < opts.max_len; t++) {
         const out = await this.step([token], [0], state, memory);
         state = out.state;
@@ -290,8 +350,9 @@
         if (g) gs = g.advance(gs, token);
         if (token === eos) break;
         ids.push(token);
+        tokenLogprobs.push(logp[token]);
       }
-      return { ids, logprob, score: logprob };
+      return { ids, logprob, score: logprob, tokenLogprobs };
     }
 
     /** ``beam_search`` (rule "hmer") for one image: ``beam`` rows, reordered by the graph. */
@@ -302,18 +363,19 @@
       let scores = Array.from({ length: k }, (_, b) => (b ? -Infinity : 0));
       let tokens = new Array(k).fill(sos), index = [...Array(k).keys()];
       let seqs = Array.from({ length: k }, () => []), gstates = g ? Array.from({ length: k }, () => g.start()) : [];
+      let lps = Array.from({ length: k }, () => []);  // each id's log-probability
       const finished = [];
       for (let t = 0; t < opts.max_len; t++) {
         const out = await this.step(tokens, index, state, mem);
         state = out.state;
-        const V = out.rows[0].length, total = new Float64Array(k * V);
+        const V = out.rows[0].length, total = new Float64Array(k * V), logps = [];
         for (let b = 0; b < k; b++) {
-          const logp = constrain(logSoftmax(out.rows[b]), g, gstates[b], opts.max_len - t);
+          const logp = logps[b] = constrain(logSoftmax(out.rows[b]), g, gstates[b], opts.max_len - t);
           for (let v = 0; v < V; v++) total[b * V + v] = scores[b] + logp[v];
         }
         const top = topIndices(total, 2 * k);
         const newScores = new Array(k).fill(-Infinity), rows = new Array(k).fill(0), newTokens = new Array(k).fill(eos);
-        const newSeqs = Array.from({ length: k }, () => []), newG = [...gstates];
+        const newSeqs = Array.from({ length: k }, () => []), newLps = Array.from({ length: k }, () => []), newG = [...gstates];
         let slot = 0;
         for (const c of top) {
           const s = total[c];
@@ -321,11 +383,13 @@
           const b = Math.floor(c / V), tok = c % V, ended = tok === eos;
           if (ended || t === opts.max_len - 1) {
             const ids = ended ? seqs[b] : [...seqs[b], tok];
-            finished.push({ ids: [...ids], logprob: s, score: s / (ids.length + 1) ** lp });
+            const tokenLogprobs = ended ? lps[b] : [...lps[b], logps[b][tok]];
+            finished.push({ ids: [...ids], logprob: s, score: s / (ids.length + 1) ** lp, tokenLogprobs: [...tokenLogprobs] });
             continue;
           }
           if (slot < k) {
             newScores[slot] = s; rows[slot] = b; newTokens[slot] = tok; newSeqs[slot] = [...seqs[b], tok];
+            newLps[slot] = [...lps[b], logps[b][tok]];
             if (g) newG[slot] = g.advance(gstates[b], tok);
             slot++;
           }
@@ -337,10 +401,10 @@
           going = slot > 0 && bestLive > Math.max(...finished.map(h => h.score));
         }
         if (!going) break;
-        scores = newScores; tokens = newTokens; seqs = newSeqs; gstates = newG; index = rows;
+        scores = newScores; tokens = newTokens; seqs = newSeqs; lps = newLps; gstates = newG; index = rows;
       }
       const hyps = stableSort(finished, h => -h.score).slice(0, k);
-      return hyps.length ? hyps : [{ ids: [], logprob: -Infinity, score: -Infinity }];
+      return hyps.length ? hyps : [{ ids: [], logprob: -Infinity, score: -Infinity, tokenLogprobs: [] }];
     }
 
     /** ``combine_r2l`` over ``sequence_logprob``: each hypothesis by the mean of its two readings. */
@@ -349,7 +413,8 @@
       const lp = opts.length_penalty;
       const rescored = hyps.map((h, j) => {
         const logprob = (h.logprob + r2l[j]) / 2;
-        return { ids: h.ids, logprob, score: logprob / (h.ids.length + 1) ** lp };
+        return { ids: h.ids, logprob, score: logprob / (h.ids.length + 1) ** lp, tokenLogprobs: h.tokenLogprobs,
+                 l2r: h.logprob, r2l: r2l[j] };
       });
       return stableSort(rescored, h => -h.score);
     }
@@ -465,5 +530,6 @@
     return out;
   }
 
-  global.hmer = { Recognizer, Pad, renderInk, modelInput, Grammar, symbolSize, compact };
+  global.hmer = { Recognizer, Pad, renderInk, modelInput, Grammar, symbolSize, compact, features, probability,
+    showTokens };
 })(typeof window !== "undefined" ? window : globalThis);
