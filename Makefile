@@ -41,8 +41,8 @@ clean:
 # The bundled default model (docs/MODEL.md): export a committed training checkpoint into the package,
 # then fit its confidence on CROHME 2013. It reads at INPUT_SCALE x its training symbol size, picked on
 # CROHME 2013 with hmer-eval CHECKPOINT <2013> --beam 1 --input-scale S; re-check it per checkpoint.
-CHECKPOINT ?= models/cpu-v2/last.pt
-INPUT_SCALE ?= 1.2
+CHECKPOINT ?= models/cpu-v3/last.pt
+INPUT_SCALE ?= 1.1
 bundle-model: $(VENV)/.train
 	$(BIN)/hmer-export $(CHECKPOINT) hmer_runtime/models/default --int8 --force \
 	  --input-scale $(INPUT_SCALE) --check-data ../shared/data/crohme/crohme-2013.tar.gz --check-limit 200

@@ -1,6 +1,6 @@
 """Evaluate an exported model directory the way the model card reports it, and record the figures.
 
-    python -m benchmarks.evaluate_model hmer_runtime/models/default --checkpoint models/cpu-v2/last.pt
+    python -m benchmarks.evaluate_model hmer_runtime/models/default --checkpoint models/cpu-v3/last.pt
 
 For each split (CROHME 2013, 2014) and decoding (greedy, beam): ExpRate / <=1 / <=2 / WER of the
 fp32 graphs, the int8 graphs, and (greedy, 2014) the PyTorch checkpoint, plus how many 2014

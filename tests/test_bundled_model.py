@@ -12,7 +12,7 @@ from hmer_runtime.engine.model_spec import ModelSpec
 from hmer_runtime.recognizer import BUNDLED_MODEL, Recognizer
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT = ROOT / "models" / "cpu-v2" / "last.pt"  # the bundle's source, not the run's resume point
+CHECKPOINT = ROOT / "models" / "cpu-v3" / "last.pt"  # the bundle's source (slim: weights only)
 
 
 def test_bundled_model_recognises_the_sample_out_of_the_box():
@@ -34,7 +34,7 @@ def test_bundled_files_are_small_and_described():
 
 
 def test_the_committed_checkpoint_is_the_bundles_source():
-    """models/cpu-v2/last.pt is what the bundle was exported from (the run's resume point is resume.pt)."""
+    """models/cpu-v3/last.pt is what the bundle was exported from."""
     assert hashlib.sha256(CHECKPOINT.read_bytes()).hexdigest() == ModelSpec.load(BUNDLED_MODEL).checkpoint_sha256
 
 

@@ -455,7 +455,7 @@ def test_checkpoints_from_before_the_typed_config_load_and_resume(tmp_path):
     assert resumed["step"] == 2 and resumed["config"].model.encoder["type"] == "densenet"
 
 
-@pytest.mark.parametrize("path", ["models/cpu-v2/last.pt"])
+@pytest.mark.parametrize("path", ["models/cpu-v3/last.pt"])
 def test_committed_run_checkpoints_load_with_their_own_config(path):
     raw = torch.load(ROOT / path, map_location="cpu", weights_only=True)["config"]
     cfg = load_checkpoint(ROOT / path)["config"]
