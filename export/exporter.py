@@ -190,7 +190,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, options: Expo
             if not wanted:
                 continue
             # int8 quantizes the step decoder only: its encoder is encoder.onnx (variants.quantize_int8),
-            # and it rescores with scorer.onnx, one call per batch, not worth a second copy of the weights.
+            # and it rescores with scorer.onnx (one call per image), not worth a second copy of the weights.
             parts = [p for p in GRAPH_ROLES if p in graphs and (name != "int8" or p == "decoder")]
             files = dict(graphs)
             for part in parts:

@@ -177,7 +177,7 @@ class Recognizer:
                 images.append(None)
                 results.append(Result.failed(e))
             pre_ms.append((time.perf_counter() - t0) * 1000)
-        ok = [i for i, im in enumerate(images) if im is not None]
+        ok = [i for i, r in enumerate(results) if r is None]
         if ok:
             for i, r in zip(ok, self._decode([images[i] for i in ok], opts, attention, batch_size)):
                 r.timings["preprocess_ms"] = pre_ms[i]
