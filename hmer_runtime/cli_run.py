@@ -143,7 +143,7 @@ def main(paths, model_dir, beam, provider, variant, batch_size, threads, limit, 
     for e in failures:
         click.echo(f"error: {printable(str(e))}", err=True)
     rec = Recognizer(model_dir, ProviderConfig(provider, threads), variant, beam=beam, grammar=grammar,
-                     search=search)
+                     search=search, n_best=n_best if as_json else None)
     if debug:
         click.echo(f"model {rec.spec.directory} on {rec.provider}", err=True)
     if attention_dir:

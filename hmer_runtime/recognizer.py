@@ -53,9 +53,11 @@ class Result:
     """One recognised expression. ``score`` is the length-normalised log-probability;
     ``confidence`` the probability that the reading is exactly right (None when the model has no
     fitted confidence); ``token_confidence`` each token's probability as the search chose it;
-    ``alternatives`` the search's next readings, best first; ``attention`` (per decoded token, an
-    (h, w) map over the encoder grid) is filled when requested. ``error`` is set, and nothing else,
-    for an input that could not be read or decoded (see :meth:`failed`)."""
+    ``alternatives`` the search's next readings, best first (the first ``DecodeOptions.n_best`` - 1
+    ranked exactly; a rescored beam ranks the rest by their left-to-right score);
+    ``attention`` (per decoded token, an (h, w) map over the encoder grid) is filled when requested.
+    ``error`` is set, and nothing else, for an input that could not be read or decoded (see
+    :meth:`failed`)."""
 
     latex: str
     tokens: list[str]

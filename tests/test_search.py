@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hmer_runtime.decoding.search import beam_search, bidirectional_search, greedy, teacher_forced_inputs
+from hmer_runtime.decoding.driver import rescore_right_to_left
+from hmer_runtime.decoding.hypothesis import Hypothesis
+from hmer_runtime.decoding.search import (
+    beam_search,
+    bidirectional_search,
+    combine_r2l,
+    greedy,
+    teacher_forced_inputs,
+)
 
 VOCAB, SOS, EOS = 12, 1, 2
 
@@ -122,3 +130,47 @@ def test_teacher_forced_inputs_lay_out_both_directions():
     inputs, targets = teacher_forced_inputs([[5, 6], [], [7]], start=EOS, end=SOS)
     assert inputs.tolist() == [[EOS, 5, 6], [EOS, EOS, EOS], [EOS, 7, EOS]]
     assert targets.tolist() == [[5, 6, SOS], [SOS, -1, -1], [7, SOS, -1]]
+
+
+class ToyScorer:
+    """A backend whose right-to-left log-probabilities come from a seeded generator per
+    sequence; records every sequence it is asked to read."""
+
+    def __init__(self):
+        self.read: list[tuple[int, ...]] = []
+
+    def sequence_logprob(self, memory, state, images, sequences, start, end):
+        assert start == EOS and end == SOS
+        self.read += [tuple(s) for s in sequences]
+        return [-float(np.random.default_rng(list(s) + [int(i)]).exponential(2.0)) for i, s in zip(images, sequences)]
+
+
+def toy_beams(images: int, beam: int, seed: int) -> list[list[Hypothesis]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(images):
+        hs = []
+        for _ in range(beam):
+            ids = [int(t) for t in rng.integers(3, VOCAB, rng.integers(1, 8))]
+            lp = -float(rng.exponential(3.0))
+            hs.append(Hypothesis(ids, lp, lp / (len(ids) + 1)))
+        out.append(sorted(hs, key=lambda h: -h.score))
+    return out
+
+
+@pytest.mark.parametrize("keep", [1, 2, 4])
+def test_rescoring_reads_only_contenders_and_ranks_the_top_as_reading_all_does(keep):
+    hyps = toy_beams(40, 6, seed=keep)
+    everything = ToyScorer()
+    full = combine_r2l(hyps, [everything.sequence_logprob(None, None, np.full(len(hs), i), [h.ids[::-1] for h in hs],
+                                                          EOS, SOS) for i, hs in enumerate(hyps)])
+    pruned_backend = ToyScorer()
+    pruned = rescore_right_to_left(pruned_backend, {}, {}, hyps, 1.0, SOS, EOS, keep)
+    for a, b in zip(full, pruned):
+        assert [h.ids for h in a[:keep]] == [h.ids for h in b[:keep]]
+        assert [h.score for h in a[:keep]] == [h.score for h in b[:keep]]
+        unread = [h for h in b if h.r2l is None]
+        assert all(h.logprob == h.l2r for h in unread)  # kept as read left to right
+        assert all(h.score < b[keep - 1].score for h in unread)
+    assert len(pruned_backend.read) < len(everything.read)
+    assert len(pruned_backend.read) >= keep * len(hyps)

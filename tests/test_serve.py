@@ -80,7 +80,7 @@ def test_micro_batcher_gathers_concurrent_requests(model_dir):
     async def scenario(wait_ms):
         batcher = MicroBatcher(rec, wait_ms=wait_ms, max_batch=16)
         batcher.start()
-        results = await asyncio.gather(*(batcher.submit(im, 1, False) for im in images))
+        results = await asyncio.gather(*(batcher.submit(im, rec.resolve(beam=1), False) for im in images))
         await batcher.stop()
         return batcher.batches, [r.tokens for r in results]
 

@@ -27,8 +27,9 @@ UNCERTAIN = 0.9
 def features(hyps: list[Hypothesis]) -> list[float]:
     """The features of ``hyps[0]``, the best reading of one image, among its rivals ``hyps[1:]``:
     its length-normalised score; the log-odds of its share of the beam's probability mass; whether
-    the left-to-right and the right-to-left readings alone would rank it first; the log of its
-    length; and how many of its tokens were chosen with less than :data:`UNCERTAIN` probability."""
+    the left-to-right and the right-to-left readings alone would rank it first (among the rivals
+    read that way); the log of its length; and how many of its tokens were chosen with less than
+    :data:`UNCERTAIN` probability."""
     best = hyps[0]
     if not math.isfinite(best.score):
         return [-50.0, -14.0, 0.0, 0.0, 0.0, 0.0]
@@ -38,10 +39,10 @@ def features(hyps: list[Hypothesis]) -> list[float]:
     share = min(max(share, 1e-6), 1 - 1e-6)
 
     def ranks_first(key) -> float:
-        values = [key(h) for h in hyps]
-        if any(v is None for v in values):
+        if key(best) is None:
             return 1.0  # not rescored: one reading direction, which ranked it first
-        return float(max(range(len(hyps)), key=lambda j: values[j] / (len(hyps[j].ids) + 1)) == 0)
+        read = [j for j, h in enumerate(hyps) if key(h) is not None]  # rescoring may leave rivals unread
+        return float(max(read, key=lambda j: key(hyps[j]) / (len(hyps[j].ids) + 1)) == 0)
 
     uncertain = sum(lp < math.log(UNCERTAIN) for lp in best.token_logprobs)
     return [best.score, math.log(share / (1 - share)), ranks_first(lambda h: h.l2r), ranks_first(lambda h: h.r2l),

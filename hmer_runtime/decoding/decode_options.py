@@ -19,7 +19,10 @@ class DecodeOptions:
     """``beam`` 1 is greedy. ``rescore``: re-rank beam results by the right-to-left reading (models
     trained in both directions); it applies only to beams wider than 1 under the ``hmer`` search
     (``comer`` rescores inside its own search). ``input_scale`` is the multiple of the training
-    symbol size inputs are read at (fixed in an exported model's preprocessing)."""
+    symbol size inputs are read at (fixed in an exported model's preprocessing). ``n_best``: how
+    many readings per image must be ranked exactly (the best and its alternatives); rescoring
+    reads right to left only the hypotheses that could enter them. It is a caller's choice, not
+    the model's, so ``model.json`` does not store it."""
 
     beam: int = 1
     max_len: int = 200
@@ -28,10 +31,13 @@ class DecodeOptions:
     rescore: bool = False
     search: str = "hmer"
     input_scale: float = 1.0
+    n_best: int = 1
 
     def __post_init__(self):
         if self.beam < 1 or self.max_len < 1:
             raise ValueError(f"beam and max_len must be at least 1 (beam {self.beam}, max_len {self.max_len})")
+        if self.n_best < 1:
+            raise ValueError(f"n_best must be at least 1, not {self.n_best}")
         if self.search not in SEARCHES:
             raise ValueError(f"search must be one of {SEARCHES}, not {self.search!r}")
 
@@ -56,4 +62,5 @@ class DecodeOptions:
         """The ``decode`` section of ``model.json`` (the inverse of :meth:`from_model_json`)."""
         d = asdict(self)
         d["rescore_r2l"] = d.pop("rescore")
+        del d["n_best"]
         return d

@@ -22,6 +22,7 @@ from hmer_runtime.decoding.search import (
     beam_search,
     bidirectional_search,
     combine_r2l,
+    contenders,
     greedy,
 )
 
@@ -64,17 +65,29 @@ def generate(backend: StepBackend, images: Any, mask: Any, options: DecodeOption
                                     constraint=constraint, reorder=reorder)]
     hyps = beam_search(step, reorder, start, n, beam, sos, eos, options.max_len,
                        length_penalty=options.length_penalty, keep_attention=keep_attention, constraint=constraint)
-    return rescore_right_to_left(backend, memory, state, hyps, options.length_penalty, sos, eos) \
+    return rescore_right_to_left(backend, memory, state, hyps, options.length_penalty, sos, eos, options.n_best) \
         if options.rescores else hyps
 
 
 def rescore_right_to_left(backend: StepBackend, memory: dict, state: dict, hyps: list[list[Hypothesis]],
-                          length_penalty: float, sos: int, eos: int) -> list[list[Hypothesis]]:
-    """CoMER's bidirectional rescoring of each image's beam: every hypothesis read right to left
-    (from eos to sos) over its image's memory, then ranked by the mean of both readings."""
-    owners = np.repeat(np.arange(len(hyps)), [len(hs) for hs in hyps])
-    r2l = backend.sequence_logprob(memory, state, owners, [h.ids[::-1] for hs in hyps for h in hs],
-                                   start=eos, end=sos)
+                          length_penalty: float, sos: int, eos: int, keep: int = 1) -> list[list[Hypothesis]]:
+    """CoMER's bidirectional rescoring of each image's beam: hypotheses read right to left (from
+    eos to sos) over their image's memory, then ranked by the mean of both readings. The first
+    ``keep`` of each beam are read first, then only the rest that could still enter its top
+    ``keep`` (``search.contenders``), so the top ``keep`` are those of reading every hypothesis."""
+    r2l: list[list[float | None]] = [[None] * len(hs) for hs in hyps]
+
+    def read(which: list[tuple[int, int]]) -> None:  # (image, hypothesis) pairs, one scorer pass
+        if not which:
+            return
+        owners = np.array([i for i, _ in which], dtype=np.int64)
+        values = backend.sequence_logprob(memory, state, owners, [hyps[i][j].ids[::-1] for i, j in which],
+                                          start=eos, end=sos)
+        for (i, j), v in zip(which, values):
+            r2l[i][j] = v
+
+    read([(i, j) for i, hs in enumerate(hyps) for j in range(min(keep, len(hs)))])
+    read([(i, j) for i, hs in enumerate(hyps) for j in contenders(hs, r2l[i], keep, length_penalty)])
     return combine_r2l(hyps, r2l, length_penalty)
 
 

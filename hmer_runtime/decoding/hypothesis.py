@@ -11,7 +11,8 @@ import numpy as np
 class Hypothesis:
     """A decoded sequence (ids without sos/eos), its log-probability and per-step attention.
     ``token_logprobs``: each id's log-probability as the search chose it (left to right);
-    ``l2r`` and ``r2l``: the sequence's log-probability read each way, once rescored."""
+    ``l2r`` and ``r2l``: the sequence's log-probability read each way, once rescored (``r2l`` stays
+    None for a rival that rescoring showed could not overtake the readings asked for)."""
 
     ids: list[int]
     logprob: float

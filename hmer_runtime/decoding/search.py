@@ -239,16 +239,36 @@ def bidirectional_search(step: StepFn, reorder: ReorderFn, state: object, n: int
     return [sorted(c, key=lambda h: -h.score) for c in cands]
 
 
-def combine_r2l(hyps: list[list[Hypothesis]], r2l: list[float], length_penalty: float = 1.0) -> list[list[Hypothesis]]:
+def rescore_bound(h: Hypothesis, length_penalty: float = 1.0) -> float:
+    """The highest score right-to-left rescoring can give ``h``: its right-to-left log-probability
+    is at most 0, so the mean of its two readings is at most half its left-to-right one."""
+    return h.logprob / 2 / (len(h.ids) + 1) ** length_penalty
+
+
+def contenders(hs: list[Hypothesis], r2l: list[float | None], keep: int, length_penalty: float = 1.0) -> list[int]:
+    """Which of one image's hypotheses past the first ``keep`` rescoring could still lift into its
+    top ``keep``, once the first ``keep`` are read right to left (``r2l``, in the order of ``hs``):
+    those whose :func:`rescore_bound` reaches the lowest rescored score among them. The others
+    cannot, so leaving them unread keeps the top ``keep`` exactly as reading them all would."""
+    if len(hs) <= keep:
+        return []
+    floor = min((hs[j].logprob + r2l[j]) / 2 / (len(hs[j].ids) + 1) ** length_penalty for j in range(keep))
+    return [j for j in range(keep, len(hs)) if rescore_bound(hs[j], length_penalty) >= floor]
+
+
+def combine_r2l(hyps: list[list[Hypothesis]], r2l: list[list[float | None]],
+                length_penalty: float = 1.0) -> list[list[Hypothesis]]:
     """CoMER's bidirectional rescoring: each hypothesis scored by the mean of its left-to-right
-    and right-to-left log-probabilities (``r2l`` flat, in the order of ``hyps``), then re-ranked."""
-    out, j = [], 0
-    for hs in hyps:
+    and right-to-left log-probabilities (``r2l``: per image, in the order of ``hyps``), then
+    re-ranked. A hypothesis left unread (None, see :func:`contenders`) keeps ``r2l`` None and its
+    left-to-right log-probability, as if both readings agreed: that is below its
+    :func:`rescore_bound`, so it still ranks below the hypotheses it could not overtake."""
+    out = []
+    for hs, rs in zip(hyps, r2l):
         rescored = []
-        for h in hs:
-            lp = (h.logprob + r2l[j]) / 2
+        for h, r in zip(hs, rs):
+            lp = h.logprob if r is None else (h.logprob + r) / 2
             rescored.append(Hypothesis(h.ids, lp, lp / (len(h.ids) + 1) ** length_penalty, h.attention,
-                                       h.token_logprobs, l2r=h.logprob, r2l=r2l[j]))
-            j += 1
+                                       h.token_logprobs, l2r=h.logprob, r2l=r))
         out.append(sorted(rescored, key=lambda h: -h.score))
     return out

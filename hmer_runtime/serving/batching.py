@@ -16,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
+from hmer_runtime.decoding.decode_options import DecodeOptions
 from hmer_runtime.recognizer import Recognizer, Result
 
 
@@ -24,23 +25,24 @@ class Backend(Protocol):
 
     rec: Recognizer
 
-    async def submit(self, image: np.ndarray, beam: int, attention: bool) -> Result: ...
+    async def submit(self, image: np.ndarray, options: DecodeOptions, attention: bool) -> Result: ...
 
     def stats(self) -> dict:
         """Batching settings and counts, shown by ``GET /v1/model``."""
         ...
 
 
-def decode_grouped(rec: Recognizer, requests: Sequence[tuple[np.ndarray, int, bool]]) -> list[Result]:
-    """Decode (image, beam, attention) requests in one batch per distinct (beam, attention), results
-    in request order; a batch that fails gives each of its requests a result carrying its error."""
-    groups: dict[tuple[int, bool], list[int]] = {}
-    for i, (_, beam, attention) in enumerate(requests):
-        groups.setdefault((beam, attention), []).append(i)
+def decode_grouped(rec: Recognizer, requests: Sequence[tuple[np.ndarray, DecodeOptions, bool]]) -> list[Result]:
+    """Decode (image, options, attention) requests in one batch per distinct (options, attention),
+    results in request order; a batch that fails gives each of its requests a result carrying its
+    error."""
+    groups: dict[tuple[DecodeOptions, bool], list[int]] = {}
+    for i, (_, options, attention) in enumerate(requests):
+        groups.setdefault((options, attention), []).append(i)
     out: list[Result] = [None] * len(requests)  # type: ignore[list-item]
-    for (beam, attention), idx in groups.items():
+    for (options, attention), idx in groups.items():
         try:
-            results = rec.decode_images([requests[i][0] for i in idx], beam=beam, attention=attention)
+            results = rec.decode_images([requests[i][0] for i in idx], options, attention=attention)
         except Exception as e:  # noqa: BLE001 - a failed batch fails its requests, not the server
             results = [Result.failed(e) for _ in idx]
         for i, r in zip(idx, results):
@@ -48,10 +50,15 @@ def decode_grouped(rec: Recognizer, requests: Sequence[tuple[np.ndarray, int, bo
     return out
 
 
+def batch_count(requests: Sequence[tuple[np.ndarray, DecodeOptions, bool]]) -> int:
+    """How many batches :func:`decode_grouped` decodes ``requests`` in."""
+    return len({(options, attention) for _, options, attention in requests})
+
+
 @dataclass
 class _Job:
     image: np.ndarray
-    beam: int
+    options: DecodeOptions
     attention: bool
     future: asyncio.Future
     queued: float = field(default_factory=time.perf_counter)
@@ -59,7 +66,7 @@ class _Job:
 
 class MicroBatcher:
     """Gathers requests for up to ``wait_ms`` (at most ``max_batch``) and decodes each group of
-    equal (beam, attention) as one batch in a worker thread; one batch runs at a time."""
+    equal (options, attention) as one batch in a worker thread; one batch runs at a time."""
 
     def __init__(self, recognizer: Recognizer, wait_ms: float = 5.0, max_batch: int = 16):
         self.rec, self.wait, self.max_batch = recognizer, wait_ms / 1000, max_batch
@@ -79,8 +86,8 @@ class MicroBatcher:
         return {"wait_ms": self.wait * 1000, "max_batch": self.max_batch, "batches": self.batches,
                 "decoded": self.decoded}
 
-    async def submit(self, image: np.ndarray, beam: int, attention: bool) -> Result:
-        job = _Job(image, beam, attention, asyncio.get_running_loop().create_future())
+    async def submit(self, image: np.ndarray, options: DecodeOptions, attention: bool) -> Result:
+        job = _Job(image, options, attention, asyncio.get_running_loop().create_future())
         await self.queue.put(job)
         return await job.future
 
@@ -100,9 +107,9 @@ class MicroBatcher:
             live = [j for j in jobs if not j.future.cancelled()]
             if not live:
                 continue
-            outcomes = await loop.run_in_executor(
-                None, decode_grouped, self.rec, [(j.image, j.beam, j.attention) for j in live])
-            self.batches += len({(j.beam, j.attention) for j in live})
+            requests = [(j.image, j.options, j.attention) for j in live]
+            outcomes = await loop.run_in_executor(None, decode_grouped, self.rec, requests)
+            self.batches += batch_count(requests)
             self.decoded += len(live)
             for j, r in zip(live, outcomes):
                 if j.future.done():

@@ -22,10 +22,11 @@ from dataclasses import dataclass, fields
 import numpy as np
 from ray import serve
 
+from hmer_runtime.decoding.decode_options import DecodeOptions
 from hmer_runtime.engine.providers import ProviderConfig
 from hmer_runtime.errors import InputError
 from hmer_runtime.recognizer import Recognizer, Result
-from hmer_runtime.serving.batching import decode_grouped
+from hmer_runtime.serving.batching import batch_count, decode_grouped
 from hmer_runtime.serving.requests import Limits
 from hmer_runtime.serving.serve import ServeOptions, create_app
 
@@ -69,16 +70,16 @@ class RecognizerReplica:
     def __serve_build_asgi_app__(self):
         return create_app(limits=self.limits, backend=self)
 
-    async def submit(self, image: np.ndarray, beam: int, attention: bool) -> Result:
-        outcome = await self._decode((image, beam, attention))
+    async def submit(self, image: np.ndarray, options: DecodeOptions, attention: bool) -> Result:
+        outcome = await self._decode((image, options, attention))
         if outcome.error is not None:
             raise outcome.error
         return outcome
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _decode(self, requests: list[tuple[np.ndarray, int, bool]]) -> list[Result]:
+    async def _decode(self, requests: list[tuple[np.ndarray, DecodeOptions, bool]]) -> list[Result]:
         outcomes = await asyncio.get_running_loop().run_in_executor(None, decode_grouped, self.rec, requests)
-        self.batches += len({(beam, attention) for _, beam, attention in requests})
+        self.batches += batch_count(requests)
         self.decoded += len(requests)
         return outcomes
 

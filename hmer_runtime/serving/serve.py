@@ -180,7 +180,8 @@ def create_app(options: ServeOptions = ServeOptions(), limits: Limits | None = N
             asked = await read_request(request, state["rec"], limits, admission, deadline)
             try:
                 batcher = state.get("heavy_batcher", state["batcher"]) if asked.heavy else state["batcher"]
-                result = await asyncio.wait_for(batcher.submit(asked.image, asked.beam, asked.attention),
+                options = state["rec"].resolve(beam=asked.beam).with_overrides(n_best=asked.n_best)
+                result = await asyncio.wait_for(batcher.submit(asked.image, options, asked.attention),
                                                 max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 return error(503, f"recognition took longer than {limits.timeout_s:g} s; try again")

@@ -213,15 +213,30 @@
     let share = total.length ? Math.exp(best.logprob - logAddExp(total)) : 1;
     share = Math.min(Math.max(share, 1e-6), 1 - 1e-6);
     const ranksFirst = key => {
-      const values = hyps.map(key);
-      if (values.some(v => v === undefined || v === null)) return 1;  // one reading direction, which ranked it first
-      let top = 0;
-      values.forEach((v, j) => { if (v / (hyps[j].ids.length + 1) > values[top] / (hyps[top].ids.length + 1)) top = j; });
+      const known = v => v !== undefined && v !== null;
+      if (!known(key(best))) return 1;  // one reading direction, which ranked it first
+      let top = 0;  // among the rivals read that way (rescoring may leave some unread)
+      hyps.forEach((h, j) => {
+        if (known(key(h)) && key(h) / (h.ids.length + 1) > key(hyps[top]) / (hyps[top].ids.length + 1)) top = j;
+      });
       return top === 0 ? 1 : 0;
     };
     const uncertain = best.tokenLogprobs.filter(lp => lp < Math.log(UNCERTAIN)).length;
     return [best.score, Math.log(share / (1 - share)), ranksFirst(h => h.l2r), ranksFirst(h => h.r2l), Math.log(n),
       uncertain];
+  }
+
+  /** ``search.contenders``: which hypotheses past the first ``keep`` (read right to left in ``r2l``)
+   *  rescoring could still lift into the top ``keep``; their r2l is at most 0, so their rescored
+   *  score is at most half their left-to-right one. */
+  function contenders(hyps, r2l, keep, lp) {
+    if (hyps.length <= keep) return [];
+    const norm = h => (h.ids.length + 1) ** lp;
+    let floor = Infinity;
+    for (let j = 0; j < keep; j++) floor = Math.min(floor, (hyps[j].logprob + r2l[j]) / 2 / norm(hyps[j]));
+    const out = [];
+    for (let j = keep; j < hyps.length; j++) if (hyps[j].logprob / 2 / norm(hyps[j]) >= floor) out.push(j);
+    return out;
   }
 
   /** ``Calibration.probability``: the logistic model model.json's ``confidence`` holds. */
@@ -407,12 +422,21 @@
       return hyps.length ? hyps : [{ ids: [], logprob: -Infinity, score: -Infinity, tokenLogprobs: [] }];
     }
 
-    /** ``combine_r2l`` over ``sequence_logprob``: each hypothesis by the mean of its two readings. */
+    /** ``rescore_right_to_left``: the first ``n_best`` hypotheses read right to left, then only the
+     *  rest that could still enter the top ``n_best`` (``contenders``), ranked by ``combine_r2l``. */
     async rescore(memory, state, hyps, opts) {
-      const r2l = await this.sequenceLogprob(memory, state, hyps.map(h => reversed(h.ids)), this.special.eos, this.special.sos);
-      const lp = opts.length_penalty;
+      const lp = opts.length_penalty, keep = opts.n_best || 1;
+      const r2l = new Array(hyps.length).fill(null);
+      const read = async which => {
+        if (!which.length) return;
+        const values = await this.sequenceLogprob(memory, state, which.map(j => reversed(hyps[j].ids)),
+          this.special.eos, this.special.sos);
+        which.forEach((j, k) => { r2l[j] = values[k]; });
+      };
+      await read([...Array(Math.min(keep, hyps.length)).keys()]);
+      await read(contenders(hyps, r2l, keep, lp));
       const rescored = hyps.map((h, j) => {
-        const logprob = (h.logprob + r2l[j]) / 2;
+        const logprob = r2l[j] === null ? h.logprob : (h.logprob + r2l[j]) / 2;
         return { ids: h.ids, logprob, score: logprob / (h.ids.length + 1) ** lp, tokenLogprobs: h.tokenLogprobs,
                  l2r: h.logprob, r2l: r2l[j] };
       });
