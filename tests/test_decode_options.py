@@ -30,7 +30,13 @@ def test_rescoring_applies_to_beams_of_the_hmer_search_only():
     assert not DecodeOptions(beam=5).rescores
 
 
-@pytest.mark.parametrize("bad", [{"beam": 0}, {"max_len": 0}, {"search": "viterbi"}])
+def test_n_best_is_the_callers_and_never_stored_in_model_json():
+    opts = DecodeOptions(beam=10, rescore=True).with_overrides(n_best=3)
+    assert opts.n_best == 3 and "n_best" not in opts.to_model_json()
+    assert DecodeOptions.from_model_json(opts.to_model_json()).n_best == 1
+
+
+@pytest.mark.parametrize("bad", [{"beam": 0}, {"max_len": 0}, {"search": "viterbi"}, {"n_best": 0}])
 def test_invalid_options_are_refused(bad):
     with pytest.raises(ValueError):
         DecodeOptions(**bad)
