@@ -239,21 +239,22 @@ def bidirectional_search(step: StepFn, reorder: ReorderFn, state: object, n: int
     return [sorted(c, key=lambda h: -h.score) for c in cands]
 
 
-def rescore_bound(h: Hypothesis, length_penalty: float = 1.0) -> float:
-    """The highest score right-to-left rescoring can give ``h``: its right-to-left log-probability
-    is at most 0, so the mean of its two readings is at most half its left-to-right one."""
-    return h.logprob / 2 / (len(h.ids) + 1) ** length_penalty
+def rescored_score(h: Hypothesis, r2l: float, length_penalty: float = 1.0) -> float:
+    """``h``'s score once rescored with right-to-left log-probability ``r2l``: the mean of its two
+    readings, length-normalised. With ``r2l`` 0 it is the highest rescoring can give ``h``, since
+    a right-to-left log-probability is at most 0."""
+    return (h.logprob + r2l) / 2 / (len(h.ids) + 1) ** length_penalty
 
 
 def contenders(hs: list[Hypothesis], r2l: list[float | None], keep: int, length_penalty: float = 1.0) -> list[int]:
     """Which of one image's hypotheses past the first ``keep`` rescoring could still lift into its
     top ``keep``, once the first ``keep`` are read right to left (``r2l``, in the order of ``hs``):
-    those whose :func:`rescore_bound` reaches the lowest rescored score among them. The others
-    cannot, so leaving them unread keeps the top ``keep`` exactly as reading them all would."""
+    those whose highest possible rescored score reaches the lowest rescored score among them. The
+    others cannot, so leaving them unread keeps the top ``keep`` exactly as reading them all would."""
     if len(hs) <= keep:
         return []
-    floor = min((hs[j].logprob + r2l[j]) / 2 / (len(hs[j].ids) + 1) ** length_penalty for j in range(keep))
-    return [j for j in range(keep, len(hs)) if rescore_bound(hs[j], length_penalty) >= floor]
+    floor = min(rescored_score(hs[j], r2l[j], length_penalty) for j in range(keep))
+    return [j for j in range(keep, len(hs)) if rescored_score(hs[j], 0.0, length_penalty) >= floor]
 
 
 def combine_r2l(hyps: list[list[Hypothesis]], r2l: list[list[float | None]],
@@ -261,8 +262,8 @@ def combine_r2l(hyps: list[list[Hypothesis]], r2l: list[list[float | None]],
     """CoMER's bidirectional rescoring: each hypothesis scored by the mean of its left-to-right
     and right-to-left log-probabilities (``r2l``: per image, in the order of ``hyps``), then
     re-ranked. A hypothesis left unread (None, see :func:`contenders`) keeps ``r2l`` None and its
-    left-to-right log-probability, as if both readings agreed: that is below its
-    :func:`rescore_bound`, so it still ranks below the hypotheses it could not overtake."""
+    left-to-right log-probability, as if both readings agreed: that is below the highest score
+    rescoring could give it, so it still ranks below the hypotheses it could not overtake."""
     out = []
     for hs, rs in zip(hyps, r2l):
         rescored = []
