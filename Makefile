@@ -43,9 +43,12 @@ clean:
 # CROHME 2013 with hmer-eval CHECKPOINT <2013> --beam 1 --input-scale S; re-check it per checkpoint.
 CHECKPOINT ?= models/cpu-v3/last.pt
 INPUT_SCALE ?= 1.1
+# SCALES: the sizes hmer-run reads each input at (x INPUT_SCALE), picked with benchmarks.scale_sets on 2013.
+SCALES ?= 0.8,1,1.25
 bundle-model: $(VENV)/.train
 	$(BIN)/hmer-export $(CHECKPOINT) hmer_runtime/models/default --int8 --force \
-	  --input-scale $(INPUT_SCALE) --check-data ../shared/data/crohme/crohme-2013.tar.gz --check-limit 200
+	  --input-scale $(INPUT_SCALE) --scales $(SCALES) \
+	  --check-data ../shared/data/crohme/crohme-2013.tar.gz --check-limit 200
 	$(BIN)/python -m hmer_export.calibrate fit hmer_runtime/models/default ../shared/data/crohme/crohme-2013.tar.gz
 
 # CROHME is CC BY-NC-SA: renders of it stay local (git-ignored), never committed.

@@ -3,8 +3,9 @@
     python -m benchmarks.evaluate_model hmer_runtime/models/default --checkpoint models/cpu-v3/last.pt
 
 For each split (CROHME 2013, 2014) and decoding (greedy, beam): ExpRate / <=1 / <=2 / WER of the
-fp32 graphs, the int8 graphs, and (greedy, 2014) the PyTorch checkpoint, plus how many 2014
-predictions PyTorch and ONNX share. The table is printed as markdown and stored in the model's
+fp32 graphs (at the model's ``decode.scales``, and at its own size alone when it reads several),
+the int8 graphs, and (greedy, 2014) the PyTorch checkpoint, plus how many 2014 predictions
+PyTorch and ONNX share. The table is printed as markdown and stored in the model's
 ``model.json`` under ``evaluation``, where ``tests/test_bundled_model.py`` checks that a fresh
 ``hmer-eval`` reproduces it.
 """
@@ -17,8 +18,10 @@ import click
 
 from hmer_runtime.cli_util import CONTEXT_SETTINGS
 from hmer_runtime.engine.model_spec import MODEL_FILE
+from hmer_runtime.files import write_atomic
 from hmer_train.cli_eval import EvalOptions, evaluate_checkpoint
 
+ONE_SIZE = (1.0,)
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "crohme"
 
 
@@ -36,23 +39,27 @@ def main(model_dir: str, checkpoint: str | None, beam: int, splits: str, data_di
     spec_path = Path(model_dir) / MODEL_FILE
     spec = json.loads(spec_path.read_text())
     rows, evaluation = [], {}
+    scales = tuple(spec["decode"].get("scales", ONE_SIZE))
     tmp = Path(tempfile.mkdtemp())
     for split in splits.split(","):
         src = str(Path(data_dir) / f"crohme-{split}.tar.gz")
-        runs = [("onnx fp32", model_dir, "fp32", 1), ("onnx fp32", model_dir, "fp32", beam)]
+        runs = [("onnx fp32", model_dir, "fp32", 1, scales), ("onnx fp32", model_dir, "fp32", beam, scales)]
+        if len(scales) > 1:  # what reading at the model's size alone gives
+            runs += [("onnx fp32", model_dir, "fp32", 1, ONE_SIZE), ("onnx fp32", model_dir, "fp32", beam, ONE_SIZE)]
         if "int8" in spec["variants"]:
-            runs += [("onnx int8", model_dir, "int8", 1)]
+            runs += [("onnx int8", model_dir, "int8", 1, scales)]
         if checkpoint and split == "2014":
-            runs.append(("pytorch", checkpoint, "fp32", 1))
-        for label, model, variant, b in runs:
-            out = tmp / f"{split}-{label.replace(' ', '_')}-{b}.jsonl"
+            runs.append(("pytorch", checkpoint, "fp32", 1, scales))
+        for label, model, variant, b, sizes in runs:
+            one = " one size" if sizes != scales else ""
+            out = tmp / f"{split}-{label.replace(' ', '_')}-{b}{one.replace(' ', '_')}.jsonl"
             # The checkpoint reads at the exported model's input scale, so both see the same images.
             scale = spec["decode"].get("input_scale", 1.0) if label == "pytorch" else None
             s = evaluate_checkpoint(model, src, None, EvalOptions(beam=b, variant=variant, provider="cpu",
-                                                                  input_scale=scale), str(out))
-            key = f"crohme-{split} {label} beam {b}"
+                                                                  input_scale=scale, scales=sizes), str(out))
+            key = f"crohme-{split} {label} beam {b}{one}"
             evaluation[key] = {k: round(s[k], 2) for k in ("n", "exprate", "le1", "le2", "wer")}
-            rows.append((split, label, b, s))
+            rows.append((split, label, f"{b}{one}", s))
             click.echo(f"{key}: ExpRate {s['exprate']:.2f}", err=True)
         if checkpoint and split == "2014":
             a, b = _predictions(tmp / "2014-pytorch-1.jsonl"), _predictions(tmp / "2014-onnx_fp32-1.jsonl")
@@ -60,7 +67,7 @@ def main(model_dir: str, checkpoint: str | None, beam: int, splits: str, data_di
             evaluation["crohme-2014 pytorch-onnx greedy agreement"] = {"same": same, "n": len(a),
                                                                        "percent": round(100 * same / len(a), 2)}
     spec["evaluation"] = evaluation
-    spec_path.write_text(json.dumps(spec, indent=1, ensure_ascii=False) + "\n")
+    write_atomic(spec_path, (json.dumps(spec, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
     click.echo("| split | model | beam | ExpRate | ≤1 | ≤2 | WER |")
     click.echo("|---|---|---|---|---|---|---|")
     for split, label, b, s in rows:

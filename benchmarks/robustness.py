@@ -4,6 +4,7 @@
     python -m benchmarks.robustness --model DIR --limit 985 --beam 5
     python -m benchmarks.robustness --stages               # where a pen's points go: size or stroke
     python -m benchmarks.robustness --only "thick pen"     # some of the captures
+    python -m benchmarks.robustness --scales 1             # each input read at the model's size alone
 
 The same CROHME ink is drawn as the training renderer draws it and as a user's input might look:
 photographed at higher resolution on tinted, unevenly lit paper, scanned (tilted, blurred, JPEG),
@@ -25,7 +26,7 @@ from PIL import Image, ImageFilter
 
 from hmer_bench import second_renderer
 from hmer_bench.error_breakdown import runs_away
-from hmer_runtime.cli_util import CONTEXT_SETTINGS
+from hmer_runtime.cli_util import CONTEXT_SETTINGS, SCALES_OPTION
 from hmer_runtime.errors import HmerError
 from hmer_runtime.inputs.inkml import Ink
 from hmer_runtime.inputs.preprocess import PreprocessConfig, match_stroke, preprocess
@@ -124,8 +125,10 @@ def past_the_size_estimate(px: float, pre: PreprocessConfig) -> dict[str, Callab
 @click.option("--stages", is_flag=True,
               help="Also the pens at the model's size past the size estimate, unmatched and stroke-matched.")
 @click.option("--only", "only", multiple=True, help="Only the captures whose name holds this text (repeatable).")
-def main(model_dir: str | None, data: str, limit: int, beam: int, stages: bool, only: tuple[str, ...]) -> None:
-    rec = Recognizer(model_dir, provider="cpu")
+@SCALES_OPTION
+def main(model_dir: str | None, data: str, limit: int, beam: int, stages: bool, only: tuple[str, ...],
+         scales: tuple[float, ...] | None) -> None:
+    rec = Recognizer(model_dir, provider="cpu", scales=scales)
     samples = []
     for sample in iter_source(data):
         try:

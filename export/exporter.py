@@ -57,10 +57,10 @@ def file_sha256(path: Path) -> str:
 class ExportOptions:
     """How to export a checkpoint. ``check_data``: a labelled source (InkML folder or archive,
     image folder) whose first ``check_limit`` expressions join the synthetic check images, so
-    reduced-precision variants report their ExpRate change on it. ``input_scale`` and ``beam``
-    replace the checkpoint's ``decode.input_scale`` and ``decode.beam`` (the width runtimes decode
-    with by default). ``vocab``: the vocabulary file of a CoMER checkpoint
-    (``hmer_train.comer_import``)."""
+    reduced-precision variants report their ExpRate change on it. ``input_scale``, ``beam`` and
+    ``scales`` replace the checkpoint's ``decode.input_scale``, ``decode.beam`` (the width
+    runtimes decode with by default) and ``decode.scales`` (the sizes they read each input at).
+    ``vocab``: the vocabulary file of a CoMER checkpoint (``hmer_train.comer_import``)."""
 
     opset: int = DEFAULT_OPSET
     fp16: bool = False
@@ -72,6 +72,7 @@ class ExportOptions:
     input_scale: float | None = None
     vocab: str | Path | None = None
     beam: int | None = None
+    scales: tuple[float, ...] | None = None
 
 
 def describe(model, vocab, ckpt: dict, ckpt_path: Path, read: Reading, layout: dict, opset: int) -> dict:
@@ -154,8 +155,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, options: Expo
     model, vocab, ckpt = load_model(checkpoint, input_scale=o.input_scale, vocab=o.vocab)
     cfg = ckpt["config"]
     read = reading(cfg)
-    if o.beam is not None:
-        read = replace(read, decode=read.decode.with_overrides(beam=int(o.beam)))
+    read = replace(read, decode=read.decode.with_overrides(beam=o.beam, scales=o.scales))
     if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())) and not o.force:
         raise ModelError(str(out_dir), "already exists; use --force to replace it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)

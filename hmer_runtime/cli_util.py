@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from hmer_runtime import __version__
-from hmer_runtime.decoding.decode_options import SEARCHES
+from hmer_runtime.decoding.decode_options import SEARCHES, DecodeOptions
 from hmer_runtime.errors import HmerError
 
 # Every hmer command and benchmark takes -h as well as --help.
@@ -22,6 +22,25 @@ SEARCH_OPTION = click.option("--search", type=click.Choice(SEARCHES), default=No
                              help="Beam search: hmer's (left to right, rescored right to left) or CoMER's "
                                   "(both directions); default: the model's decode.search.")
 
+
+
+def _scales(ctx, param, value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        scales = tuple(float(f) for f in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
+    try:
+        DecodeOptions(scales=scales)  # the options' own rule
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    return scales
+
+
+SCALES_OPTION = click.option("--scales", callback=_scales, metavar="F,F,...",
+                             help="Read each input at these multiples of the model's size and keep the best "
+                                  "reading (1 = one size, fastest; default: the model's decode.scales).")
 
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 PROVIDER_OPTION = click.option("--provider", type=click.Choice(PROVIDERS), default="auto", show_default=True,

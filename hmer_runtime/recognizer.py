@@ -20,13 +20,14 @@ from PIL import Image
 
 from hmer_runtime.decoding.confidence import features
 from hmer_runtime.decoding.decode_options import DecodeOptions
+from hmer_runtime.decoding.pooling import pool
 from hmer_runtime.engine.model_spec import ModelSpec
 from hmer_runtime.engine.onnx_model import OnnxModel, Timings
 from hmer_runtime.engine.providers import ProviderConfig
 from hmer_runtime.errors import HmerError, ImageError, input_error
 from hmer_runtime.inputs.inkml import Ink, read_inkml
 from hmer_runtime.inputs.preprocess import load_image, pad_batch
-from hmer_runtime.inputs.render import model_input
+from hmer_runtime.inputs.render import model_inputs
 from hmer_runtime.inputs.strokes import read_strokes
 from hmer_runtime.text.latex import compact, detokenize
 
@@ -120,8 +121,13 @@ class Recognizer:
         return self.model.provider
 
     def load(self, item, name: str | None = None) -> np.ndarray:
-        """Model input (H, W) float32 for one input of any supported kind; any failure is an
-        HmerError naming the input (its path for files; see ``errors.input_error``)."""
+        """Model input (H, W) float32 for one input of any supported kind, at the model's own size;
+        any failure is an HmerError naming the input (its path for files; see ``errors.input_error``)."""
+        return self.load_views(item, name, (1.0,))[0]
+
+    def load_views(self, item, name: str | None = None, scales: tuple[float, ...] | None = None) -> list[np.ndarray]:
+        """One model input per scale (default: this recognizer's ``options.scales``; see
+        ``render.model_input``) for one input of any supported kind; failures as :meth:`load`."""
         if isinstance(item, Ink):
             name = name or item.id
         elif isinstance(item, list):
@@ -131,21 +137,21 @@ class Recognizer:
         else:
             name = name or str(item)
         try:
-            return self._load(item, name)
+            return model_inputs(self._read(item, name), self.spec.render, self.spec.preprocess, name,
+                                self.options.scales if scales is None else scales)
         except Exception as e:  # noqa: BLE001 - one input's failure, never the batch's
             raise input_error(name, e) from e
 
-    def _load(self, item, name: str) -> np.ndarray:
-        render, pre = self.spec.render, self.spec.preprocess
+    @staticmethod
+    def _read(item, name: str):
+        """Ink or an image from any supported kind of input."""
         if isinstance(item, list):
-            item = Ink.from_strokes(item, id=name)
+            return Ink.from_strokes(item, id=name)
         if isinstance(item, (Ink, Image.Image, np.ndarray)):
-            return model_input(item, render, pre, name)
+            return item
         path = Path(item)
-        suffix = path.suffix.lower()
         readers = {".inkml": read_inkml, ".json": read_strokes}
-        obj = readers.get(suffix, load_image)(path)
-        return model_input(obj, render, pre, name)
+        return readers.get(path.suffix.lower(), load_image)(path)
 
     def resolve(self, options: DecodeOptions | None = None, beam: int | None = None) -> DecodeOptions:
         """The options one call decodes with: ``options`` (default: this recognizer's), with
@@ -167,54 +173,60 @@ class Recognizer:
         size in batches of ``batch_size`` (see :meth:`decode_images`). A bad input never raises:
         its result carries the HmerError naming it (``result.error``) and the others are read."""
         opts = self.resolve(options, beam)
-        images: list[np.ndarray | None] = []
+        inputs: list[list[np.ndarray] | None] = []
         results: list[Result | None] = []
         pre_ms: list[float] = []  # each input's own reading and preprocessing time
         for item in items:
             t0 = time.perf_counter()
             try:
-                images.append(self.load(item))
+                inputs.append(self.load_views(item, scales=opts.scales))
                 results.append(None)
             except HmerError as e:
-                images.append(None)
+                inputs.append(None)
                 results.append(Result.failed(e))
             pre_ms.append((time.perf_counter() - t0) * 1000)
         ok = [i for i, r in enumerate(results) if r is None]
         if ok:
-            for i, r in zip(ok, self._decode([images[i] for i in ok], opts, attention, batch_size)):
+            for i, r in zip(ok, self._decode([inputs[i] for i in ok], opts, attention, batch_size)):
                 r.timings["preprocess_ms"] = pre_ms[i]
                 r.ms += pre_ms[i]
                 results[i] = r
         return results  # type: ignore[return-value]  # every slot is filled above
 
-    def decode_images(self, images: list[np.ndarray], options: DecodeOptions | None = None, *,
+    def decode_images(self, images: list[np.ndarray | list[np.ndarray]], options: DecodeOptions | None = None, *,
                       beam: int | None = None, attention: bool = False, batch_size: int | None = None) -> list[Result]:
-        """Recognise preprocessed model inputs (H, W) float32, batched with padding + mask; results
-        in input order. With ``batch_size``, inputs are sorted by size and decoded that many at a
-        time, so a batch pads little and its images end at about the same step."""
-        return self._decode(images, self.resolve(options, beam), attention, batch_size)
+        """Recognise preprocessed model inputs (H, W) float32, or each input's views (from
+        :meth:`load_views`), batched with padding + mask; results in input order. With
+        ``batch_size``, inputs are sorted by size and decoded that many at a time, so a batch pads
+        little and its images end at about the same step."""
+        inputs = [[im] if isinstance(im, np.ndarray) else list(im) for im in images]
+        return self._decode(inputs, self.resolve(options, beam), attention, batch_size)
 
-    def _decode(self, images: list[np.ndarray], options: DecodeOptions, attention: bool,
+    def _decode(self, inputs: list[list[np.ndarray]], options: DecodeOptions, attention: bool,
                 batch_size: int | None) -> list[Result]:
-        for im in images:
+        for im in (im for views in inputs for im in views):
             if im.ndim != 2 or im.size == 0:
                 raise ImageError("<input>", f"model input must be a non-empty 2-D array, got shape {im.shape}")
-        if batch_size and len(images) > batch_size:
-            order = sorted(range(len(images)), key=lambda i: (images[i].shape[1], images[i].shape[0]))
-            out: list[Result | None] = [None] * len(images)
+        if batch_size and len(inputs) > batch_size:
+            order = sorted(range(len(inputs)), key=lambda i: (inputs[i][0].shape[1], inputs[i][0].shape[0]))
+            out: list[Result | None] = [None] * len(inputs)
             for start in range(0, len(order), batch_size):
                 chunk = order[start:start + batch_size]
-                for i, r in zip(chunk, self._decode([images[i] for i in chunk], options, attention, None)):
+                for i, r in zip(chunk, self._decode([inputs[i] for i in chunk], options, attention, None)):
                     out[i] = r
             return out  # type: ignore[return-value]
+        images = [im for views in inputs for im in views]
         x, mask = pad_batch(images, self.spec.stride)
         timings = Timings()
         t0 = time.perf_counter()
-        hyps = self.model.decode(x, mask, options, attention, timings)
-        ms = (time.perf_counter() - t0) * 1000 / len(images)
+        decoded = self.model.decode(x, mask, options, attention, timings)
+        ms = (time.perf_counter() - t0) * 1000 / len(inputs)
         out = []
         vocab, calibration = self.spec.vocab, self.spec.confidence
-        for im, hs in zip(images, hyps):
+        at = 0
+        for views in inputs:
+            hs = pool(decoded[at:at + len(views)])
+            at += len(views)
             best = hs[0]
             keep = vocab.kept(best.ids)  # specials a model may emit mid-sequence go, with their maps
             tokens = vocab.decode(best.ids)
@@ -227,9 +239,9 @@ class Recognizer:
                     seen.add(tuple(alt))
                     others.append(Alternative(detokenize(alt), alt, h.score))
             out.append(Result(detokenize(tokens), tokens, best.score, ms,
-                              {"encoder_ms": timings.encoder_ms / len(images),
-                               "decoder_ms": timings.decoder_ms / len(images), "steps": timings.steps},
-                              maps, im if attention else None,
+                              {"encoder_ms": timings.encoder_ms / len(inputs),
+                               "decoder_ms": timings.decoder_ms / len(inputs), "steps": timings.steps},
+                              maps, views[best.view] if attention else None,
                               calibration.probability(features(hs)) if calibration else None,
                               [math.exp(lp) for lp in lps], others))
         return out

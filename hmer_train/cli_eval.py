@@ -13,10 +13,15 @@ from hmer_runtime.cli_util import (
     GRAMMAR_OPTION,
     PROGRESS_OPTION,
     PROVIDER_OPTION,
+    SCALES_OPTION,
     SEARCH_OPTION,
     run_cli,
 )
+from hmer_runtime.decoding.decode_options import DecodeOptions
+from hmer_runtime.inputs.preprocess import PreprocessConfig
+from hmer_runtime.inputs.render import RenderConfig
 from hmer_runtime.text.metrics import format_summary
+from hmer_runtime.text.vocab import Vocab
 
 
 @dataclass(frozen=True)
@@ -32,21 +37,39 @@ class EvalOptions:
     input_scale: float | None = None  # a checkpoint's decode.input_scale (an export's is fixed)
     grammar: bool | None = None
     search: str | None = None  # hmer, or comer: CoMER's search in both directions
+    scales: tuple[float, ...] | None = None  # sizes each input is read at (decode.scales)
     vocab_file: str | None = None  # a CoMER checkpoint's dictionary.txt
     teacher_forced: bool = False  # also a checkpoint's teacher-forced loss and token accuracy
     progress: bool | None = None  # bars on stderr; None: on a terminal only
 
 
-def evaluate_checkpoint(model_path: str, source: str | None, split: str | None,
-                        options: EvalOptions = EvalOptions(), out: str | None = None) -> dict:
-    """Metrics of a checkpoint (PyTorch) or an exported model directory (ONNX Runtime) on a source
-    (or, with ``split``, a split of the dataset named by ``source``), and one JSON line per
-    expression in ``out``. Both kinds of model go through the same data, batching and scoring;
-    only the decoder differs. The summary holds the beam it decoded with."""
-    o = options
-    from hmer_runtime.inputs.sources import DEFAULT_ROOTS, resolve_split
-    from hmer_train.evaluation import evaluate
-    from hmer_train.prepared import DEFAULT_CACHE, prepare
+@dataclass
+class LoadedModel:
+    """A checkpoint or an exported model, ready to decode prepared data: what reads and scores it."""
+
+    decoder: object  # TorchDecoder or OnnxModel: decode(images, mask, options)
+    decode: DecodeOptions
+    vocab: Vocab
+    render: RenderConfig
+    preprocess: PreprocessConfig
+    roots: list
+    cache: Path
+    stride: int
+    torch_model: object = None  # a checkpoint's module (teacher-forced figures)
+
+    def views(self, source: Path, limit: int | None = None, progress: bool | None = None,
+              scales: tuple[float, ...] | None = None) -> list:
+        """``source`` prepared at each of ``scales`` (default: the decode options')."""
+        from hmer_train.prepared import prepare
+
+        return [prepare(source, self.render, self.preprocess, self.cache, progress=progress, limit=limit, scale=f)
+                for f in (scales or self.decode.scales)]
+
+
+def load_for_eval(model_path: str, o: EvalOptions = EvalOptions()) -> LoadedModel:
+    """A checkpoint (PyTorch) or an exported model directory (ONNX Runtime) with ``o``'s settings."""
+    from hmer_runtime.inputs.sources import DEFAULT_ROOTS
+    from hmer_train.prepared import DEFAULT_CACHE
 
     if Path(model_path).is_dir():
         from hmer_runtime.errors import ModelError
@@ -57,36 +80,51 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None,
                                          "re-export with hmer-export --input-scale")
         if o.teacher_forced:
             raise ModelError(model_path, "teacher-forced figures need a checkpoint, not an exported model")
-        rec = Recognizer(model_path, o.provider, o.variant, beam=o.beam, grammar=o.grammar, search=o.search)
-        decoder, decode, vocab = rec.model, rec.options, rec.spec.vocab
-        render, pre = rec.spec.render, rec.spec.preprocess
-        roots, cache, stride = DEFAULT_ROOTS, DEFAULT_CACHE, rec.spec.stride
-    else:
-        from hmer_train.checkpoint import load_model
-        from hmer_train.config import reading
-        from hmer_train.decoding import TorchDecoder
+        rec = Recognizer(model_path, o.provider, o.variant, beam=o.beam, grammar=o.grammar, search=o.search,
+                         scales=o.scales)
+        return LoadedModel(rec.model, rec.options, rec.spec.vocab, rec.spec.render, rec.spec.preprocess,
+                           DEFAULT_ROOTS, DEFAULT_CACHE, rec.spec.stride)
+    from hmer_train.checkpoint import load_model
+    from hmer_train.config import reading
+    from hmer_train.decoding import TorchDecoder
 
-        torch_model, vocab, ckpt = load_model(model_path, weights=o.weights, input_scale=o.input_scale,
-                                              vocab=o.vocab_file)
-        cfg = ckpt["config"]
-        read = reading(cfg)
-        decode = read.decode.with_overrides(beam=o.beam, grammar=o.grammar, search=o.search)
-        decoder = TorchDecoder(torch_model, vocab)
-        render, pre = read.render, read.preprocess
-        roots, cache, stride = list(cfg.data_roots), cfg.cache_dir or DEFAULT_CACHE, 1  # the model pads itself
-    src = resolve_split(source, split, roots) if split else Path(source)
-    data = prepare(src, render, pre, cache, progress=o.progress, limit=o.limit)
+    torch_model, vocab, ckpt = load_model(model_path, weights=o.weights, input_scale=o.input_scale,
+                                          vocab=o.vocab_file)
+    cfg = ckpt["config"]
+    read = reading(cfg)
+    decode = read.decode.with_overrides(beam=o.beam, grammar=o.grammar, search=o.search, scales=o.scales)
+    return LoadedModel(TorchDecoder(torch_model, vocab), decode, vocab, read.render, read.preprocess,
+                       list(cfg.data_roots), Path(cfg.cache_dir) if cfg.cache_dir else DEFAULT_CACHE,
+                       1, torch_model)  # the PyTorch model pads itself
+
+
+def evaluate_checkpoint(model_path: str, source: str | None, split: str | None,
+                        options: EvalOptions = EvalOptions(), out: str | None = None) -> dict:
+    """Metrics of a checkpoint (PyTorch) or an exported model directory (ONNX Runtime) on a source
+    (or, with ``split``, a split of the dataset named by ``source``), and one JSON line per
+    expression in ``out``. Both kinds of model go through the same data, batching and scoring;
+    only the decoder differs. The summary holds the beam and scales it decoded with."""
+    o = options
+    from hmer_runtime.inputs.sources import resolve_split
+    from hmer_train.evaluation import evaluate
+
+    m = load_for_eval(model_path, o)
+    src = resolve_split(source, split, m.roots) if split else Path(source)
+    views = m.views(src, o.limit, o.progress)
+    data = views[0]
     if len(data) == 0:
         from hmer_runtime.errors import DatasetError
 
         shown = "; ".join(data.errors[:3]) + (f"; ... ({len(data.errors)} in all)" if len(data.errors) > 3 else "")
         raise DatasetError(str(src), "no usable sample to evaluate" + (f" ({shown})" if shown else ""))
-    summary, rows = evaluate(decoder, data, vocab, decode, o.limit, o.batch_size, stride=stride, progress=o.progress)
-    summary["beam"] = decode.beam
+    summary, rows = evaluate(m.decoder, views, m.vocab, m.decode, o.limit, o.batch_size, stride=m.stride,
+                             progress=o.progress)
+    summary["beam"] = m.decode.beam
+    summary["scales"] = list(m.decode.scales)
     if o.teacher_forced:
         from hmer_train.train import teacher_forced as tf_figures
 
-        summary.update(tf_figures(torch_model, data, vocab, "cpu", o.limit, batch_size=o.batch_size))
+        summary.update(tf_figures(m.torch_model, data, m.vocab, "cpu", o.limit, batch_size=o.batch_size))
     summary["errors"] = data.errors
     if out:
         from hmer_runtime.files import write_atomic
@@ -117,6 +155,7 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None,
                    "config's decode.input_scale); compare a few on validation data.")
 @GRAMMAR_OPTION
 @SEARCH_OPTION
+@SCALES_OPTION
 @click.option("--vocab", "vocab_file", type=click.Path(dir_okay=False),
               help="A CoMER checkpoint's vocabulary file (its dictionary.txt).")
 @click.option("--teacher-forced", is_flag=True,
@@ -124,7 +163,7 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None,
 @PROGRESS_OPTION
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_json, variant, provider,
-         weights, input_scale, grammar, search, vocab_file, teacher_forced, progress, debug) -> None:
+         weights, input_scale, grammar, search, scales, vocab_file, teacher_forced, progress, debug) -> None:
     """Evaluate MODEL (a checkpoint, or a directory from hmer-export) on DATA (InkML folder/archive or
     image folder).
 
@@ -159,7 +198,7 @@ def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_jso
             raise click.UsageError("give MODEL and DATA, or --dataset NAME")
         jobs.append((model, data, None))
     options = EvalOptions(beam, limit, batch_size, variant, provider, weights, input_scale, grammar, search,
-                          vocab_file, teacher_forced, progress)
+                          scales, vocab_file, teacher_forced, progress)
     for ckpt, src, split in jobs:
         s = evaluate_checkpoint(ckpt, src, split, options, out)
         label = f"{src}:{split}" if split else src
@@ -167,7 +206,8 @@ def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_jso
             click.echo(json.dumps({"data": label, **s}))
         else:
             tf = f" | teacher-forced loss {s['tf_loss']:.3f} token acc {s['tf_acc']:.2f}" if teacher_forced else ""
-            click.echo(f"{label} beam {s['beam']}: {format_summary(s)}{tf}")
+            sizes = f" scales {','.join(f'{f:g}' for f in s['scales'])}" if s["scales"] != [1.0] else ""
+            click.echo(f"{label} beam {s['beam']}{sizes}: {format_summary(s)}{tf}")
             if s["errors"]:
                 click.echo(f"  {len(s['errors'])} unreadable/unlabelled samples skipped")
 

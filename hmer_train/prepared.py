@@ -93,24 +93,29 @@ class PreparedSet:
                            self.ink_offsets[keep] if has_ink else None, self.points)
 
 
-def cache_key(source: str | Path, render: RenderConfig, pre: PreprocessConfig) -> str:
-    blob = json.dumps({"format": PREPARED_FORMAT, "source": source_fingerprint(source),
-                       "render": render.to_dict(), "preprocess": pre.to_dict()}, sort_keys=True)
+def cache_key(source: str | Path, render: RenderConfig, pre: PreprocessConfig, scale: float = 1.0) -> str:
+    key = {"format": PREPARED_FORMAT, "source": source_fingerprint(source), "render": render.to_dict(),
+           "preprocess": pre.to_dict()}
+    if scale != 1.0:  # a view's size (render.model_input); one-size sets keep their keys
+        key["scale"] = scale
+    blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def prepare(source: str | Path, render: RenderConfig = RenderConfig(),
             pre: PreprocessConfig = PreprocessConfig(), cache_root: str | Path = DEFAULT_CACHE,
-            progress: bool | None = True, workers: int | None = None, limit: int | None = None) -> PreparedSet:
+            progress: bool | None = True, workers: int | None = None, limit: int | None = None,
+            scale: float = 1.0) -> PreparedSet:
     """Load the prepared set for ``source``, building (and caching) it if needed.
 
     ``workers``: processes that render and preprocess while this one parses (default: one per
     CPU core, at most 16; 0 or 1 renders in this process). The result does not depend on it.
     ``limit``: only the first ``limit`` usable samples, unless the whole set is already prepared.
-    ``progress`` None: a bar only when stderr is a terminal."""
+    ``progress`` None: a bar only when stderr is a terminal. ``scale``: each sample read at that
+    multiple of the model's size (``render.model_input``)."""
     if not Path(source).exists():  # before any progress bar or worker pool
         raise source_not_found(source)
-    directory = Path(cache_root) / cache_key(source, render, pre)
+    directory = Path(cache_root) / cache_key(source, render, pre, scale)
     if (directory / "index.json").is_file() and (directory / "images.npy").is_file():
         whole = load_prepared(directory)
         return whole.select(np.arange(min(limit, len(whole)))) if limit else whole
@@ -132,7 +137,7 @@ def prepare(source: str | Path, render: RenderConfig = RenderConfig(),
                 except HmerError as e:  # load_labelled names every failure
                     errors.append(str(e))
                     continue
-                yield obj, toks, sample.name, render, pre
+                yield obj, toks, sample.name, render, pre, scale
         except Exception as e:  # noqa: BLE001 - the source itself failed: raised below, not in the pool's thread
             failed.append(e)
 
@@ -163,7 +168,7 @@ def prepare(source: str | Path, render: RenderConfig = RenderConfig(),
     points = np.concatenate(ink_chunks) if ink_chunks else np.zeros((0, 2), np.float32)
     _write_atomic(directory, pixels, points, {
         "format": PREPARED_FORMAT, "source": str(source), "render": render.to_dict(),
-        "preprocess": pre.to_dict(), "names": names, "tokens": [" ".join(t) for t in tokens],
+        "preprocess": pre.to_dict(), "scale": scale, "names": names, "tokens": [" ".join(t) for t in tokens],
         "shapes": [list(s) for s in shapes], "offsets": offsets.tolist(), "errors": errors,
         "stroke_lengths": stroke_lengths,
     })
@@ -173,14 +178,14 @@ def prepare(source: str | Path, render: RenderConfig = RenderConfig(),
 def _render_job(job: tuple) -> tuple[str, list[str], np.ndarray | None, str | None, list[np.ndarray]]:
     """(name, tokens, uint8 model input or None, error or None, strokes) of one parsed sample;
     an ink sample's strokes are float32 X, Y from its top-left corner (none for an image)."""
-    obj, toks, name, render, pre = job
+    obj, toks, name, render, pre, scale = job
     traces = []
     if isinstance(obj, Ink):
         traces = [t[:, :2] for t in obj.traces if len(t)]
         lo = np.concatenate(traces).min(axis=0) if traces else 0.0
         traces = [(t - lo).astype(np.float32) for t in traces]
     try:
-        img = model_input(obj, render, pre, name)
+        img = model_input(obj, render, pre, name, scale)
     except Exception as e:  # noqa: BLE001 - one sample's failure, named after its file, never the set's
         return name, toks, None, str(input_error(name, e)), []
     return name, toks, np.round(img * 255).astype(np.uint8), None, traces

@@ -61,7 +61,7 @@ def test_onnx_and_pytorch_agree_on_crohme_2014(crohme_dir, tmp_path):
     for name, model, input_scale in (("torch", CHECKPOINT, scale), ("onnx", BUNDLED_MODEL, None)):
         out = tmp_path / f"{name}.jsonl"
         options = EvalOptions(beam=1, limit=60, provider="cpu", input_scale=input_scale, grammar=spec.decode.grammar,
-                              progress=False)
+                              scales=spec.decode.scales, progress=False)
         evaluate_checkpoint(str(model), str(crohme_dir / "crohme-2014.tar.gz"), None, options, str(out))
         preds[name] = [json.loads(line)["prediction"] for line in out.read_text().splitlines()]
     same = sum(a == b for a, b in zip(preds["torch"], preds["onnx"]))

@@ -2,8 +2,8 @@
 
 A sequence's own log-probability ranks readings poorly across expressions (long ones score low
 even when right). The search knows more: how much of the beam's probability the best reading
-holds, whether each reading direction alone ranks it first, and how many of its tokens were
-close calls.
+holds, whether each reading direction alone ranks it first, how many of its tokens were close
+calls, and, for an input read at several sizes, how many of them agree.
 :func:`features` collects them per image; :class:`Calibration` (fitted on validation data,
 stored in ``model.json`` under ``confidence``) maps them to a probability with a logistic model.
 """
@@ -19,20 +19,26 @@ from hmer_runtime.decoding.search import Hypothesis
 
 #: The features, in the order :func:`features` returns them and ``weights`` applies to them.
 FEATURES = ("score", "beam_share", "left_to_right_agrees", "right_to_left_agrees", "log_length",
-            "uncertain_tokens")
+            "uncertain_tokens", "scales_agree")
 #: A token chosen with less probability than this counts as uncertain.
 UNCERTAIN = 0.9
 
 
 def features(hyps: list[Hypothesis]) -> list[float]:
-    """The features of ``hyps[0]``, the best reading of one image, among its rivals ``hyps[1:]``:
-    its length-normalised score; the log-odds of its share of the beam's probability mass; whether
-    the left-to-right and the right-to-left readings alone would rank it first (among the rivals
-    read that way); the log of its length; and how many of its tokens were chosen with less than
-    :data:`UNCERTAIN` probability."""
+    """The features of ``hyps[0]``, the best reading of one image, among its rivals ``hyps[1:]``
+    (of its own view, where views were pooled): its length-normalised score; the log-odds of its
+    share of the beam's probability mass; whether the left-to-right and the right-to-left readings
+    alone would rank it first (among the rivals read that way); the log of its length; how many of
+    its tokens were chosen with less than :data:`UNCERTAIN` probability; and the fraction of the
+    views whose best reading it is (``decoding.pooling``; 1 for one view)."""
     best = hyps[0]
     if not math.isfinite(best.score):
-        return [-50.0, -14.0, 0.0, 0.0, 0.0, 0.0]
+        return [-50.0, -14.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    tops = {}  # each view's best reading: its first in the pooled order
+    for h in hyps:
+        tops.setdefault(h.view, h.ids)
+    agree = sum(ids == best.ids for ids in tops.values()) / len(tops)
+    hyps = [h for h in hyps if h.view == best.view]
     n = len(best.ids) + 1  # with the end token
     total = np.array([h.logprob for h in hyps if math.isfinite(h.logprob)], dtype=np.float64)
     share = float(np.exp(best.logprob - np.logaddexp.reduce(total))) if len(total) else 1.0
@@ -46,7 +52,7 @@ def features(hyps: list[Hypothesis]) -> list[float]:
 
     uncertain = sum(lp < math.log(UNCERTAIN) for lp in best.token_logprobs)
     return [best.score, math.log(share / (1 - share)), ranks_first(lambda h: h.l2r), ranks_first(lambda h: h.r2l),
-            math.log(n), float(uncertain)]
+            math.log(n), float(uncertain), agree]
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,10 @@ class DecodeOptions:
     symbol size inputs are read at (fixed in an exported model's preprocessing). ``n_best``: how
     many readings per image must be ranked exactly (the best and its alternatives); rescoring
     reads right to left only the hypotheses that could enter them. It is a caller's choice, not
-    the model's, so ``model.json`` does not store it."""
+    the model's, so ``model.json`` does not store it. ``scales``: the sizes each input is read
+    at, as multiples of ``input_scale``; with more than one, each is decoded and the reading with
+    the best score across them wins (:mod:`hmer_runtime.decoding.pooling`), for that many times
+    the work."""
 
     beam: int = 1
     max_len: int = 200
@@ -32,12 +35,17 @@ class DecodeOptions:
     search: str = "hmer"
     input_scale: float = 1.0
     n_best: int = 1
+    scales: tuple[float, ...] = (1.0,)
 
     def __post_init__(self):
         if self.beam < 1 or self.max_len < 1:
             raise ValueError(f"beam and max_len must be at least 1 (beam {self.beam}, max_len {self.max_len})")
         if self.n_best < 1:
             raise ValueError(f"n_best must be at least 1, not {self.n_best}")
+        object.__setattr__(self, "scales", tuple(float(f) for f in self.scales))  # a list from YAML or JSON
+        scales = self.scales
+        if not scales or not all(0.1 <= f <= 10.0 for f in scales) or len(set(scales)) < len(scales):
+            raise ValueError(f"scales must be distinct multiples between 0.1 and 10, not {self.scales}")
         if self.search not in SEARCHES:
             raise ValueError(f"search must be one of {SEARCHES}, not {self.search!r}")
 
@@ -56,11 +64,13 @@ class DecodeOptions:
         return cls(beam=int(decode.get("beam", 1)), max_len=int(decode["max_len"]),
                    length_penalty=float(decode.get("length_penalty", 1.0)), grammar=bool(decode.get("grammar", False)),
                    rescore=bool(decode.get("rescore_r2l", False)), search=str(decode.get("search", "hmer")),
-                   input_scale=float(decode.get("input_scale", 1.0)))
+                   input_scale=float(decode.get("input_scale", 1.0)),
+                   scales=decode.get("scales", (1.0,)))
 
     def to_model_json(self) -> dict:
         """The ``decode`` section of ``model.json`` (the inverse of :meth:`from_model_json`)."""
         d = asdict(self)
         d["rescore_r2l"] = d.pop("rescore")
         del d["n_best"]
+        d["scales"] = list(self.scales)
         return d

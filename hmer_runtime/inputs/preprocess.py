@@ -281,11 +281,14 @@ def match_stroke(ink: np.ndarray, target: float, threshold: float) -> np.ndarray
     return np.clip(ink / max(peak, threshold), 0.0, 1.0).astype(np.float32)
 
 
-def _training_scale(ink: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    """Resize cropped ink to the training renders' symbol size and stroke width (module docstring)."""
+def _training_scale(ink: np.ndarray, config: PreprocessConfig, scale: float = 1.0) -> np.ndarray:
+    """Resize cropped ink to ``scale`` times the training renders' symbol size, at the training
+    stroke width (module docstring)."""
     t = config.ink_threshold
     width = stroke_width(ink, t)
     by_stroke = config.stroke_width / max(width, 1e-6)
+    p = config.pad
+    limit = min((config.max_height - 2 * p) / ink.shape[0], (config.max_width - 2 * p) / ink.shape[1])
     if config.symbol_px > 0:
         # With the training pen, only a confident symbol measure (5 symbols or more), x2 off, resizes.
         # With another pen, even one or two symbols measure it: their size is a rough measure, but
@@ -295,17 +298,20 @@ def _training_scale(ink: np.ndarray, config: PreprocessConfig) -> np.ndarray:
         if size > 0:
             s = config.symbol_px / size
             if fits and 0.5 <= s <= 2.0:
-                return ink
-            p = config.pad
-            s = min(max(s, 1 / 16), 3.0, (config.max_height - 2 * p) / ink.shape[0],
-                    (config.max_width - 2 * p) / ink.shape[1])
-            if abs(np.log(s)) > np.log(1.1):
+                if scale == 1.0:
+                    return ink
+                s = 1.0  # the training size: trusted, then scaled
+            s = min(max(s * scale, 1 / 16), 3.0, limit)
+            if abs(np.log(s)) > np.log(1.1) or scale != 1.0:
                 ink = _resize(ink, s)
             return match_stroke(ink, config.stroke_width, t)
     # Models exported before symbol_px, or too few symbols to measure: stroke width alone.
     if 1 / 1.5 <= by_stroke <= 1.5:
-        return ink
-    return _resize(ink, min(max(by_stroke, 1 / 16), 2.0))
+        if scale == 1.0:
+            return ink
+        by_stroke = 1.0  # trusted, then scaled
+    ink = _resize(ink, min(max(by_stroke, 1 / 16), 2.0) * scale)
+    return ink if scale == 1.0 else match_stroke(ink, config.stroke_width, t)
 
 
 def _erase_rules(ink: np.ndarray, threshold: float) -> None:
@@ -323,9 +329,10 @@ def _erase_rules(ink: np.ndarray, threshold: float) -> None:
 
 
 def preprocess(image: Image.Image | np.ndarray, config: PreprocessConfig = PreprocessConfig(),
-               name: str = "<image>") -> np.ndarray:
+               name: str = "<image>", scale: float = 1.0) -> np.ndarray:
     """Model input (H, W) float32, ink 1.0 on 0.0, cropped to the ink, padded, within max size
-    (``config.as_given``: as it is, within max size)."""
+    (``config.as_given``: as it is, within max size). ``scale``: symbols end up that many times
+    the training size (``DecodeOptions.scales``; ``render.model_input``)."""
     if config.as_given:
         gray = to_gray(image)
         ink = 1.0 - gray if float(np.median(gray)) >= 0.5 else gray
@@ -344,7 +351,7 @@ def preprocess(image: Image.Image | np.ndarray, config: PreprocessConfig = Prepr
         raise ImageError(name, "no ink found (blank image)", NOTHING_TO_READ)
     ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     if config.stroke_width > 0:
-        ink = _training_scale(ink, config)
+        ink = _training_scale(ink, config, scale)
     p = config.pad
     limit_h, limit_w = config.max_height - 2 * p, config.max_width - 2 * p
     h, w = ink.shape

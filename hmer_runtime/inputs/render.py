@@ -25,7 +25,8 @@ Rendering is deterministic: the same ink and config give the same bytes.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -223,10 +224,25 @@ def _capsule_hits(ink, cx0, row, width, ax, ay, dx, dy, len2, r) -> None:
     ink[y[hit], x[hit]] = True
 
 
-def model_input(obj, render: RenderConfig, pre, name: str) -> np.ndarray:
+def model_input(obj, render: RenderConfig, pre, name: str, scale: float = 1.0) -> np.ndarray:
     """Model input (H, W) float32 of ink (rendered with ``render`` first) or an image, through
-    ``hmer_runtime.inputs.preprocess`` with ``pre``: the one path training, runtime and benchmarks share."""
+    ``hmer_runtime.inputs.preprocess`` with ``pre``: the one path training, runtime and benchmarks share.
+    ``scale``: symbols end up that many times the model's size (``DecodeOptions.scales``): ink
+    is drawn that much larger with the same pen, and an image is brought to that symbol size (one
+    drawn with the training pen at about the training size is trusted to have it, then scaled)."""
     from hmer_runtime.inputs.preprocess import preprocess
 
-    image = render_ink(obj, render) if isinstance(obj, Ink) else obj
-    return preprocess(image, pre, name=name)
+    if isinstance(obj, Ink):
+        return preprocess(render_ink(obj, at_scale(render, scale)), pre, name=name)
+    return preprocess(obj, pre, name=name, scale=scale)
+
+
+def model_inputs(obj, render: RenderConfig, pre, name: str, scales: Sequence[float] = (1.0,)) -> list[np.ndarray]:
+    """One :func:`model_input` per scale: the views of one input."""
+    return [model_input(obj, render, pre, name, f) for f in scales]
+
+
+def at_scale(render: RenderConfig, factor: float) -> RenderConfig:
+    """The render settings that draw ink ``factor`` times as large with the same pen (unrounded, so
+    hmer.js's ``atScale`` draws the same pixels)."""
+    return render if factor == 1.0 else replace(render, symbol_px=render.symbol_px * factor)

@@ -21,19 +21,20 @@ from hmer_runtime.recognizer import Recognizer, Result
 
 
 class Backend(Protocol):
-    """What the HTTP app decodes through: a Recognizer, and a way to submit one model input."""
+    """What the HTTP app decodes through: a Recognizer, and a way to submit one input (its model
+    input at each scale, from ``Recognizer.load_views``)."""
 
     rec: Recognizer
 
-    async def submit(self, image: np.ndarray, options: DecodeOptions, attention: bool) -> Result: ...
+    async def submit(self, views: list[np.ndarray], options: DecodeOptions, attention: bool) -> Result: ...
 
     def stats(self) -> dict:
         """Batching settings and counts, shown by ``GET /v1/model``."""
         ...
 
 
-def decode_grouped(rec: Recognizer, requests: Sequence[tuple[np.ndarray, DecodeOptions, bool]]) -> list[Result]:
-    """Decode (image, options, attention) requests in one batch per distinct (options, attention),
+def decode_grouped(rec: Recognizer, requests: Sequence[tuple[list[np.ndarray], DecodeOptions, bool]]) -> list[Result]:
+    """Decode (views, options, attention) requests in one batch per distinct (options, attention),
     results in request order; a batch that fails gives each of its requests a result carrying its
     error."""
     groups: dict[tuple[DecodeOptions, bool], list[int]] = {}
@@ -50,14 +51,14 @@ def decode_grouped(rec: Recognizer, requests: Sequence[tuple[np.ndarray, DecodeO
     return out
 
 
-def batch_count(requests: Sequence[tuple[np.ndarray, DecodeOptions, bool]]) -> int:
+def batch_count(requests: Sequence[tuple[list[np.ndarray], DecodeOptions, bool]]) -> int:
     """How many batches :func:`decode_grouped` decodes ``requests`` in."""
     return len({(options, attention) for _, options, attention in requests})
 
 
 @dataclass
 class _Job:
-    image: np.ndarray
+    views: list[np.ndarray]
     options: DecodeOptions
     attention: bool
     future: asyncio.Future
@@ -86,8 +87,8 @@ class MicroBatcher:
         return {"wait_ms": self.wait * 1000, "max_batch": self.max_batch, "batches": self.batches,
                 "decoded": self.decoded}
 
-    async def submit(self, image: np.ndarray, options: DecodeOptions, attention: bool) -> Result:
-        job = _Job(image, options, attention, asyncio.get_running_loop().create_future())
+    async def submit(self, views: list[np.ndarray], options: DecodeOptions, attention: bool) -> Result:
+        job = _Job(views, options, attention, asyncio.get_running_loop().create_future())
         await self.queue.put(job)
         return await job.future
 
@@ -107,7 +108,7 @@ class MicroBatcher:
             live = [j for j in jobs if not j.future.cancelled()]
             if not live:
                 continue
-            requests = [(j.image, j.options, j.attention) for j in live]
+            requests = [(j.views, j.options, j.attention) for j in live]
             outcomes = await loop.run_in_executor(None, decode_grouped, self.rec, requests)
             self.batches += batch_count(requests)
             self.decoded += len(live)

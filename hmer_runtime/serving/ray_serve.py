@@ -70,14 +70,14 @@ class RecognizerReplica:
     def __serve_build_asgi_app__(self):
         return create_app(limits=self.limits, backend=self)
 
-    async def submit(self, image: np.ndarray, options: DecodeOptions, attention: bool) -> Result:
-        outcome = await self._decode((image, options, attention))
+    async def submit(self, views: list[np.ndarray], options: DecodeOptions, attention: bool) -> Result:
+        outcome = await self._decode((views, options, attention))
         if outcome.error is not None:
             raise outcome.error
         return outcome
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _decode(self, requests: list[tuple[np.ndarray, DecodeOptions, bool]]) -> list[Result]:
+    async def _decode(self, requests: list[tuple[list[np.ndarray], DecodeOptions, bool]]) -> list[Result]:
         outcomes = await asyncio.get_running_loop().run_in_executor(None, decode_grouped, self.rec, requests)
         self.batches += batch_count(requests)
         self.decoded += len(requests)

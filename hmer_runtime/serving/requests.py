@@ -49,11 +49,12 @@ class RequestError(HmerError):
 
 @dataclass(frozen=True)
 class RecognizeRequest:
-    """What a request asks: one model input, the beam width, and whether to return attention;
-    ``heavy`` when it costs more than an ordinary one (an expensive input, or a beam wider than the
-    model's own), so that it is prepared and decoded apart from the ordinary ones."""
+    """What a request asks: its model input at each of the model's scales, the beam width, and
+    whether to return attention; ``heavy`` when it costs more than an ordinary one (an expensive
+    input, or a beam wider than the model's own), so that it is prepared and decoded apart from
+    the ordinary ones."""
 
-    image: np.ndarray
+    views: list[np.ndarray]
     beam: int
     attention: bool
     heavy: bool = False
@@ -80,8 +81,8 @@ async def read_request(request, rec: Recognizer, limits: Limits, admission: Admi
         beam, attention, n_best = parse_options(request.query_params, payload, rec.options.beam, limits.max_beam)
         ink = strokes_to_ink(payload, "strokes", limits.max_strokes, limits.max_points)
         heavy = admission.is_heavy(ink_length=ink_length(ink, rec.spec.render))
-        image = await admission.preprocess(lambda: rec.load(ink), heavy, deadline)
-        return RecognizeRequest(image, beam, attention, heavy or beam > rec.options.beam, n_best)
+        views = await admission.preprocess(lambda: rec.load_views(ink), heavy, deadline)
+        return RecognizeRequest(views, beam, attention, heavy or beam > rec.options.beam, n_best)
     if ctype == "multipart/form-data":
         from starlette.exceptions import HTTPException
 
@@ -100,9 +101,9 @@ async def read_request(request, rec: Recognizer, limits: Limits, admission: Admi
     if not data:
         raise RequestError("request", "empty request body: send an image or JSON strokes")
     heavy = admission.is_heavy(pixels=declared_pixels(data))
-    image = await admission.preprocess(lambda: rec.load(load_image(data, name, limits.max_pixels), name), heavy,
-                                       deadline)
-    return RecognizeRequest(image, beam, attention, heavy or beam > rec.options.beam, n_best)
+    views = await admission.preprocess(lambda: rec.load_views(load_image(data, name, limits.max_pixels), name),
+                                       heavy, deadline)
+    return RecognizeRequest(views, beam, attention, heavy or beam > rec.options.beam, n_best)
 
 
 def declared_pixels(data: bytes) -> int:

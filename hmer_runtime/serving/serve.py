@@ -181,7 +181,7 @@ def create_app(options: ServeOptions = ServeOptions(), limits: Limits | None = N
             try:
                 batcher = state.get("heavy_batcher", state["batcher"]) if asked.heavy else state["batcher"]
                 options = state["rec"].resolve(beam=asked.beam).with_overrides(n_best=asked.n_best)
-                result = await asyncio.wait_for(batcher.submit(asked.image, options, asked.attention),
+                result = await asyncio.wait_for(batcher.submit(asked.views, options, asked.attention),
                                                 max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 return error(503, f"recognition took longer than {limits.timeout_s:g} s; try again")

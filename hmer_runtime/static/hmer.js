@@ -196,7 +196,7 @@
   // --- confidence: hmer_runtime/decoding/confidence.py ------------------------------------------
 
   const FEATURES = ["score", "beam_share", "left_to_right_agrees", "right_to_left_agrees", "log_length",
-    "uncertain_tokens"];
+    "uncertain_tokens", "scales_agree"];
   const UNCERTAIN = 0.9;  // a token chosen with less probability than this counts as uncertain
 
   function logAddExp(values) {
@@ -204,10 +204,14 @@
     return m === -Infinity ? m : m + Math.log(values.reduce((a, v) => a + Math.exp(v - m), 0));
   }
 
-  /** ``features`` of hyps[0], the best reading of one image, among its rivals hyps[1:]. */
-  function features(hyps) {
-    const best = hyps[0];
-    if (!Number.isFinite(best.score)) return [-50, -14, 0, 0, 0, 0];
+  /** ``features`` of hyps[0], the best reading of one image, among its rivals hyps[1:] of its view. */
+  function features(pooled) {
+    const best = pooled[0];
+    if (!Number.isFinite(best.score)) return [-50, -14, 0, 0, 0, 0, 0];
+    const tops = new Map();  // each view's best reading: its first in the pooled order
+    for (const h of pooled) if (!tops.has(h.view)) tops.set(h.view, String(h.ids));
+    const agree = [...tops.values()].filter(ids => ids === String(best.ids)).length / tops.size;
+    const hyps = pooled.filter(h => h.view === best.view);
     const n = best.ids.length + 1;
     const total = hyps.map(h => h.logprob).filter(Number.isFinite);
     let share = total.length ? Math.exp(best.logprob - logAddExp(total)) : 1;
@@ -223,7 +227,20 @@
     };
     const uncertain = best.tokenLogprobs.filter(lp => lp < Math.log(UNCERTAIN)).length;
     return [best.score, Math.log(share / (1 - share)), ranksFirst(h => h.l2r), ranksFirst(h => h.r2l), Math.log(n),
-      uncertain];
+      uncertain, agree];
+  }
+
+  // --- several sizes: render.py at_scale, decoding/pooling.py pool ---------------
+
+  /** The render settings that draw ink ``factor`` times as large (the pen keeps its width). */
+  function atScale(render, factor) {
+    return factor === 1 ? render : { ...render, symbol_px: render.symbol_px * factor };
+  }
+
+  /** One input's hypotheses from each of its views, best score first, each marked with its view. */
+  function pool(views) {
+    const pooled = views.flatMap((hyps, v) => hyps.map(h => ({ ...h, view: v })));
+    return stableSort(pooled, h => (Number.isNaN(h.score) ? Infinity : -h.score));
   }
 
   /** ``search.contenders``: which hypotheses past the first ``keep`` (read right to left in ``r2l``)
@@ -288,20 +305,31 @@
       this.layout = Object.fromEntries([...spec.memory, ...spec.state].map(t => [t.name, t.shape]));
     }
 
-    /** Recognise strokes [[[x, y], ...], ...]: {latex, tokens, score, confidence, token_confidence, ms, input}. */
+    /** Recognise strokes [[[x, y], ...], ...], drawn at each of the model's ``decode.scales``:
+     *  {latex, tokens, score, confidence, token_confidence, ms, input}. */
     async recognize(strokes, { beam = null } = {}) {
       const t0 = performance.now();
-      const input = modelInput(renderInk(strokes, this.spec.render), this.spec.preprocess);
-      return this.recognizeInput(input, { beam, t0 });
+      const inputs = (this.options.scales || [1]).map(
+        f => modelInput(renderInk(strokes, atScale(this.spec.render, f)), this.spec.preprocess));
+      return this.recognizeInputs(inputs, { beam, t0 });
     }
 
     /** Recognise a model input {data: Float32Array (ink 1 on 0), height, width}. */
-    async recognizeInput(input, { beam = null, t0 = performance.now() } = {}) {
+    async recognizeInput(input, options = {}) {
+      return this.recognizeInputs([input], options);
+    }
+
+    /** Recognise one input from its views (model inputs at several sizes); ``input`` is the view read. */
+    async recognizeInputs(inputs, { beam = null, t0 = performance.now() } = {}) {
       const opts = { ...this.options, beam: beam || this.options.beam };
-      const { memory, state } = await this.encode(input);
-      let hyps = opts.beam > 1 ? await this.beamSearch(memory, state, opts) : [await this.greedy(memory, state, opts)];
-      if (opts.beam > 1 && opts.rescore_r2l && opts.search === "hmer") hyps = await this.rescore(memory, state, hyps, opts);
-      const best = hyps[0];
+      const views = [];
+      for (const input of inputs) {
+        const { memory, state } = await this.encode(input);
+        let hyps = opts.beam > 1 ? await this.beamSearch(memory, state, opts) : [await this.greedy(memory, state, opts)];
+        if (opts.beam > 1 && opts.rescore_r2l && opts.search === "hmer") hyps = await this.rescore(memory, state, hyps, opts);
+        views.push(hyps);
+      }
+      const hyps = pool(views), best = hyps[0];
       const drop = new Set([this.special.pad, this.special.sos, this.special.eos]);
       const keep = best.ids.map((id, j) => j).filter(j => !drop.has(best.ids[j]));
       const tokens = keep.map(j => this.vocab[best.ids[j]]);
@@ -310,7 +338,7 @@
       const confidence = calibration && String(calibration.features) === String(FEATURES)
         ? probability(calibration, features(hyps)) : null;
       return { latex: tokens.join(" "), tokens, score: best.score, confidence, token_confidence: tokenConfidence,
-               ms: performance.now() - t0, input };
+               ms: performance.now() - t0, input: inputs[best.view] };
     }
 
     /** Encoder outputs for one image padded to the model's stride: (memory, initial state). */
