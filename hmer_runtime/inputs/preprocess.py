@@ -19,6 +19,7 @@ steps unchanged, so training data and a drawing pad's strokes see exactly the cl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -333,6 +334,12 @@ def preprocess(image: Image.Image | np.ndarray, config: PreprocessConfig = Prepr
     """Model input (H, W) float32, ink 1.0 on 0.0, cropped to the ink, padded, within max size
     (``config.as_given``: as it is, within max size). ``scale``: symbols end up that many times
     the training size (``DecodeOptions.scales``; ``render.model_input``)."""
+    return preprocess_views(image, config, name, (scale,))[0]
+
+
+def preprocess_views(image: Image.Image | np.ndarray, config: PreprocessConfig = PreprocessConfig(),
+                     name: str = "<image>", scales: Sequence[float] = (1.0,)) -> list[np.ndarray]:
+    """:func:`preprocess` at each of ``scales``; the ink is found and cleaned once."""
     if config.as_given:
         gray = to_gray(image)
         ink = 1.0 - gray if float(np.median(gray)) >= 0.5 else gray
@@ -341,7 +348,7 @@ def preprocess(image: Image.Image | np.ndarray, config: PreprocessConfig = Prepr
         h, w = ink.shape
         if h > config.max_height or w > config.max_width:
             ink = _resize(ink, min(config.max_height / h, config.max_width / w))
-        return np.ascontiguousarray(ink, dtype=np.float32)
+        return [np.ascontiguousarray(ink, dtype=np.float32)] * len(scales)
     ink = ink_map(to_gray(image))
     ink[ink < config.ink_threshold * 0.5] = 0.0
     _erase_rules(ink, config.ink_threshold)
@@ -350,8 +357,11 @@ def preprocess(image: Image.Image | np.ndarray, config: PreprocessConfig = Prepr
     if len(rows) == 0:
         raise ImageError(name, "no ink found (blank image)", NOTHING_TO_READ)
     ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    if config.stroke_width > 0:
-        ink = _training_scale(ink, config, scale)
+    return [_fit(_training_scale(ink, config, f) if config.stroke_width > 0 else ink, config) for f in scales]
+
+
+def _fit(ink: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """Cropped ink within the maximum size, padded."""
     p = config.pad
     limit_h, limit_w = config.max_height - 2 * p, config.max_width - 2 * p
     h, w = ink.shape

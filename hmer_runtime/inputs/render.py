@@ -238,8 +238,12 @@ def model_input(obj, render: RenderConfig, pre, name: str, scale: float = 1.0) -
 
 
 def model_inputs(obj, render: RenderConfig, pre, name: str, scales: Sequence[float] = (1.0,)) -> list[np.ndarray]:
-    """One :func:`model_input` per scale: the views of one input."""
-    return [model_input(obj, render, pre, name, f) for f in scales]
+    """One :func:`model_input` per scale: the views of one input (an image's ink is found once)."""
+    from hmer_runtime.inputs.preprocess import preprocess_views
+
+    if isinstance(obj, Ink):
+        return [model_input(obj, render, pre, name, f) for f in scales]
+    return preprocess_views(obj, pre, name, scales)
 
 
 def at_scale(render: RenderConfig, factor: float) -> RenderConfig:
