@@ -45,9 +45,11 @@ CHECKPOINT ?= models/cpu-v3/last.pt
 INPUT_SCALE ?= 1.1
 # SCALES: the sizes hmer-run reads each input at (x INPUT_SCALE), picked with benchmarks.scale_sets on 2013.
 SCALES ?= 0.8,1,1.25
+# SIDE_BEAM: the beam width at the sizes other than 1 (docs/MODEL.md, "Reading at several sizes").
+SIDE_BEAM ?= 3
 bundle-model: $(VENV)/.train
 	$(BIN)/hmer-export $(CHECKPOINT) hmer_runtime/models/default --int8 --force \
-	  --input-scale $(INPUT_SCALE) --scales $(SCALES) \
+	  --input-scale $(INPUT_SCALE) --scales $(SCALES) --side-beam $(SIDE_BEAM) \
 	  --check-data ../shared/data/crohme/crohme-2013.tar.gz --check-limit 200
 	$(BIN)/python -m hmer_export.calibrate fit hmer_runtime/models/default ../shared/data/crohme/crohme-2013.tar.gz
 

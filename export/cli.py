@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hmer_runtime.cli_util import CONTEXT_SETTINGS, SCALES_OPTION, run_cli
+from hmer_runtime.cli_util import CONTEXT_SETTINGS, SCALES_OPTION, SIDE_BEAM_OPTION, run_cli
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -28,16 +28,17 @@ from hmer_runtime.cli_util import CONTEXT_SETTINGS, SCALES_OPTION, run_cli
               help="The beam width runtimes decode with by default (model.json decode.beam; default: the "
                    "checkpoint's decode.beam); pick it from ExpRate and latency on validation data.")
 @SCALES_OPTION
+@SIDE_BEAM_OPTION
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it exists.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(checkpoint, out_dir, opset, fp16, int8, check, check_data, check_limit, input_scale, vocab, beam, scales,
-         force, debug) -> None:
+         side_beam, force, debug) -> None:
     """Export CHECKPOINT (from hmer-train, or CoMER's own with --vocab) to OUT_DIR for the torch-free runtime."""
     from .exporter import ExportOptions, export_checkpoint
 
     options = ExportOptions(opset=opset, fp16=fp16, int8=int8, check=check, check_data=check_data,
                             check_limit=check_limit, force=force, input_scale=input_scale, vocab=vocab, beam=beam,
-                            scales=scales)
+                            scales=scales, side_beam=side_beam)
     raw = export_checkpoint(checkpoint, out_dir, options, log=lambda s: click.echo(s, err=True))
     click.echo(f"wrote {out_dir}: {', '.join(sorted(raw['variants']))} ({raw['parameters']:,} parameters)")
 

@@ -59,7 +59,8 @@ class ExportOptions:
     image folder) whose first ``check_limit`` expressions join the synthetic check images, so
     reduced-precision variants report their ExpRate change on it. ``input_scale``, ``beam`` and
     ``scales`` replace the checkpoint's ``decode.input_scale``, ``decode.beam`` (the width
-    runtimes decode with by default) and ``decode.scales`` (the sizes they read each input at).
+    runtimes decode with by default) and ``decode.scales`` (the sizes they read each input at),
+    ``side_beam`` its ``decode.side_beam`` (the width at the sizes other than the model's own).
     ``vocab``: the vocabulary file of a CoMER checkpoint (``hmer_train.comer_import``)."""
 
     opset: int = DEFAULT_OPSET
@@ -73,6 +74,7 @@ class ExportOptions:
     vocab: str | Path | None = None
     beam: int | None = None
     scales: tuple[float, ...] | None = None
+    side_beam: int | None = None
 
 
 def describe(model, vocab, ckpt: dict, ckpt_path: Path, read: Reading, layout: dict, opset: int) -> dict:
@@ -155,7 +157,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, options: Expo
     model, vocab, ckpt = load_model(checkpoint, input_scale=o.input_scale, vocab=o.vocab)
     cfg = ckpt["config"]
     read = reading(cfg)
-    read = replace(read, decode=read.decode.with_overrides(beam=o.beam, scales=o.scales))
+    read = replace(read, decode=read.decode.with_overrides(beam=o.beam, scales=o.scales, side_beam=o.side_beam))
     if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())) and not o.force:
         raise ModelError(str(out_dir), "already exists; use --force to replace it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)

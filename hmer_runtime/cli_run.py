@@ -17,6 +17,7 @@ from hmer_runtime.cli_util import (
     PROVIDER_OPTION,
     SCALES_OPTION,
     SEARCH_OPTION,
+    SIDE_BEAM_OPTION,
     Progress,
     run_cli,
     show_progress,
@@ -129,10 +130,11 @@ def write_attention(res, stride: int, folder: Path, number: int, path: str) -> b
 @GRAMMAR_OPTION
 @SEARCH_OPTION
 @SCALES_OPTION
+@SIDE_BEAM_OPTION
 @PROGRESS_OPTION
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(paths, model_dir, beam, provider, variant, batch_size, threads, limit, as_json, n_best, compact,
-         attention_dir, grammar, search, scales, progress, debug) -> None:
+         attention_dir, grammar, search, scales, side_beam, progress, debug) -> None:
     """Recognise handwritten expressions in PATHS (images, .inkml, stroke .json, directories, globs,
     @LIST files; - = stdin). With several inputs, each line names its file: FILE<TAB>LATEX."""
     from hmer_runtime.engine.providers import ProviderConfig
@@ -145,7 +147,7 @@ def main(paths, model_dir, beam, provider, variant, batch_size, threads, limit, 
     for e in failures:
         click.echo(f"error: {printable(str(e))}", err=True)
     rec = Recognizer(model_dir, ProviderConfig(provider, threads), variant, beam=beam, grammar=grammar,
-                     search=search, scales=scales, n_best=n_best if as_json else None)
+                     search=search, scales=scales, side_beam=side_beam, n_best=n_best if as_json else None)
     if debug:
         click.echo(f"model {rec.spec.directory} on {rec.provider}", err=True)
     if attention_dir:

@@ -42,6 +42,10 @@ SCALES_OPTION = click.option("--scales", callback=_scales, metavar="F,F,...",
                              help="Read each input at these multiples of the model's size and keep the best "
                                   "reading (1 = one size, fastest; default: the model's decode.scales).")
 
+SIDE_BEAM_OPTION = click.option("--side-beam", type=click.IntRange(min=1, max=64), metavar="N",
+                                help="Beam width at the sizes other than the model's own (never wider than --beam; "
+                                     "default: the model's decode.side_beam).")
+
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 PROVIDER_OPTION = click.option("--provider", type=click.Choice(PROVIDERS), default="auto", show_default=True,
                                help="ONNX Runtime provider (auto: the best one installed).")

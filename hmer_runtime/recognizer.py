@@ -20,7 +20,7 @@ from PIL import Image
 
 from hmer_runtime.decoding.confidence import features
 from hmer_runtime.decoding.decode_options import DecodeOptions
-from hmer_runtime.decoding.pooling import pool
+from hmer_runtime.decoding.pooling import pool, view_options
 from hmer_runtime.engine.model_spec import ModelSpec
 from hmer_runtime.engine.onnx_model import OnnxModel, Timings
 from hmer_runtime.engine.providers import ProviderConfig
@@ -215,18 +215,23 @@ class Recognizer:
                 for i, r in zip(chunk, self._decode([inputs[i] for i in chunk], options, attention, None)):
                     out[i] = r
             return out  # type: ignore[return-value]
-        images = [im for views in inputs for im in views]
-        x, mask = pad_batch(images, self.spec.stride)
+        # the views that decode alike (the model's own size, the side sizes) share a batch
+        groups: dict[DecodeOptions, list[tuple[int, int]]] = {}
+        for i, views in enumerate(inputs):
+            for v, o in enumerate(view_options(options, len(views))):
+                groups.setdefault(o, []).append((i, v))
+        decoded: list[list] = [[None] * len(views) for views in inputs]
         timings = Timings()
         t0 = time.perf_counter()
-        decoded = self.model.decode(x, mask, options, attention, timings)
+        for o, where in groups.items():
+            x, mask = pad_batch([inputs[i][v] for i, v in where], self.spec.stride)
+            for (i, v), hyps in zip(where, self.model.decode(x, mask, o, attention, timings)):
+                decoded[i][v] = hyps
         ms = (time.perf_counter() - t0) * 1000 / len(inputs)
         out = []
         vocab, calibration = self.spec.vocab, self.spec.confidence
-        at = 0
-        for views in inputs:
-            hs = pool(decoded[at:at + len(views)])
-            at += len(views)
+        for views, per_view in zip(inputs, decoded):
+            hs = pool(per_view)
             best = hs[0]
             keep = vocab.kept(best.ids)  # specials a model may emit mid-sequence go, with their maps
             tokens = vocab.decode(best.ids)

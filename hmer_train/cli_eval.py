@@ -15,6 +15,7 @@ from hmer_runtime.cli_util import (
     PROVIDER_OPTION,
     SCALES_OPTION,
     SEARCH_OPTION,
+    SIDE_BEAM_OPTION,
     run_cli,
 )
 from hmer_runtime.decoding.decode_options import DecodeOptions
@@ -38,6 +39,7 @@ class EvalOptions:
     grammar: bool | None = None
     search: str | None = None  # hmer, or comer: CoMER's search in both directions
     scales: tuple[float, ...] | None = None  # sizes each input is read at (decode.scales)
+    side_beam: int | None = None  # beam width at the sizes other than the model's own (decode.side_beam)
     vocab_file: str | None = None  # a CoMER checkpoint's dictionary.txt
     teacher_forced: bool = False  # also a checkpoint's teacher-forced loss and token accuracy
     progress: bool | None = None  # bars on stderr; None: on a terminal only
@@ -81,7 +83,7 @@ def load_for_eval(model_path: str, o: EvalOptions = EvalOptions()) -> LoadedMode
         if o.teacher_forced:
             raise ModelError(model_path, "teacher-forced figures need a checkpoint, not an exported model")
         rec = Recognizer(model_path, o.provider, o.variant, beam=o.beam, grammar=o.grammar, search=o.search,
-                         scales=o.scales)
+                         scales=o.scales, side_beam=o.side_beam)
         return LoadedModel(rec.model, rec.options, rec.spec.vocab, rec.spec.render, rec.spec.preprocess,
                            DEFAULT_ROOTS, DEFAULT_CACHE, rec.spec.stride)
     from hmer_train.checkpoint import load_model
@@ -92,7 +94,8 @@ def load_for_eval(model_path: str, o: EvalOptions = EvalOptions()) -> LoadedMode
                                           vocab=o.vocab_file)
     cfg = ckpt["config"]
     read = reading(cfg)
-    decode = read.decode.with_overrides(beam=o.beam, grammar=o.grammar, search=o.search, scales=o.scales)
+    decode = read.decode.with_overrides(beam=o.beam, grammar=o.grammar, search=o.search, scales=o.scales,
+                                        side_beam=o.side_beam)
     return LoadedModel(TorchDecoder(torch_model, vocab), decode, vocab, read.render, read.preprocess,
                        list(cfg.data_roots), Path(cfg.cache_dir) if cfg.cache_dir else DEFAULT_CACHE,
                        1, torch_model)  # the PyTorch model pads itself
@@ -121,6 +124,7 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None,
                              progress=o.progress)
     summary["beam"] = m.decode.beam
     summary["scales"] = list(m.decode.scales)
+    summary["side_beam"] = m.decode.side_beam
     if o.teacher_forced:
         from hmer_train.train import teacher_forced as tf_figures
 
@@ -156,6 +160,7 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None,
 @GRAMMAR_OPTION
 @SEARCH_OPTION
 @SCALES_OPTION
+@SIDE_BEAM_OPTION
 @click.option("--vocab", "vocab_file", type=click.Path(dir_okay=False),
               help="A CoMER checkpoint's vocabulary file (its dictionary.txt).")
 @click.option("--teacher-forced", is_flag=True,
@@ -163,7 +168,8 @@ def evaluate_checkpoint(model_path: str, source: str | None, split: str | None,
 @PROGRESS_OPTION
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_json, variant, provider,
-         weights, input_scale, grammar, search, scales, vocab_file, teacher_forced, progress, debug) -> None:
+         weights, input_scale, grammar, search, scales, side_beam, vocab_file, teacher_forced, progress,
+         debug) -> None:
     """Evaluate MODEL (a checkpoint, or a directory from hmer-export) on DATA (InkML folder/archive or
     image folder).
 
@@ -198,7 +204,7 @@ def main(model, data, dataset, config_path, beam, out, limit, batch_size, as_jso
             raise click.UsageError("give MODEL and DATA, or --dataset NAME")
         jobs.append((model, data, None))
     options = EvalOptions(beam, limit, batch_size, variant, provider, weights, input_scale, grammar, search,
-                          scales, vocab_file, teacher_forced, progress)
+                          scales, side_beam, vocab_file, teacher_forced, progress)
     for ckpt, src, split in jobs:
         s = evaluate_checkpoint(ckpt, src, split, options, out)
         label = f"{src}:{split}" if split else src

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from hmer_runtime.decoding.confidence import features
 from hmer_runtime.decoding.decode_options import DecodeOptions
 from hmer_runtime.decoding.hypothesis import Hypothesis
-from hmer_runtime.decoding.pooling import pool
+from hmer_runtime.decoding.pooling import pool, view_options
 from hmer_runtime.inputs.preprocess import pad_batch
 from hmer_runtime.text.metrics import Metrics
 from hmer_runtime.text.vocab import Vocab
@@ -29,7 +29,7 @@ def evaluate(decoder, data: PreparedSet | Sequence[PreparedSet], vocab: Vocab, o
     """(summary, rows) of ``decoder`` on the first ``limit`` samples of ``data``, batched by size:
     ExpRate, <=1, <=2 and WER, and one row per expression (file, truth, prediction, score, edits).
     ``data`` may be the same samples prepared at each of ``options.scales`` (``prepare(..., scale=)``):
-    each is decoded, and each expression's views are pooled (``decoding.pooling``).
+    each is decoded with its own options and each expression's views are pooled (``decoding.pooling``).
     ``stride``: what batches are padded to (an exported model's ``stride``; PyTorch pads itself).
     ``progress``: a bar on stderr (None: only when stderr is a terminal, so logs stay readable)."""
     views = [data] if isinstance(data, PreparedSet) else list(data)
@@ -39,7 +39,8 @@ def evaluate(decoder, data: PreparedSet | Sequence[PreparedSet], vocab: Vocab, o
         raise ValueError("the views of a data set must hold the same samples in the same order")
     bar = tqdm(total=n * len(subs), desc="decoding", unit="expr", file=sys.stderr, leave=False,
                disable=None if progress is None else not progress)
-    decoded = [decode_set(decoder, sub, options, batch_size, max_pixels, stride, bar.update) for sub in subs]
+    decoded = [decode_set(decoder, sub, o, batch_size, max_pixels, stride, bar.update)
+               for sub, o in zip(subs, view_options(options, len(subs)))]
     bar.close()
     return score(subs[0], vocab, [pool([view[i] for view in decoded]) for i in range(n)])
 

@@ -260,6 +260,7 @@ def test_broken_and_mismatched_model_dirs(model_dir, tmp_path, inputs):
 
 @pytest.mark.parametrize("section, key, value", [
     ("decode", "max_len", 10**9), ("decode", "length_penalty", float("nan")), ("decode", "beam", 0),
+    ("decode", "side_beam", 100),
     (None, "stride", 0), (None, "stride", -16), ("render", "pad", -100), ("render", "supersample", 0),
     ("preprocess", "max_width", 3), ("render", "symbol_px", float("inf")), ("preprocess", "ink_threshold", 1.5)])
 def test_model_json_values_out_of_range_are_one_named_error(model_dir, tmp_path, inputs, section, key, value):

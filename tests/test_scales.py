@@ -9,10 +9,11 @@ import pytest
 from click.testing import CliRunner
 from synth import expression_strokes
 
+from hmer_runtime.cli_run import main as run_main
 from hmer_runtime.decoding.confidence import FEATURES, features
 from hmer_runtime.decoding.decode_options import DecodeOptions
 from hmer_runtime.decoding.hypothesis import Hypothesis
-from hmer_runtime.decoding.pooling import pool
+from hmer_runtime.decoding.pooling import own_size, pool, view_options
 from hmer_runtime.inputs.inkml import Ink
 from hmer_runtime.inputs.render import at_scale, model_inputs, render_ink
 from hmer_runtime.recognizer import Recognizer
@@ -58,6 +59,21 @@ def test_scales_are_validated_and_travel_in_model_json():
             DecodeOptions(scales=bad)
 
 
+def test_the_models_own_size_gets_the_full_beam_and_the_others_the_side_beam():
+    opts = DecodeOptions(beam=10, scales=(0.8, 1.0, 1.25), side_beam=3)
+    assert [o.beam for o in view_options(opts, 3)] == [3, 10, 3]
+    assert view_options(opts, 1) == [opts]  # one view (a preprocessed input) is read at the full beam
+    assert [o.beam for o in view_options(opts.with_overrides(beam=2), 3)] == [2, 2, 2]  # never wider
+    assert [o.beam for o in view_options(DecodeOptions(beam=4, scales=(0.8, 1.0)), 2)] == [4, 4]  # None: beam
+    assert own_size((0.9, 1.2)) == 0 and own_size((1.3, 1.1, 0.85)) == 1
+    with pytest.raises(ValueError, match="2 views"):
+        view_options(opts, 2)
+    assert DecodeOptions.from_model_json(opts.to_model_json()) == opts
+    assert DecodeOptions.from_model_json({"max_len": 10}).side_beam is None  # older models: every size at beam
+    with pytest.raises(ValueError, match="side_beam"):
+        DecodeOptions(side_beam=0)
+
+
 def test_a_view_draws_ink_larger_with_the_same_pen(tiny_model_dir):
     spec = Recognizer(tiny_model_dir, "cpu").spec
     ink = Ink.from_strokes(_strokes())
@@ -92,9 +108,19 @@ def test_the_recognizer_keeps_the_best_scoring_size(tiny_model_dir):
     assert one.tokens == Recognizer(tiny_model_dir, "cpu", beam=3).recognize(strokes).tokens
 
 
-def test_hmer_run_and_hmer_eval_take_scales(tiny_model_dir, tmp_path):
-    from hmer_runtime.cli_run import main as run_main
+def test_the_side_sizes_are_read_at_the_side_beam(tiny_model_dir):
+    rec = Recognizer(tiny_model_dir, "cpu", beam=3, scales=SCALES, side_beam=1)
+    inputs = [rec.load_views(s) for s in (_strokes(), _strokes("y-7"))]
+    got = rec.decode_images(inputs)
+    for views, result in zip(inputs, got):
+        alone = [rec.decode_images([v], beam=3 if f == 1.0 else 1)[0] for v, f in zip(views, SCALES)]
+        best = max(range(len(SCALES)), key=lambda i: alone[i].score)
+        assert result.tokens == alone[best].tokens and result.score == pytest.approx(alone[best].score, abs=1e-5)
+    out = CliRunner().invoke(run_main, [str(rec.spec.directory), "--side-beam", "0"])
+    assert out.exit_code == 2 and "--side-beam" in out.output
 
+
+def test_hmer_run_and_hmer_eval_take_scales(tiny_model_dir, tmp_path):
     ink = tmp_path / "x.json"
     ink.write_text(json.dumps({"strokes": _strokes()}))
     out = CliRunner().invoke(run_main, [str(ink), "--model", str(tiny_model_dir), "--beam", "2", "--json",

@@ -25,7 +25,8 @@ class DecodeOptions:
     the model's, so ``model.json`` does not store it. ``scales``: the sizes each input is read
     at, as multiples of ``input_scale``; with more than one, each is decoded and the reading with
     the best score across them wins (:mod:`hmer_runtime.decoding.pooling`), for that many times
-    the work."""
+    the work. ``side_beam``: the beam width at the sizes other than the model's own (the scale
+    nearest 1), never wider than ``beam``; None reads every size at ``beam``."""
 
     beam: int = 1
     max_len: int = 200
@@ -36,10 +37,13 @@ class DecodeOptions:
     input_scale: float = 1.0
     n_best: int = 1
     scales: tuple[float, ...] = (1.0,)
+    side_beam: int | None = None
 
     def __post_init__(self):
         if self.beam < 1 or self.max_len < 1:
             raise ValueError(f"beam and max_len must be at least 1 (beam {self.beam}, max_len {self.max_len})")
+        if self.side_beam is not None and self.side_beam < 1:
+            raise ValueError(f"side_beam must be at least 1, not {self.side_beam}")
         if self.n_best < 1:
             raise ValueError(f"n_best must be at least 1, not {self.n_best}")
         object.__setattr__(self, "scales", tuple(float(f) for f in self.scales))  # a list from YAML or JSON
@@ -65,7 +69,8 @@ class DecodeOptions:
                    length_penalty=float(decode.get("length_penalty", 1.0)), grammar=bool(decode.get("grammar", False)),
                    rescore=bool(decode.get("rescore_r2l", False)), search=str(decode.get("search", "hmer")),
                    input_scale=float(decode.get("input_scale", 1.0)),
-                   scales=decode.get("scales", (1.0,)))
+                   scales=decode.get("scales", (1.0,)),
+                   side_beam=None if decode.get("side_beam") is None else int(decode["side_beam"]))
 
     def to_model_json(self) -> dict:
         """The ``decode`` section of ``model.json`` (the inverse of :meth:`from_model_json`)."""

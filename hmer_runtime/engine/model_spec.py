@@ -144,9 +144,10 @@ class ModelSpec:
 
 #: The values of model.json a runtime accepts, (low, high) inclusive: past them a model would
 #: hang (max_len), divide by zero (stride, supersample) or give meaningless scores (NaN).
+#: ``decode.side_beam`` may also be absent (None).
 RANGES: dict[str, tuple[float, float]] = {
     "decode.beam": (1, 64), "decode.max_len": (1, 1000), "decode.length_penalty": (0.0, 10.0),
-    "decode.input_scale": (0.1, 10.0), "stride": (1, 64),
+    "decode.input_scale": (0.1, 10.0), "decode.side_beam": (1, 64), "stride": (1, 64),
     "render.symbol_px": (1.0, 512.0), "render.line_width": (0.1, 64.0), "render.pad": (0, 512),
     "render.max_height": (16, 8192), "render.max_width": (16, 8192), "render.supersample": (1, 16),
     "preprocess.pad": (0, 512), "preprocess.max_height": (16, 8192), "preprocess.max_width": (16, 8192),
@@ -161,6 +162,8 @@ def check_ranges(spec: ModelSpec, where: str = MODEL_FILE) -> None:
         obj = spec
         for part in key.split("."):
             obj = getattr(obj, part)
+        if obj is None and key == "decode.side_beam":
+            continue
         if not (isinstance(obj, (int, float)) and math.isfinite(obj) and lo <= obj <= hi):
             raise ModelError(where, f"{key} is {obj!r}, outside the range a model can have ({lo:g} to {hi:g})")
 

@@ -237,6 +237,24 @@
     return factor === 1 ? render : { ...render, symbol_px: render.symbol_px * factor };
   }
 
+  /** ``pooling.own_size``: the view read at the model's own size, the scale nearest 1 (the first on a tie). */
+  function ownSize(scales) {
+    let own = 0;
+    scales.forEach((f, v) => { if (Math.abs(Math.log(f)) < Math.abs(Math.log(scales[own]))) own = v; });
+    return own;
+  }
+
+  /** ``pooling.view_options``: the options each of an input's ``views`` views is decoded with (the
+   *  model's own size at the full beam, the others at ``side_beam``, never wider). */
+  function viewOptions(opts, views) {
+    if (views === 1) return [opts];
+    const scales = opts.scales || [1];
+    if (views !== scales.length) throw new Error(`an input has ${views} views, but the options read ${scales.length} sizes`);
+    const side = { ...opts, beam: Math.min(opts.beam, opts.side_beam || opts.beam) };
+    const own = ownSize(scales);
+    return scales.map((_, v) => (v === own ? opts : side));
+  }
+
   /** One input's hypotheses from each of its views, best score first, each marked with its view. */
   function pool(views) {
     const pooled = views.flatMap((hyps, v) => hyps.map(h => ({ ...h, view: v })));
@@ -322,8 +340,10 @@
     /** Recognise one input from its views (model inputs at several sizes); ``input`` is the view read. */
     async recognizeInputs(inputs, { beam = null, t0 = performance.now() } = {}) {
       const opts = { ...this.options, beam: beam || this.options.beam };
+      const perView = viewOptions(opts, inputs.length);
       const views = [];
-      for (const input of inputs) {
+      for (const [v, input] of inputs.entries()) {
+        const opts = perView[v];
         const { memory, state } = await this.encode(input);
         let hyps = opts.beam > 1 ? await this.beamSearch(memory, state, opts) : [await this.greedy(memory, state, opts)];
         if (opts.beam > 1 && opts.rescore_r2l && opts.search === "hmer") hyps = await this.rescore(memory, state, hyps, opts);
