@@ -71,5 +71,6 @@ def main(model: str, data: str, beam: int | None, scales: str, sets_: str, side_
         click.echo(f"| {', '.join(f'{f:g}' for f in s)} | {min(side, m.decode.beam) if len(s) > 1 else '-'} | "
                    f"{summary['exprate']:.2f} | {summary['le1']:.2f} | {summary['le2']:.2f} | {ms:.0f} |")
 
+
 if __name__ == "__main__":
     main()

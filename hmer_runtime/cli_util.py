@@ -23,7 +23,6 @@ SEARCH_OPTION = click.option("--search", type=click.Choice(SEARCHES), default=No
                                   "(both directions); default: the model's decode.search.")
 
 
-
 def _scales(ctx, param, value: str | None) -> tuple[float, ...] | None:
     if value is None:
         return None

@@ -144,7 +144,7 @@ class ModelSpec:
 
 #: The values of model.json a runtime accepts, (low, high) inclusive: past them a model would
 #: hang (max_len), divide by zero (stride, supersample) or give meaningless scores (NaN).
-#: ``decode.side_beam`` may also be absent (None).
+#: Those in :data:`OPTIONAL` may also be absent (None).
 RANGES: dict[str, tuple[float, float]] = {
     "decode.beam": (1, 64), "decode.max_len": (1, 1000), "decode.length_penalty": (0.0, 10.0),
     "decode.input_scale": (0.1, 10.0), "decode.side_beam": (1, 64), "stride": (1, 64),
@@ -155,6 +155,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "preprocess.symbol_px": (0.0, 512.0),
 }
 
+#: Values a model.json may leave out (None: the runtime's default).
+OPTIONAL = frozenset({"decode.side_beam"})
+
 
 def check_ranges(spec: ModelSpec, where: str = MODEL_FILE) -> None:
     """ModelError naming the first value of ``spec`` outside :data:`RANGES` (NaN included)."""
@@ -162,7 +165,7 @@ def check_ranges(spec: ModelSpec, where: str = MODEL_FILE) -> None:
         obj = spec
         for part in key.split("."):
             obj = getattr(obj, part)
-        if obj is None and key == "decode.side_beam":
+        if obj is None and key in OPTIONAL:
             continue
         if not (isinstance(obj, (int, float)) and math.isfinite(obj) and lo <= obj <= hi):
             raise ModelError(where, f"{key} is {obj!r}, outside the range a model can have ({lo:g} to {hi:g})")

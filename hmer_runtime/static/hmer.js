@@ -343,10 +343,10 @@
       const perView = viewOptions(opts, inputs.length);
       const views = [];
       for (const [v, input] of inputs.entries()) {
-        const opts = perView[v];
+        const o = perView[v];
         const { memory, state } = await this.encode(input);
-        let hyps = opts.beam > 1 ? await this.beamSearch(memory, state, opts) : [await this.greedy(memory, state, opts)];
-        if (opts.beam > 1 && opts.rescore_r2l && opts.search === "hmer") hyps = await this.rescore(memory, state, hyps, opts);
+        let hyps = o.beam > 1 ? await this.beamSearch(memory, state, o) : [await this.greedy(memory, state, o)];
+        if (o.beam > 1 && o.rescore_r2l && o.search === "hmer") hyps = await this.rescore(memory, state, hyps, o);
         views.push(hyps);
       }
       const hyps = pool(views), best = hyps[0];
